@@ -1,0 +1,219 @@
+"""Checkpoints and the run directory.
+
+    <runs_dir>/<run-id>/
+      config.json        the full TrainConfig, data source, versions, device, params
+      metrics.jsonl      one event per line
+      checkpoints/       epoch-NNN.pt, last.pt, best.pt (+ a small .json beside each)
+
+Saving is atomic: write a temporary file in the same folder, fsync, rename.
+Loading uses ``torch.load(weights_only=True)``: a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+FORMAT_NAME = "cifar-tui-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(Exception):
+    """A file that cannot be used as a checkpoint. One-line message for the user."""
+
+
+# ------------------------------------------------------------------------ locations
+
+
+def default_runs_dir() -> Path:
+    env = os.environ.get("CIFAR_TUI_RUNS_DIR")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("cifar-tui", appauthor=False)) / "runs"
+
+
+def new_run_dir(runs_dir: Optional[str | Path], preset: str) -> Path:
+    root = Path(runs_dir).expanduser() if runs_dir else default_runs_dir()
+    if root.exists() and not root.is_dir():
+        raise CheckpointError(f"--runs-dir {root} is a file, not a folder; choose a folder")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CheckpointError(f"cannot create the runs folder {root} ({e.strerror}); choose another with --runs-dir") from None
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = f"{stamp}-{preset}"
+    for i in range(1000):
+        name = base if i == 0 else f"{base}-{i}"
+        d = root / name
+        try:
+            d.mkdir()
+        except FileExistsError:
+            continue
+        except OSError as e:
+            raise CheckpointError(f"cannot write in the runs folder {root} ({e.strerror}); choose another with --runs-dir") from None
+        (d / "checkpoints").mkdir()
+        return d
+    raise CheckpointError(f"too many runs named {base}* in {root}")
+
+
+# --------------------------------------------------------------------- atomic writes
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Call ``write(fileobj)`` on a temporary file beside ``path``, fsync it, then rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_bytes(path, lambda fh: fh.write((json.dumps(data, indent=2, default=str) + "\n").encode()))
+
+
+# ---------------------------------------------------------------------- save / load
+
+
+def save_checkpoint(path: Path, state: dict[str, Any], summary: Optional[dict[str, Any]] = None) -> None:
+    """Write ``state`` (plus format header) atomically to ``path`` and a JSON summary beside it."""
+    payload = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **state}
+    atomic_write_bytes(path, lambda fh: torch.save(payload, fh))
+    if summary is not None:
+        atomic_write_json(path.with_suffix(".json"), summary)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely. Raises :class:`CheckpointError` with a one-line reason."""
+    p = Path(path).expanduser()
+    if p.is_dir():
+        for cand in (p / "checkpoints" / "last.pt", p / "last.pt"):
+            if cand.is_file():
+                p = cand
+                break
+        else:
+            raise CheckpointError(f"{p} is a folder with no checkpoints/last.pt; give a .pt file or a run folder")
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {p} does not exist")
+    try:
+        data = torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        if "weights_only" in str(e) or "Unsupported global" in str(e) or "global" in first.lower():
+            raise CheckpointError(
+                f"{p} was refused: it holds objects that could run code when loaded; only cifar-tui checkpoints are accepted"
+            ) from None
+        raise CheckpointError(f"{p} is not a readable checkpoint (corrupt or truncated)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, KeyError, TypeError) as e:
+        msg = str(e).lower()
+        if "weights_only" in msg:
+            raise CheckpointError(
+                f"{p} was refused: it holds objects that could run code when loaded; only cifar-tui checkpoints are accepted"
+            ) from None
+        raise CheckpointError(f"{p} is not a readable checkpoint (corrupt or truncated)") from None
+    except Exception:
+        raise CheckpointError(f"{p} is not a readable checkpoint") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{p} is not a cifar-tui checkpoint (a model from another program?)")
+    version = data.get("version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{p} has checkpoint format version {version}, newer than this cifar-tui supports ({FORMAT_VERSION}); upgrade cifar-tui"
+        )
+    if version < 1:
+        raise CheckpointError(f"{p} has an unknown checkpoint format version {version}")
+    for key in ("model", "arch", "config"):
+        if key not in data:
+            raise CheckpointError(f"{p} is an incomplete checkpoint (no {key!r})")
+    data["path"] = str(p)
+    return data
+
+
+def build_model_from_checkpoint(ckpt: dict[str, Any]):
+    """Rebuild the network a checkpoint describes and load its weights (strict)."""
+    from .model import ARCH_NAME, SEResNet
+
+    arch = ckpt["arch"]
+    if arch.get("name") != ARCH_NAME:
+        raise CheckpointError(f"{ckpt.get('path')}: architecture {arch.get('name')!r} is not {ARCH_NAME}")
+    model = SEResNet(width=float(arch["width"]), num_classes=int(arch["num_classes"]))
+    load_weights(model, ckpt)
+    return model
+
+
+def load_weights(model: torch.nn.Module, ckpt: dict[str, Any]) -> None:
+    state = ckpt["model"]
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, KeyError, TypeError) as e:
+        theirs = ckpt.get("arch", {})
+        mine_w = getattr(model, "width", "?")
+        raise CheckpointError(
+            f"{ckpt.get('path')}: weights do not fit this network (checkpoint width {theirs.get('width')}, "
+            f"{theirs.get('params')} parameters; expected width {mine_w}); use the checkpoint's own settings"
+        ) from None
+
+
+# --------------------------------------------------------------------- run folders
+
+
+def read_config_json(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((Path(run_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def read_metrics(path: Path) -> tuple[list[dict], int]:
+    """Read ``metrics.jsonl``; returns (events as dicts, number of unreadable lines skipped)."""
+    events, bad = [], 0
+    try:
+        with open(path, "r", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    d = json.loads(line)
+                except ValueError:
+                    bad += 1
+                    continue
+                if isinstance(d, dict) and "event" in d:
+                    events.append(d)
+                else:
+                    bad += 1
+    except FileNotFoundError:
+        pass
+    return events, bad

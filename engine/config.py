@@ -1,0 +1,179 @@
+"""Training configuration: a frozen dataclass, presets, and validation.
+
+This module imports no torch so that the CLI can build and check a
+configuration (and print ``--help``) without paying torch's import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+class ConfigError(ValueError):
+    """An impossible or contradictory setting. The message is one line, for the user."""
+
+
+# Normalisation used by the report (per-channel mean and std of CIFAR-10).
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2023, 0.1994, 0.2010)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # data
+    data: str = "cifar10"
+    subset: Optional[int] = None  # train on this many images (after the validation hold-out)
+    val_size: Optional[int] = None  # None: min(5000, 10% of the training images)
+    # model
+    width: float = 1.0
+    # optimisation
+    preset: str = "paper"
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 0.0
+    schedule: str = "cosine"  # cosine | linear | constant
+    grad_clip_value: Optional[float] = 0.1  # clip each gradient element to [-v, v]
+    label_smoothing: float = 0.0
+    # augmentation
+    crop_padding: int = 4
+    flip: bool = True
+    grayscale_p: float = 0.2
+    autocontrast_p: float = 0.2
+    mixup: bool = True
+    mixup_alpha: float = 1.0
+    mixup_prob: float = 0.9  # chance that a given epoch uses mixup
+    mixup_off_epochs: int = 10  # no mixup during the last N epochs
+    # run
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    runs_dir: Optional[str] = None  # None: platformdirs' user data dir
+    save_every: int = 0  # also keep checkpoints/epoch-NNN.pt every N epochs (0: never)
+    log_every: int = 20  # read metrics from the device every N steps
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True  # on CUDA
+    compile: bool = False  # torch.compile the model (CUDA only)
+
+    # ------------------------------------------------------------------ helpers
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> "TrainConfig":
+        """Raise :class:`ConfigError` with a one-line message if a setting is impossible."""
+        def bad(msg: str) -> None:
+            raise ConfigError(msg)
+
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            bad(f"--epochs must be a whole number of at least 1 (got {self.epochs})")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            bad(f"--batch-size must be at least 1 (got {self.batch_size})")
+        if not _finite(self.lr) or self.lr <= 0:
+            bad(f"--lr must be a positive number (got {self.lr})")
+        if not _finite(self.width) or self.width <= 0:
+            bad(f"--width must be a positive number such as 1.0 or 0.25 (got {self.width})")
+        if self.width > 8:
+            bad(f"--width {self.width} is far too large; use at most 8 (1.0 is the report's network)")
+        if self.subset is not None and self.subset < 1:
+            bad(f"--subset must be at least 1 image (got {self.subset})")
+        if self.val_size is not None and self.val_size < 0:
+            bad(f"--val-size cannot be negative (got {self.val_size})")
+        if not _finite(self.momentum) or not 0 <= self.momentum < 1:
+            bad(f"momentum must be in [0, 1) (got {self.momentum})")
+        if not _finite(self.weight_decay) or self.weight_decay < 0:
+            bad(f"weight decay cannot be negative (got {self.weight_decay})")
+        if not _finite(self.warmup_epochs) or self.warmup_epochs < 0:
+            bad(f"warm-up epochs cannot be negative (got {self.warmup_epochs})")
+        if self.schedule not in ("cosine", "linear", "constant"):
+            bad(f"unknown schedule {self.schedule!r}; use cosine, linear or constant")
+        if self.grad_clip_value is not None and (not _finite(self.grad_clip_value) or self.grad_clip_value <= 0):
+            bad(f"gradient clip value must be positive (got {self.grad_clip_value})")
+        if not 0 <= self.label_smoothing < 1:
+            bad(f"label smoothing must be in [0, 1) (got {self.label_smoothing})")
+        for name in ("grayscale_p", "autocontrast_p", "mixup_prob"):
+            v = getattr(self, name)
+            if not _finite(v) or not 0 <= v <= 1:
+                bad(f"{name} must be a probability in [0, 1] (got {v})")
+        if not _finite(self.mixup_alpha) or self.mixup_alpha <= 0:
+            bad(f"mixup alpha must be positive (got {self.mixup_alpha})")
+        if self.mixup_off_epochs < 0:
+            bad(f"mixup_off_epochs cannot be negative (got {self.mixup_off_epochs})")
+        if self.crop_padding < 0:
+            bad(f"crop padding cannot be negative (got {self.crop_padding})")
+        if self.save_every < 0:
+            bad(f"--save-every cannot be negative (got {self.save_every})")
+        if self.log_every < 1:
+            bad(f"log_every must be at least 1 (got {self.log_every})")
+        dev = self.device
+        if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            bad(f"unknown --device {dev!r}; use auto, cpu, cuda, cuda:N or mps")
+        if not self.data or not str(self.data).strip():
+            bad("--data is empty; use cifar10, synthetic, or a path to a folder or zip")
+        return self
+
+
+def _finite(v: Any) -> bool:
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+# ------------------------------------------------------------------------- presets
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The report's recipe: SGD 0.1 / momentum 0.9 / wd 5e-4, batch 128, cosine,
+    # gradient clipping by value 0.1, crop+flip+grayscale+autocontrast, mixup
+    # Beta(1,1) on 90% of epochs and off for the last ones.
+    "paper": dict(
+        width=1.0, epochs=200, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4,
+        schedule="cosine", warmup_epochs=0.0, grad_clip_value=0.1, label_smoothing=0.0,
+        grayscale_p=0.2, autocontrast_p=0.2, mixup=True, mixup_alpha=1.0, mixup_prob=0.9,
+        mixup_off_epochs=10,
+    ),
+    # Small and quick, for a CPU: quarter width, a few epochs, no mixup.
+    "tiny": dict(
+        width=0.25, epochs=5, batch_size=128, lr=0.05, momentum=0.9, weight_decay=5e-4,
+        schedule="cosine", warmup_epochs=0.0, grad_clip_value=None, label_smoothing=0.0,
+        grayscale_p=0.0, autocontrast_p=0.0, mixup=False, mixup_alpha=1.0, mixup_prob=0.9,
+        mixup_off_epochs=1,
+    ),
+}
+
+
+def preset_names() -> list[str]:
+    return list(PRESETS)
+
+
+def make_config(preset: str = "paper", **overrides: Any) -> TrainConfig:
+    """Build a validated config from a preset plus explicit overrides (``None`` = keep)."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown --preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    values = dict(PRESETS[preset])
+    values["preset"] = preset
+    for k, v in overrides.items():
+        if v is not None:
+            values[k] = v
+    try:
+        cfg = TrainConfig(**values)
+    except TypeError as e:  # an unknown field name: a programming error, but say it plainly
+        raise ConfigError(str(e)) from None
+    return cfg.validate()
+
+
+def default_val_size(n_train: int) -> int:
+    """The validation hold-out when ``--val-size`` is not given: 5,000, or 10% of a small set."""
+    return min(5000, n_train // 10)
