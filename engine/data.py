@@ -275,6 +275,11 @@ def _layout(entries: Iterable[tuple[str, ...]]) -> tuple[dict[str, dict[str, lis
 
 def _decode_many(items: list, read: Callable[[object], bytes]) -> tuple[torch.Tensor, np.ndarray, int]:
     """Decode images to uint8 (N,3,32,32). Returns (decoded images, ok mask over items, n_resized)."""
+    import warnings
+
+    # torchvision >= 0.29 announces, on every call, that its decoders will move to torchcodec.
+    warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                            category=DeprecationWarning)
     from torchvision.io import ImageReadMode, decode_image
 
     out = torch.empty((len(items), 3, 32, 32), dtype=torch.uint8)

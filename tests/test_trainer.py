@@ -1,0 +1,318 @@
+import threading
+import time
+
+import pytest
+import torch
+
+from engine import events as ev
+from engine.checkpoint import CheckpointError, load_checkpoint, read_metrics
+from engine.config import ConfigError
+from engine.trainer import Trainer, check_resume_overrides
+
+
+def collect():
+    seen: list[ev.Event] = []
+    return seen, seen.append
+
+
+def of(seen, cls):
+    return [e for e in seen if isinstance(e, cls)]
+
+
+def test_tiny_model_learns_synthetic(small):
+    seen, listen = collect()
+    cfg = small(subset=2000, val_size=1000, epochs=3, batch_size=128, log_every=10, lr=0.05)
+    assert Trainer(cfg, listeners=[listen]).run() == "completed"
+    accs = [e.val_acc for e in of(seen, ev.EpochDone)]
+    assert len(accs) == 3
+    assert accs[-1] > 0.35, accs  # chance is 0.10
+
+
+def test_run_directory_and_events(small, tmp_path):
+    seen, listen = collect()
+    t = Trainer(small(save_every=1), listeners=[listen])
+    assert t.run() == "completed"
+    run = t.run_dir
+    assert run.parent == tmp_path / "runs"
+    names = {p.name for p in (run / "checkpoints").iterdir()}
+    assert {"last.pt", "best.pt", "epoch-001.pt", "epoch-002.pt", "last.json", "best.json"} <= names
+    import json
+
+    info = json.loads((run / "config.json").read_text())
+    assert info["config"]["data"] == "synthetic" and info["model"]["params"] > 0
+    assert {"torch", "python"} <= set(info["versions"]) and info["device"] == "cpu"
+    logged, bad = read_metrics(run / "metrics.jsonl")
+    assert bad == 0
+    assert [d["event"] for d in logged] == [type(e).__name__ for e in seen]
+    assert isinstance(seen[0], ev.RunStarted) and of(seen, ev.StateChanged)[-1].state == "finished"
+    # metrics are read every log_every steps: with log_every=1 every step reports
+    steps = of(seen, ev.StepDone)
+    assert len(steps) == 2 * 5 and steps[-1].step == 10
+
+
+def test_metrics_are_read_every_k_steps_only(small):
+    seen, listen = collect()
+    Trainer(small(subset=640, batch_size=32, log_every=7, epochs=1), listeners=[listen]).run()
+    in_epoch = [e.step_in_epoch for e in of(seen, ev.StepDone)]
+    assert in_epoch == [7, 14, 20]  # every 7th step, plus the epoch's last
+
+
+def test_pause_really_stops_steps_and_resume_continues(small):
+    seen, listen = collect()
+    trainer: Trainer
+
+    def on_event(e):
+        listen(e)
+        if isinstance(e, ev.StepDone) and e.step == 2:
+            trainer.send(ev.Pause())
+
+    trainer = Trainer(small(epochs=3), listeners=[on_event])
+    trainer.start()
+    deadline = time.time() + 30
+    while not any(isinstance(e, ev.StateChanged) and e.state == "paused" for e in seen):
+        assert time.time() < deadline
+        time.sleep(0.02)
+    n = len(of(seen, ev.StepDone))
+    time.sleep(1.0)
+    assert len(of(seen, ev.StepDone)) == n  # nothing trains while paused
+    assert trainer.alive
+    trainer.send(ev.Resume())
+    trainer.join(60)
+    assert trainer.exit_state == "completed"
+    assert len(of(seen, ev.StepDone)) == 15
+    states = [e.state for e in of(seen, ev.StateChanged)]
+    assert states == ["running", "paused", "running", "finished"]
+
+
+def test_stop_saves_a_loadable_checkpoint_mid_epoch(small):
+    seen, listen = collect()
+    trainer: Trainer
+
+    def on_event(e):
+        listen(e)
+        if isinstance(e, ev.StepDone) and e.step == 3:
+            trainer.send(ev.Stop(save=True))
+
+    trainer = Trainer(small(epochs=5), listeners=[on_event])
+    assert trainer.run() == "stopped"
+    saved = of(seen, ev.CheckpointSaved)
+    assert saved and saved[-1].kind == "stop"
+    ck = load_checkpoint(saved[-1].path)
+    assert (ck["epoch"], ck["step_in_epoch"], ck["global_step"]) == (0, 3, 3)
+    assert [e.state for e in of(seen, ev.StateChanged)][-2:] == ["stopping", "finished"]
+
+
+def test_save_checkpoint_command_writes_a_file(small):
+    seen, listen = collect()
+    trainer: Trainer
+
+    def on_event(e):
+        listen(e)
+        if isinstance(e, ev.StepDone) and e.step == 2:
+            trainer.send(ev.SaveCheckpoint())
+
+    trainer = Trainer(small(epochs=1), listeners=[on_event])
+    trainer.run()
+    manual = [e for e in of(seen, ev.CheckpointSaved) if e.kind == "manual"]
+    assert len(manual) == 1
+    assert load_checkpoint(manual[0].path)["global_step"] == 2
+
+
+def test_mixup_toggle_changes_the_loss_path(small, monkeypatch):
+    import engine.trainer as tr
+
+    calls = []
+    real = tr.mixup_permutation
+    monkeypatch.setattr(tr, "mixup_permutation", lambda *a: calls.append(a[1]) or real(*a))
+    seen, listen = collect()
+    trainer: Trainer
+
+    def on_event(e):
+        listen(e)
+        if isinstance(e, ev.StepDone) and e.step == 2:
+            trainer.send(ev.SetMixup(True))
+
+    trainer = Trainer(small(epochs=1, mixup=False), listeners=[on_event])
+    trainer.run()
+    assert of(seen, ev.MixupChanged)[0].on is True and of(seen, ev.MixupChanged)[0].source == "user"
+    assert calls == [2, 3, 4]  # steps after the command mix images; the first two did not
+    assert of(seen, ev.EpochDone)[0].mixup is True
+
+
+def test_mixup_schedule_is_off_for_the_last_epochs(small):
+    seen, listen = collect()
+    Trainer(small(epochs=4, mixup=True, preset="paper", mixup_prob=1.0, mixup_off_epochs=2), listeners=[listen]).run()
+    assert [e.mixup for e in of(seen, ev.EpochStarted)] == [True, True, False, False]
+
+
+def _weights(path):
+    return load_checkpoint(path)["model"]
+
+
+def test_exact_resume_gives_bitwise_equal_weights(small, tmp_path):
+    straight = Trainer(small(epochs=2, preset="paper", mixup_prob=1.0, mixup_off_epochs=0, runs_dir=str(tmp_path / "a")))
+    assert straight.run() == "completed"
+    # a 2-epoch run stopped after epoch 1 (its schedule spans 2 epochs), then resumed
+    seen, listen = collect()
+    trainer: Trainer
+
+    def on_event(e):
+        listen(e)
+        if isinstance(e, ev.EpochDone) and e.epoch == 1:
+            trainer.send(ev.Stop(save=True))
+
+    trainer = Trainer(small(epochs=2, preset="paper", mixup_prob=1.0, mixup_off_epochs=0, runs_dir=str(tmp_path / "c")), listeners=[on_event])
+    assert trainer.run() == "stopped"
+    last = trainer.run_dir / "checkpoints" / "last.pt"
+    assert load_checkpoint(last)["epoch"] == 1
+    resumed = Trainer(resume=str(last))
+    assert resumed.run() == "completed"
+    assert resumed.run_dir == trainer.run_dir  # continues in its own run folder
+    a, b = _weights(straight.run_dir / "checkpoints" / "last.pt"), _weights(last)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_mid_epoch_resume_is_exact_too(small, tmp_path):
+    straight = Trainer(small(epochs=2, runs_dir=str(tmp_path / "a")))
+    straight.run()
+    trainer: Trainer
+
+    def on_event(e):
+        if isinstance(e, ev.StepDone) and e.step == 7:  # epoch 2, step 2
+            trainer.send(ev.Stop(save=True))
+
+    trainer = Trainer(small(epochs=2, runs_dir=str(tmp_path / "b")), listeners=[on_event])
+    assert trainer.run() == "stopped"
+    last = trainer.run_dir / "checkpoints" / "last.pt"
+    assert load_checkpoint(last)["step_in_epoch"] == 2
+    assert Trainer(resume=str(last)).run() == "completed"
+    a, b = _weights(straight.run_dir / "checkpoints" / "last.pt"), _weights(last)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_extends_and_refuses_contradictions(small):
+    t = Trainer(small(epochs=1))
+    t.run()
+    last = t.run_dir / "checkpoints" / "last.pt"
+    seen, listen = collect()
+    with pytest.raises(ConfigError, match="--width"):
+        check_resume_overrides(t.config, {"width": 0.5})
+    assert check_resume_overrides(t.config, {"width": t.config.width, "epochs": 3}).epochs == 3
+    r = Trainer(resume=str(last), resume_overrides={"epochs": 2}, listeners=[listen])
+    assert r.run() == "completed"
+    assert [e.epoch for e in of(seen, ev.EpochDone)] == [2]
+    again = Trainer(resume=str(last), listeners=[listen])
+    assert again.run() == "failed"
+    assert "--epochs" in of(seen, ev.Failed)[-1].message
+
+
+def test_atomic_save_survives_a_crash_mid_write(small, monkeypatch):
+    t = Trainer(small(epochs=1))
+    t.run()
+    last = t.run_dir / "checkpoints" / "last.pt"
+    before = last.read_bytes()
+
+    import engine.checkpoint as ck
+
+    def crashing_save(obj, fh, *a, **k):
+        fh.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ck.torch, "save", crashing_save)
+    seen, listen = collect()
+    r = Trainer(resume=str(last), resume_overrides={"epochs": 2}, listeners=[listen])
+    assert r.run() == "completed"  # training goes on; the save failure is reported
+    assert any("could not save last.pt" in w.message for w in of(seen, ev.Warning))
+    assert last.read_bytes() == before
+    load_checkpoint(last)
+    assert not [p for p in last.parent.iterdir() if ".tmp" in p.name]
+
+
+def test_nan_loss_fails_and_keeps_the_last_good_checkpoint(small, monkeypatch):
+    import engine.trainer as tr
+
+    real_ce = tr.F.cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(*a, **k):  # finite for the first epoch's 5 steps, NaN from epoch 2 on
+        calls["n"] += 1
+        loss = real_ce(*a, **k)
+        return loss * float("nan") if calls["n"] > 5 and loss.requires_grad else loss
+
+    monkeypatch.setattr(tr.F, "cross_entropy", poisoned)
+    seen, listen = collect()
+    t = Trainer(small(epochs=3), listeners=[listen])
+    assert t.run() == "failed"
+    msg = of(seen, ev.Failed)[0].message
+    assert "NaN" in msg and "epoch 2" in msg and "--lr" in msg
+    assert of(seen, ev.StateChanged)[-1].state == "failed"
+    assert [e.epoch for e in of(seen, ev.CheckpointSaved) if e.kind == "last"] == [1]
+    ck = load_checkpoint(t.run_dir / "checkpoints" / "last.pt")
+    assert ck["epoch"] == 1 and all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+def test_absurd_learning_rate_fails_with_a_reason(small):
+    seen, listen = collect()
+    assert Trainer(small(epochs=2, lr=1e12), listeners=[listen]).run() == "failed"
+    msg = of(seen, ev.Failed)[0].message
+    assert ("NaN" in msg or "infinite" in msg) and "--lr" in msg
+
+
+def test_bad_checkpoints_are_refused(tmp_path, small):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"hello")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(junk)
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {}}, other)
+    with pytest.raises(CheckpointError, match="not a cifar-tui checkpoint"):
+        load_checkpoint(other)
+    t = Trainer(small(epochs=1))
+    t.run()
+    good = t.run_dir / "checkpoints" / "last.pt"
+    trunc = tmp_path / "trunc.pt"
+    trunc.write_bytes(good.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(trunc)
+    ck = load_checkpoint(good)
+    ck["version"] = 99
+    torch.save({k: v for k, v in ck.items() if k != "path"}, tmp_path / "future.pt")
+    with pytest.raises(CheckpointError, match="version 99"):
+        load_checkpoint(tmp_path / "future.pt")
+
+
+def test_a_pickle_that_runs_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "cifar-tui-checkpoint", "model": Evil()}, path)
+    with pytest.raises(CheckpointError, match="could run code"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_other_width_checkpoint_does_not_load(small):
+    from engine.checkpoint import load_weights
+    from engine.model import SEResNet
+
+    t = Trainer(small(epochs=1))
+    t.run()
+    ck = load_checkpoint(t.run_dir / "checkpoints" / "last.pt")
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_weights(SEResNet(width=0.25), ck)
+
+
+def test_bad_data_fails_cleanly_and_writes_nothing(tmp_path, small):
+    seen, listen = collect()
+    t = Trainer(small(data=str(tmp_path / "nope")), listeners=[listen])
+    assert t.run() == "failed"
+    assert "no such file" in of(seen, ev.Failed)[0].message
+    assert not (tmp_path / "runs").exists()

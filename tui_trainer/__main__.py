@@ -1,0 +1,5 @@
+"""``python -m tui_trainer`` is the same as the ``cifar-tui`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,297 @@
+"""Between the engine and the dashboard.
+
+The engine calls its listeners from the training thread and must never wait for
+the UI, so the listener here only appends to a thread-safe deque. The dashboard
+drains that deque from a Textual timer a few times a second, applies all the
+events at once and redraws what changed: however fast the steps come, the UI
+does a bounded amount of work.
+
+Three event sources share one small interface (``poll() -> list[Event]``,
+``kind``, ``active``, ``can_command``):
+
+* :class:`LiveSource`: a :class:`engine.trainer.Trainer` started from a Textual
+  thread worker; it also carries the commands the UI sends.
+* :class:`WatchSource`: a :class:`MetricsFollower` tailing another process's
+  ``metrics.jsonl``.
+* :class:`StaticSource`: a fixed list of events (replays, snapshot tests).
+
+Nothing here imports torch or textual at import time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+from engine import events as ev
+
+
+class EventQueue:
+    """A thread-safe, never-blocking mailbox from the training thread to the UI."""
+
+    def __init__(self) -> None:
+        self._q: deque[ev.Event] = deque()
+
+    def put(self, event: ev.Event) -> None:  # called from the training thread
+        self._q.append(event)
+
+    __call__ = put
+
+    def drain(self, limit: Optional[int] = None) -> list[ev.Event]:
+        out: list[ev.Event] = []
+        q = self._q
+        while q and (limit is None or len(out) < limit):
+            try:
+                out.append(q.popleft())
+            except IndexError:  # pragma: no cover - raced with another drainer
+                break
+        return out
+
+    def __len__(self) -> int:
+        return len(self._q)
+
+
+# --------------------------------------------------------------------------- live
+
+
+class LiveSource:
+    """One training run in a background thread, and the commands sent to it.
+
+    :meth:`start` runs :meth:`_work` in a Textual thread worker; the worker builds
+    the :class:`~engine.trainer.Trainer` (importing torch there, off the UI thread),
+    starts the trainer's own daemon thread and waits for it. Commands sent before
+    the trainer exists are held and delivered as soon as it does.
+    """
+
+    kind = "live"
+    can_command = True
+
+    def __init__(
+        self,
+        config: Any = None,
+        *,
+        resume: Optional[str] = None,
+        resume_overrides: Optional[dict] = None,
+        trainer_factory: Optional[Callable[..., Any]] = None,
+    ) -> None:
+        self.config = config
+        self.resume = resume
+        self.resume_overrides = resume_overrides
+        self.trainer_factory = trainer_factory
+        self.queue = EventQueue()
+        self.trainer: Any = None
+        self.sent: list[ev.Command] = []  # every command the UI sent, in order
+        self.exit_state: Optional[str] = None  # completed | stopped | failed | abandoned
+        self.worker: Any = None
+        self._pending: list[ev.Command] = []
+        self._lock = threading.Lock()
+        self._started = False
+        self._done = threading.Event()
+        self._abandon = threading.Event()
+
+    # ------------------------------------------------------------- lifecycle
+    def start(self, host: Any) -> None:
+        """Start training in a thread worker of ``host`` (a Textual app or widget)."""
+        if self._started:
+            return
+        self._started = True
+        self.worker = host.run_worker(self._work, name="trainer", group="trainer", thread=True, exit_on_error=False)
+
+    @property
+    def active(self) -> bool:
+        """True from :meth:`start` until the training thread has ended."""
+        return self._started and not self._done.is_set()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        return self._done.wait(timeout)
+
+    def abandon(self) -> None:
+        """Stop waiting for the trainer (its daemon thread dies with the process)."""
+        self._abandon.set()
+
+    def _work(self) -> Optional[str]:
+        try:
+            try:
+                factory = self.trainer_factory
+                if factory is None:
+                    from engine.trainer import Trainer as factory  # torch is imported here, off the UI thread
+                trainer = factory(
+                    self.config, listeners=[self.queue.put], resume=self.resume, resume_overrides=self.resume_overrides
+                )
+            except Exception as e:  # e.g. torch missing or a bad argument: show it, don't crash the UI
+                msg = f"{type(e).__name__}: {e}".strip()
+                self._synthesise_failure(f"could not start training ({msg})")
+                self.exit_state = "failed"
+                return "failed"
+            with self._lock:
+                self.trainer = trainer
+                pending, self._pending = self._pending, []
+            for cmd in pending:
+                trainer.send(cmd)
+            thread = trainer.start()
+            worker = _current_worker()
+            while thread.is_alive():
+                if worker is not None and worker.is_cancelled and not self._abandon.is_set():
+                    # the app is closing without the graceful path: ask for a saved stop, don't wait
+                    trainer.send(ev.Stop(save=True))
+                    self._abandon.set()
+                if self._abandon.is_set():
+                    self.exit_state = "abandoned"
+                    return "abandoned"
+                thread.join(0.1)
+            self.exit_state = getattr(trainer, "exit_state", None)
+            if self.exit_state is None:  # the thread died without saying why (should not happen)
+                self._synthesise_failure("the training thread ended unexpectedly")
+                self.exit_state = "failed"
+            return self.exit_state
+        finally:
+            self._done.set()
+
+    def _synthesise_failure(self, message: str) -> None:
+        self.queue.put(ev.Failed(message=message))
+        self.queue.put(ev.StateChanged(state="failed", reason=message))
+
+    # -------------------------------------------------------------- protocol
+    def send(self, command: ev.Command) -> None:
+        """Send a command to the engine (held until the trainer exists)."""
+        self.sent.append(command)
+        with self._lock:
+            trainer = self.trainer
+            if trainer is None:
+                self._pending.append(command)
+                return
+        trainer.send(command)
+
+    def poll(self) -> list[ev.Event]:
+        return self.queue.drain()
+
+
+def _current_worker() -> Any:
+    try:
+        from textual.worker import get_current_worker
+
+        return get_current_worker()
+    except Exception:  # not inside a Textual worker (e.g. a plain thread in a test)
+        return None
+
+
+# -------------------------------------------------------------------------- watch
+
+
+class MetricsFollower:
+    """Tail a ``metrics.jsonl`` that another process appends to.
+
+    Each :meth:`poll` reads what was added since the last one and returns the
+    complete lines as events. A line without its newline yet (the writer is
+    mid-write, or died mid-write) is kept back until it is complete; lines that
+    do not parse are counted in :attr:`bad_lines` and skipped. If the file is
+    replaced or truncated, following starts again from its beginning and
+    :attr:`restarted` is set.
+    """
+
+    def __init__(self, path: str | Path, *, chunk: int = 8 << 20) -> None:
+        self.path = Path(path)
+        self.chunk = chunk
+        self.offset = 0
+        self.bad_lines = 0
+        self.restarted = False
+        self._buf = b""
+        self._ident: Optional[tuple[int, int]] = None
+
+    def poll(self) -> list[ev.Event]:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return []
+        ident = (st.st_dev, st.st_ino)
+        if self._ident is not None and (ident != self._ident or st.st_size < self.offset):
+            self.offset, self._buf, self.restarted = 0, b"", True
+        self._ident = ident
+        if st.st_size == self.offset:
+            return []
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read(self.chunk)
+        except OSError:
+            return []
+        self.offset += len(data)
+        buf = self._buf + data
+        lines = buf.split(b"\n")
+        self._buf = lines.pop()  # b"" after a final newline, else a torn last line
+        out: list[ev.Event] = []
+        for raw in lines:
+            event = self._parse(raw)
+            if event is not None:
+                out.append(event)
+        return out
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of an unfinished last line held back."""
+        return len(self._buf)
+
+    def _parse(self, raw: bytes) -> Optional[ev.Event]:
+        raw = raw.strip()
+        if not raw:
+            return None
+        event = _parse_line(raw)
+        if event is None:
+            # A writer that died mid-line and was restarted leaves "<torn>{...}": keep the tail.
+            cut = raw.rfind(b'{"event"')
+            if cut > 0:
+                event = _parse_line(raw[cut:])
+        if event is None:
+            self.bad_lines += 1
+        return event
+
+
+def _parse_line(raw: bytes) -> Optional[ev.Event]:
+    try:
+        data = json.loads(raw.decode("utf-8", errors="replace"))
+        if not isinstance(data, dict):
+            return None
+        return ev.event_from_dict(data)
+    except (ValueError, TypeError):
+        return None
+
+
+class WatchSource:
+    """Events of a run written by another process, read from its ``metrics.jsonl``."""
+
+    kind = "watch"
+    can_command = False
+    active = False  # nothing here to stop or wait for
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.follower = MetricsFollower(self.run_dir / "metrics.jsonl")
+
+    def poll(self) -> list[ev.Event]:
+        return self.follower.poll()
+
+    def send(self, command: ev.Command) -> None:  # pragma: no cover - the UI hides commands when watching
+        raise RuntimeError("a watched run belongs to another process; it takes no commands")
+
+
+class StaticSource:
+    """A fixed list of events, delivered on the first poll (replays and snapshot tests)."""
+
+    kind = "replay"
+    can_command = False
+    active = False
+
+    def __init__(self, events: Iterable[ev.Event], run_dir: str | Path | None = None) -> None:
+        self._events = list(events)
+        self.run_dir = Path(run_dir) if run_dir else None
+
+    def poll(self) -> list[ev.Event]:
+        out, self._events = self._events, []
+        return out
+
+    def send(self, command: ev.Command) -> None:  # pragma: no cover
+        raise RuntimeError("a replay takes no commands")

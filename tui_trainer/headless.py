@@ -1,0 +1,203 @@
+"""Headless training: the engine's events rendered as rich progress bars.
+
+The trainer runs in a background thread; this (main) thread drains its events
+from a queue and draws them, and turns Ctrl+C / SIGTERM into a graceful
+``Stop(save=True)``. A second Ctrl+C quits at once.
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+import time
+from typing import Any, Optional
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from engine import events as ev
+
+
+def _pct(v: Optional[float]) -> str:
+    return "  n/a" if v is None else f"{100 * v:5.2f}%"
+
+
+def _num(v: Optional[float], fmt: str = ".4f") -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
+class HeadlessRenderer:
+    """Draws events on a rich console. Call :meth:`handle` from one thread only."""
+
+    def __init__(self, console: Optional[Console] = None):
+        self.console = console or Console(stderr=False, highlight=False)
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(bar_width=24),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self.run_task = None
+        self.epoch_task = None
+        self.epochs = 0
+        self.start_epoch = 0
+        self.steps_per_epoch = 0
+        self.run_dir: Optional[str] = None
+        self.best: Optional[ev.CheckpointSaved] = None
+        self.best_acc: Optional[float] = None
+        self.best_epoch: Optional[int] = None
+        self.failed: Optional[str] = None
+        self.final_state: Optional[ev.StateChanged] = None
+        self.started = False
+        self.last_checkpoint: Optional[str] = None
+
+    # -------------------------------------------------------------------------------
+    def handle(self, e: ev.Event) -> None:
+        p, c = self.progress, self.console
+        if isinstance(e, ev.RunStarted):
+            self.run_dir = e.run_dir
+            self.epochs = int(e.config.get("epochs", 0))
+            self.start_epoch = e.start_epoch
+            self.steps_per_epoch = e.steps_per_epoch
+            cfg = e.config
+            what = "resuming" if e.resumed_from else "training"
+            c.print(
+                f"[bold]{what}[/] {e.run_id}: SEResNet width {cfg.get('width')} ({e.params:,} parameters) on {e.device}; "
+                f"data {cfg.get('data')} ({e.train_size:,} train / {e.val_size:,} val images); preset {cfg.get('preset')}, "
+                f"{self.epochs} epochs, batch {cfg.get('batch_size')}, lr {cfg.get('lr')}",
+                soft_wrap=True,
+            )
+            if e.resumed_from:
+                c.print(f"  from {e.resumed_from} (epoch {e.start_epoch} done)")
+            c.print(f"  run folder: {e.run_dir}", soft_wrap=True)
+            c.print("[dim]epoch summaries: train loss acc | validation loss acc | learning rate | mixup | seconds[/]")
+            if not self.started:
+                p.start()
+                self.started = True
+            total = max(1, (self.epochs - self.start_epoch) * self.steps_per_epoch)
+            self.run_task = p.add_task("run  ", total=total, stats="steps")
+        elif isinstance(e, ev.EpochStarted):
+            if self.epoch_task is not None:
+                p.remove_task(self.epoch_task)
+            mix = "mixup on" if e.mixup else "mixup off"
+            if e.mixup_source == "user":
+                mix += " (user)"
+            self.epoch_task = p.add_task(f"epoch {e.epoch}/{e.epochs}", total=e.steps, stats=mix)
+        elif isinstance(e, ev.StepDone):
+            stats = f"loss {e.loss:.3f} acc {100 * e.train_acc:4.1f}% {e.images_per_s:,.0f} img/s"
+            if self.epoch_task is not None:
+                p.update(self.epoch_task, completed=e.step_in_epoch, stats=stats)
+            if self.run_task is not None:
+                done = (e.epoch - 1 - self.start_epoch) * self.steps_per_epoch + e.step_in_epoch
+                p.update(self.run_task, completed=done)
+        elif isinstance(e, ev.EpochDone):
+            self.best_acc, self.best_epoch = e.best_val_acc, e.best_epoch
+            p.console.print(
+                f"epoch {e.epoch:>3}/{self.epochs}  train {e.train_loss:.4f} {_pct(e.train_acc)}  "
+                f"val {_num(e.val_loss)} {_pct(e.val_acc)}  lr {e.lr:.2e}  "
+                f"mixup {'on ' if e.mixup else 'off'} {e.seconds:6.1f}s",
+                soft_wrap=True,
+            )
+        elif isinstance(e, ev.CheckpointSaved):
+            self.last_checkpoint = e.path
+            if e.kind == "best":
+                self.best = e
+            elif e.kind in ("manual", "stop"):
+                p.console.print(f"[green]saved[/] {e.path}")
+        elif isinstance(e, ev.MixupChanged):
+            p.console.print(f"mixup {'on' if e.on else 'off'} ({e.source})")
+        elif isinstance(e, ev.Warning):
+            p.console.print(f"[yellow]warning:[/] {e.message}", markup=True, highlight=False)
+        elif isinstance(e, ev.Failed):
+            self.failed = e.message
+        elif isinstance(e, ev.StateChanged):
+            if e.state in ("stopping",):
+                p.console.print(f"[yellow]{e.reason}[/]")
+            if e.state in ("finished", "failed"):
+                self.final_state = e
+
+    def close(self) -> None:
+        if self.started:
+            self.progress.stop()
+            self.started = False
+
+    def summary(self) -> None:
+        c = self.console
+        if self.failed:
+            c.print(f"[bold red]error:[/] {self.failed}", highlight=False)
+        if self.run_dir:
+            c.print(f"run folder:      {self.run_dir}")
+        if self.best is not None:
+            c.print(f"best checkpoint: {self.best.path}  (val acc {_pct(self.best_acc).strip()} at epoch {self.best_epoch})")
+        elif self.last_checkpoint:
+            c.print(f"last checkpoint: {self.last_checkpoint}")
+
+
+def run_headless(config=None, resume: Optional[str] = None, resume_overrides: Optional[dict[str, Any]] = None,
+                 console: Optional[Console] = None, install_signals: bool = True) -> int:
+    """Train with rich progress. Returns the exit code: 0 done, 1 failed, 130/143 stopped by a signal."""
+    console = console or Console(highlight=False, soft_wrap=True)
+    with console.status("loading torch and the data..."):
+        from engine.trainer import Trainer
+
+    events: "queue.Queue[ev.Event]" = queue.Queue()
+    trainer = Trainer(config, listeners=[events.put], resume=resume, resume_overrides=resume_overrides)
+    renderer = HeadlessRenderer(console)
+    signalled: dict[str, int] = {}
+
+    def on_signal(signum, frame):  # runs in the main thread, between bytecodes
+        if signalled:
+            raise KeyboardInterrupt  # second signal: quit at once
+        signalled["code"] = 128 + signum
+        trainer.send(ev.Stop(save=True))
+        console.print("[yellow]stopping: saving a checkpoint (press Ctrl+C again to quit at once)...[/]")
+
+    old = {}
+    if install_signals and threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            old[sig] = signal.signal(sig, on_signal)
+    status = console.status("loading data...")
+    status.start()
+    try:
+        trainer.start()
+        while True:
+            try:
+                e = events.get(timeout=0.1)
+            except queue.Empty:
+                if not trainer.alive and events.empty():
+                    break
+                continue
+            if isinstance(e, ev.RunStarted) or isinstance(e, ev.Failed):
+                status.stop()
+            renderer.handle(e)
+    except KeyboardInterrupt:
+        status.stop()
+        renderer.close()
+        console.print("[red]interrupted: quit without waiting for a checkpoint[/]")
+        return 130
+    finally:
+        status.stop()
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+    renderer.close()
+    renderer.summary()
+    if trainer.exit_state == "failed":
+        return 1
+    if trainer.exit_state == "stopped":
+        return signalled.get("code", 0)
+    return 0

@@ -1,0 +1,297 @@
+"""What the dashboard knows about a run, built only from engine events.
+
+:class:`RunState` folds a stream of :mod:`engine.events` into the numbers the
+status panel shows, the series the plots draw and the lines the event log
+prints. It is plain Python (no Textual, no torch), so it is cheap to test and the
+same code serves a live run, a watched ``metrics.jsonl`` and a fixed replay.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
+
+from engine import events as ev
+
+# How strongly the per-step loss curve is smoothed (exponential moving average).
+LOSS_EMA = 0.25
+# How strongly images/s is smoothed for the ETA.
+SPEED_EMA = 0.3
+
+ACTIVE_STATES = ("starting", "running", "paused", "stopping")
+
+
+@dataclass
+class EpochPoint:
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: Optional[float]
+    val_acc: Optional[float]
+    lr: float
+    mixup: bool
+    seconds: float
+
+
+@dataclass
+class LogLine:
+    time: float
+    text: str
+    style: str = ""
+
+
+class RunState:
+    """The dashboard's model of one run. Feed it events with :meth:`apply`."""
+
+    def __init__(self, clock: Callable[[], float] = time.time):
+        self.clock = clock
+        self.run_id = ""
+        self.run_dir = ""
+        self.device = ""
+        self.params: Optional[int] = None
+        self.config: dict = {}
+        self.train_size = 0
+        self.val_size = 0
+        self.steps_per_epoch = 0
+        self.epochs = 0  # planned
+        self.start_epoch = 0
+        self.epoch = 0  # the epoch in progress (1-based), 0 before the first
+        self.epochs_done = 0
+        self.global_step = 0
+        self.images_per_s: Optional[float] = None
+        self._speed: Optional[float] = None
+        self.lr: Optional[float] = None
+        self.mixup: Optional[bool] = None
+        self.mixup_source: str = "schedule"
+        self.best_val_acc: Optional[float] = None
+        self.best_epoch: Optional[int] = None
+        self.state = "starting"
+        self.reason = ""
+        self.failure: Optional[str] = None
+        self.started_at: Optional[float] = None
+        self.ended_at: Optional[float] = None
+        self.last_event_at: Optional[float] = None
+        self.events_seen = 0
+        # plot series; x is in (fractional) epochs so steps and epochs share an axis
+        self.step_x: list[float] = []
+        self.step_loss: list[float] = []  # smoothed
+        self.step_lr: list[float] = []
+        self.history: list[EpochPoint] = []
+        # what changed since the owner last looked
+        self.plots_dirty = False
+        self.state_dirty = False
+        self._log: list[LogLine] = []
+        self._loss_prev: tuple[int, int, float] = (0, 0, 0.0)  # epoch, step_in_epoch, running mean
+        self._loss_ema: Optional[float] = None
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def batch_size(self) -> int:
+        bs = int(self.config.get("batch_size") or 0)
+        if self.train_size and bs:
+            return min(bs, self.train_size)
+        return bs
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    def elapsed(self) -> Optional[float]:
+        if self.started_at is None:
+            return None
+        end = self.ended_at if self.ended_at is not None else self.clock()
+        return max(0.0, end - self.started_at)
+
+    def eta(self) -> Optional[float]:
+        """Seconds left at the recent speed, or None when unknown / not running."""
+        if self.state not in ("running",) or not self._speed or not self.batch_size or not self.total_steps:
+            return None
+        remaining = max(0, self.total_steps - self.global_step)
+        return remaining * self.batch_size / self._speed
+
+    def take_log(self) -> list[LogLine]:
+        out, self._log = self._log, []
+        return out
+
+    def note(self, text: str, style: str = "dim", at: Optional[float] = None) -> None:
+        """Add a line of the UI's own to the log (not from an engine event)."""
+        self._log.append(LogLine(self.clock() if at is None else at, text, style))
+
+    # -------------------------------------------------------------------- apply
+    def apply_all(self, events: Iterable[ev.Event]) -> int:
+        n = 0
+        for e in events:
+            self.apply(e)
+            n += 1
+        return n
+
+    def apply(self, e: ev.Event) -> None:
+        self.events_seen += 1
+        self.last_event_at = e.time
+        log = self._log.append
+        if isinstance(e, ev.StepDone):
+            self._on_step(e)
+        elif isinstance(e, ev.EpochDone):
+            self._on_epoch_done(e)
+        elif isinstance(e, ev.EpochStarted):
+            self.epoch = e.epoch
+            self.epochs = e.epochs or self.epochs
+            if e.steps and not self.steps_per_epoch:
+                self.steps_per_epoch = e.steps
+            self.mixup, self.mixup_source = e.mixup, e.mixup_source
+            self.state_dirty = True
+        elif isinstance(e, ev.RunStarted):
+            self._on_run_started(e)
+        elif isinstance(e, ev.StateChanged):
+            self._on_state(e)
+        elif isinstance(e, ev.CheckpointSaved):
+            name = e.path.replace("\\", "/").rsplit("/", 1)[-1]
+            what = f"saved {name} (epoch {e.epoch}"
+            if e.val_acc is not None:
+                what += f", val {_pct(e.val_acc)}"
+            log(LogLine(e.time, what + ")", "green"))
+        elif isinstance(e, ev.MixupChanged):
+            self.mixup, self.mixup_source = e.on, e.source
+            who = "by you" if e.source == "user" else "by the schedule"
+            log(LogLine(e.time, f"mixup {'on' if e.on else 'off'} {who} (epoch {e.epoch})", "cyan"))
+            self.state_dirty = True
+        elif isinstance(e, ev.Warning):
+            log(LogLine(e.time, f"warning: {e.message}", "yellow"))
+        elif isinstance(e, ev.Failed):
+            self.failure = e.message
+            log(LogLine(e.time, f"failed: {e.message}", "bold red"))
+
+    def _on_run_started(self, e: ev.RunStarted) -> None:
+        resumed = self.started_at is not None or e.start_epoch > 0
+        self.run_id = e.run_id or self.run_id
+        self.run_dir = e.run_dir
+        self.device = e.device
+        self.params = e.params
+        self.config = dict(e.config or {})
+        self.train_size, self.val_size = e.train_size, e.val_size
+        self.steps_per_epoch = e.steps_per_epoch or self.steps_per_epoch
+        self.epochs = int(self.config.get("epochs") or self.epochs)
+        self.start_epoch = e.start_epoch
+        self.epoch = e.start_epoch
+        self.epochs_done = e.start_epoch
+        self.global_step = e.start_epoch * self.steps_per_epoch
+        self.started_at = e.time
+        self.ended_at = None
+        self.failure = None
+        self._speed = None
+        self.images_per_s = None
+        # a resumed run continues from its checkpoint: drop what came after it
+        if resumed:
+            self.history = [h for h in self.history if h.epoch <= e.start_epoch]
+            keep = [i for i, x in enumerate(self.step_x) if x <= e.start_epoch + 1e-9]
+            self.step_x = [self.step_x[i] for i in keep]
+            self.step_loss = [self.step_loss[i] for i in keep]
+            self.step_lr = [self.step_lr[i] for i in keep]
+            self.best_val_acc = max((h.val_acc for h in self.history if h.val_acc is not None), default=None)
+            self.best_epoch = next((h.epoch for h in self.history if h.val_acc == self.best_val_acc), None)
+        self._loss_prev = (0, 0, 0.0)
+        self.plots_dirty = self.state_dirty = True
+        if e.resumed_from:
+            text = f"run {self.run_id} resumed from {e.resumed_from} after epoch {e.start_epoch}"
+        else:
+            text = f"run {self.run_id} started on {e.device}"
+        self._log.append(LogLine(e.time, f"{text}: {e.params:,} params, {e.train_size:,} train / {e.val_size:,} val images", "bold"))
+
+    def _on_state(self, e: ev.StateChanged) -> None:
+        self.state, self.reason = e.state, e.reason
+        if e.state in ("finished", "failed"):
+            self.ended_at = e.time
+        if e.state == "failed" and e.reason:
+            self.failure = e.reason
+        self.state_dirty = True
+        if e.state == "failed" and self.failure and self._log and self._log[-1].text.endswith(self.failure):
+            return  # the Failed event just said it
+        text = f"state: {e.state}" + (f" ({e.reason})" if e.reason else "")
+        style = {"failed": "bold red", "finished": "bold green", "paused": "yellow", "stopping": "yellow"}.get(e.state, "")
+        self._log.append(LogLine(e.time, text, style))
+
+    def _on_step(self, e: ev.StepDone) -> None:
+        spe = e.steps_per_epoch or self.steps_per_epoch
+        if e.steps_per_epoch and not self.steps_per_epoch:
+            self.steps_per_epoch = e.steps_per_epoch
+        self.epoch = e.epoch
+        self.global_step = e.step
+        self.lr = e.lr
+        self.images_per_s = e.images_per_s
+        if e.images_per_s and math.isfinite(e.images_per_s) and e.images_per_s > 0:
+            self._speed = e.images_per_s if self._speed is None else self._speed + SPEED_EMA * (e.images_per_s - self._speed)
+        # StepDone.loss is the running mean over the epoch so far; recover the mean
+        # over just the steps since the previous report, then smooth that.
+        n = e.step_in_epoch
+        prev_epoch, prev_n, prev_mean = self._loss_prev
+        if prev_epoch != e.epoch or n <= prev_n:
+            prev_n, prev_mean = 0, 0.0
+        window = (e.loss * n - prev_mean * prev_n) / (n - prev_n) if n > prev_n else e.loss
+        if not math.isfinite(window):
+            window = e.loss
+        self._loss_prev = (e.epoch, n, e.loss)
+        if math.isfinite(window):
+            self._loss_ema = window if self._loss_ema is None else self._loss_ema + LOSS_EMA * (window - self._loss_ema)
+            x = (e.epoch - 1) + (n / spe if spe and n else 1.0)
+            self.step_x.append(x)
+            self.step_loss.append(max(0.0, self._loss_ema))
+            self.step_lr.append(e.lr)
+            self.plots_dirty = True
+        self.state_dirty = True
+
+    def _on_epoch_done(self, e: ev.EpochDone) -> None:
+        self.history = [h for h in self.history if h.epoch < e.epoch]
+        self.history.append(EpochPoint(e.epoch, e.train_loss, e.train_acc, e.val_loss, e.val_acc, e.lr, e.mixup, e.seconds))
+        self.epochs_done = e.epoch
+        if e.best_val_acc is not None:
+            self.best_val_acc, self.best_epoch = e.best_val_acc, e.best_epoch
+        elif e.val_acc is not None and (self.best_val_acc is None or e.val_acc > self.best_val_acc):
+            self.best_val_acc, self.best_epoch = e.val_acc, e.epoch
+        if self.steps_per_epoch:
+            self.global_step = max(self.global_step, e.epoch * self.steps_per_epoch)
+        self.plots_dirty = self.state_dirty = True
+
+
+# ------------------------------------------------------------------ formatting
+
+
+def _pct(x: Optional[float]) -> str:
+    return "-" if x is None else f"{100.0 * x:.1f}%"
+
+
+def fmt_pct(x: Optional[float]) -> str:
+    return _pct(x)
+
+
+def fmt_duration(seconds: Optional[float]) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m}m {s:02d}s"
+    h, m = divmod(m, 60)
+    if h < 48:
+        return f"{h}h {m:02d}m"
+    d, h = divmod(h, 24)
+    return f"{d}d {h:02d}h"
+
+
+def fmt_lr(lr: Optional[float]) -> str:
+    if lr is None:
+        return "-"
+    if lr == 0:
+        return "0"
+    return f"{lr:.4f}" if lr >= 1e-3 else f"{lr:.2e}"
+
+
+def fmt_clock(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t))

@@ -1,0 +1,177 @@
+"""The training plots: loss, accuracy and learning rate, drawn with textual-plotext.
+
+Every plot's x axis is the epoch (fractional for per-step points), so the
+smoothed per-step curve and the per-epoch points line up. The plots only change
+when :meth:`TrainingPlots.update_from` is called with new data; the dashboard
+does that at most once per timer tick, and only when data arrived.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual_plotext import PlotextPlot
+
+from ..runstate import RunState
+
+TRAIN = (80, 160, 255)  # blue
+TRAIN_EPOCH = (255, 170, 60)  # orange
+VAL = (90, 210, 120)  # green
+LR = (220, 120, 230)  # magenta
+
+
+def downsample(xs: Sequence[float], ys: Sequence[float], max_points: int) -> tuple[list[float], list[float]]:
+    """At most ``max_points`` evenly spaced points, always keeping the last one."""
+    n = len(xs)
+    if n <= max_points or max_points < 2:
+        return list(xs), list(ys)
+    stride = n / (max_points - 1)
+    idx = sorted({min(n - 1, int(i * stride)) for i in range(max_points - 1)} | {n - 1})
+    return [xs[i] for i in idx], [ys[i] for i in idx]
+
+
+def _finite(values: Sequence[Optional[float]]) -> list[float]:
+    return [v for v in values if v is not None and math.isfinite(v)]
+
+
+def nice_range(values: Sequence[float], *, floor: Optional[float] = None, ceil: Optional[float] = None,
+               pad: float = 0.08, min_span: float = 1e-3) -> tuple[float, float]:
+    lo, hi = min(values), max(values)
+    span = max(hi - lo, min_span, abs(hi) * 0.05)
+    lo, hi = lo - span * pad, hi + span * pad
+    if floor is not None:
+        lo = max(lo, floor)
+    if ceil is not None:
+        hi = min(hi, ceil)
+    return lo, hi
+
+
+class _Plot(PlotextPlot):
+    """A PlotextPlot that knows how to draw itself from a :class:`RunState`."""
+
+    DEFAULT_CSS = """
+    _Plot { height: 1fr; width: 1fr; min-height: 6; }
+    """
+
+    def draw(self, state: RunState) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _begin(self, title: str, ylabel: str) -> None:
+        plt = self.plt
+        plt.clear_figure()
+        plt.title(title)
+        plt.xlabel("epoch")
+        if ylabel:
+            plt.ylabel(ylabel)
+
+    @property
+    def _max_points(self) -> int:
+        return max(16, 2 * (self.size.width or 60))
+
+    def _x_range(self, state: RunState, xs: Sequence[float], whole_run: bool = False) -> tuple[float, float]:
+        start = float(state.start_epoch) if state.start_epoch and not state.history else 0.0
+        last = max(xs) if xs else 0.0
+        if whole_run and state.epochs:
+            right = float(state.epochs)
+        else:
+            right = max(1.0, math.ceil(last - 1e-9))
+        return start, max(right, start + 1.0)
+
+
+class LossPlot(_Plot):
+    def draw(self, state: RunState) -> None:
+        plt = self.plt
+        self._begin("Loss", "")
+        xs, ys = downsample(state.step_x, state.step_loss, self._max_points)
+        ex = [h.epoch for h in state.history]
+        tl = [h.train_loss for h in state.history]
+        vx = [h.epoch for h in state.history if h.val_loss is not None and math.isfinite(h.val_loss)]
+        vl = [h.val_loss for h in state.history if h.val_loss is not None and math.isfinite(h.val_loss)]
+        if xs:
+            plt.plot(xs, ys, marker="braille", color=TRAIN, label="train (smoothed)")
+        if ex:
+            plt.plot(ex, tl, marker="dot", color=TRAIN_EPOCH, label="train/epoch")
+        if vx:
+            plt.plot(vx, vl, marker="dot", color=VAL, label="val")
+        values = _finite(list(ys) + tl + vl)
+        left, right = self._x_range(state, xs + [float(e) for e in ex])
+        plt.xlim(left, right)
+        if values:
+            plt.ylim(*nice_range(values, floor=0.0, min_span=0.05))
+        else:
+            plt.ylim(0, 1)
+        self.refresh()
+
+
+class AccuracyPlot(_Plot):
+    def draw(self, state: RunState) -> None:
+        plt = self.plt
+        self._begin("Accuracy %", "")
+        ex = [h.epoch for h in state.history]
+        ta = [100.0 * h.train_acc for h in state.history]
+        vx = [h.epoch for h in state.history if h.val_acc is not None]
+        va = [100.0 * h.val_acc for h in state.history if h.val_acc is not None]
+        if ex:
+            plt.plot(ex, ta, marker="dot", color=TRAIN_EPOCH, label="train")
+        if vx:
+            plt.plot(vx, va, marker="dot", color=VAL, label="val")
+        values = _finite(ta + va)
+        left, right = self._x_range(state, [float(e) for e in ex])
+        plt.xlim(left, right)
+        if values:
+            plt.ylim(*nice_range(values, floor=0.0, ceil=100.0, min_span=2.0))
+        else:
+            plt.ylim(0, 100)
+        self.refresh()
+
+
+class LearningRatePlot(_Plot):
+    def draw(self, state: RunState) -> None:
+        plt = self.plt
+        self._begin("Learning rate", "")
+        xs, ys = downsample(state.step_x, state.step_lr, self._max_points)
+        if xs:
+            plt.plot(xs, ys, marker="braille", color=LR, label="lr")
+        left, right = self._x_range(state, xs, whole_run=True)
+        plt.xlim(left, right)
+        peak = state.config.get("lr") if state.config else None
+        values = _finite(list(ys) + ([float(peak)] if isinstance(peak, (int, float)) else []))
+        plt.ylim(0, max(values) * 1.05 if values else 0.1)
+        self.refresh()
+
+
+class TrainingPlots(Vertical):
+    """Loss across the top; accuracy and learning rate side by side below it."""
+
+    DEFAULT_CSS = """
+    TrainingPlots { height: 1fr; width: 1fr; }
+    TrainingPlots > #plots-lower { height: 1fr; }
+    """
+
+    def __init__(self, *, id: Optional[str] = None) -> None:  # noqa: A002
+        super().__init__(id=id)
+        self.redraws = 0
+        self._state: Optional[RunState] = None
+
+    def compose(self) -> ComposeResult:
+        yield LossPlot(id="plot-loss")
+        with Horizontal(id="plots-lower"):
+            yield AccuracyPlot(id="plot-acc")
+            yield LearningRatePlot(id="plot-lr")
+
+    def on_mount(self) -> None:
+        self.update_from(RunState())  # empty axes until data arrives
+
+    def update_from(self, state: RunState) -> None:
+        self._state = state
+        for plot in self.query(_Plot):
+            plot.draw(state)
+        self.redraws += 1
+
+    def on_resize(self) -> None:
+        # the number of points kept depends on the width
+        if self._state is not None and self._state.step_x:
+            self.update_from(self._state)
