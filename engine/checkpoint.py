@@ -129,16 +129,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint {p} does not exist")
     try:
         data = torch.load(p, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        if "weights_only" in str(e) or "Unsupported global" in str(e) or "global" in first.lower():
-            raise CheckpointError(
-                f"{p} was refused: it holds objects that could run code when loaded; only cifar-tui checkpoints are accepted"
-            ) from None
-        raise CheckpointError(f"{p} is not a readable checkpoint (corrupt or truncated)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError, KeyError, TypeError) as e:
-        msg = str(e).lower()
-        if "weights_only" in msg:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError,
+            AttributeError, KeyError, TypeError, IndexError) as e:
+        # torch's weights-only unpickler names the GLOBAL it refused (e.g. posix.system):
+        # that is a file asking to run code. Anything else is damage or a foreign format.
+        if "global" in str(e).lower():
             raise CheckpointError(
                 f"{p} was refused: it holds objects that could run code when loaded; only cifar-tui checkpoints are accepted"
             ) from None
@@ -217,3 +212,80 @@ def read_metrics(path: Path) -> tuple[list[dict], int]:
     except FileNotFoundError:
         pass
     return events, bad
+
+
+# ------------------------------------------------------------------------ catalogue
+
+
+def eval_results_path(checkpoint: Path) -> Path:
+    """Where evaluations of ``checkpoint`` are stored (a small JSON beside it)."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.stem + ".eval.json")
+
+
+def read_eval_results(checkpoint: Path) -> dict[str, Any]:
+    """Stored evaluations of a checkpoint: ``{data source: result dict}`` (empty if none)."""
+    try:
+        data = json.loads(eval_results_path(checkpoint).read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def store_eval_result(checkpoint: Path, source: str, result: dict[str, Any]) -> None:
+    results = read_eval_results(checkpoint)
+    results[source] = result
+    atomic_write_json(eval_results_path(checkpoint), results)
+
+
+def list_runs(runs_dir: Optional[str | Path] = None) -> list[dict[str, Any]]:
+    """Every run under ``runs_dir`` with its checkpoints, newest run first.
+
+    Reads only the small JSON files (config.json, the summary beside each
+    checkpoint, stored evaluations), never a checkpoint itself, so it is fast.
+    Each run: ``{"run_id", "path", "created", "preset", "data", "width", "params",
+    "epochs", "checkpoints": [{"name", "path", "epoch", "val_acc", "test_acc",
+    "test_source", "size", "kind", "mtime"}]}``.
+    """
+    root = Path(runs_dir).expanduser() if runs_dir else default_runs_dir()
+    if not root.is_dir():
+        return []
+    runs = []
+    for d in sorted(root.iterdir(), reverse=True):
+        if not d.is_dir() or not (d / "checkpoints").is_dir() and not (d / "config.json").is_file():
+            continue
+        info = read_config_json(d)
+        cfg = info.get("config", {}) if isinstance(info.get("config"), dict) else {}
+        ckpts = []
+        cdir = d / "checkpoints"
+        for p in sorted(cdir.glob("*.pt")) if cdir.is_dir() else []:
+            if p.name.startswith("."):
+                continue
+            try:
+                summary = json.loads(p.with_suffix(".json").read_text())
+                if not isinstance(summary, dict):
+                    summary = {}
+            except (OSError, ValueError):
+                summary = {}
+            evals = read_eval_results(p)
+            test_acc, test_source = None, None
+            for src, res in evals.items():
+                if isinstance(res, dict) and isinstance(res.get("accuracy"), (int, float)):
+                    test_acc, test_source = res["accuracy"], src
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            ckpts.append({
+                "name": p.name, "path": str(p), "epoch": summary.get("epoch"), "val_acc": summary.get("val_acc"),
+                "test_acc": test_acc, "test_source": test_source, "size": st.st_size,
+                "kind": summary.get("kind", ""), "mtime": st.st_mtime, "step_in_epoch": summary.get("step_in_epoch", 0),
+            })
+        runs.append({
+            "run_id": d.name, "path": str(d), "created": info.get("created", ""),
+            "preset": cfg.get("preset"), "data": (info.get("data") or {}).get("source", cfg.get("data")),
+            "width": cfg.get("width"), "epochs": cfg.get("epochs"),
+            "params": (info.get("model") or {}).get("params"), "device": info.get("device"),
+            "config": info, "checkpoints": ckpts,
+        })
+    return runs

@@ -39,7 +39,7 @@ CIFAR10_CLASSES = (
     "dog", "frog", "horse", "ship", "truck",
 )
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"}
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 SYNTHETIC_SEED = 20240601
 
 
@@ -68,6 +68,7 @@ class DataBundle:
     source: str  # what the user asked for, normalised (absolute path for files)
     kind: str  # cifar10 | synthetic | batches | folder | zip
     notes: list[str] = field(default_factory=list)  # things a user should hear about
+    flat: bool = False  # an image folder/zip with class folders at its top (no train/ or test/)
 
 
 # ----------------------------------------------------------------------- locations
@@ -310,7 +311,7 @@ def _decode_many(items: list, read: Callable[[object], bytes]) -> tuple[torch.Te
     return out, ok, resized
 
 
-def _build_bundle(path: Path, kind: str, splits: dict, read: Callable) -> DataBundle:
+def _build_bundle(path: Path, kind: str, splits: dict, read: Callable, flat: bool = False) -> DataBundle:
     if not splits:
         raise DataError(
             f"--data {path}: no class sub-folders with images; expected train/<class>/*.png "
@@ -340,7 +341,7 @@ def _build_bundle(path: Path, kind: str, splits: dict, read: Callable) -> DataBu
         if len(y) == 0:
             raise DataError(f"--data {path}: none of the images in {split}/ could be decoded")
         sets[split] = ImageSet(x, y)
-    return DataBundle(sets["train"], sets.get("test"), classes, str(path), kind, notes)
+    return DataBundle(sets["train"], sets.get("test"), classes, str(path), kind, notes, flat)
 
 
 def load_image_folder(path: Path) -> DataBundle:
@@ -349,8 +350,8 @@ def load_image_folder(path: Path) -> DataBundle:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         rel = Path(root).relative_to(path).parts
         files += [rel + (n,) for n in names]
-    splits, _ = _layout(files)
-    return _build_bundle(path, "folder", splits, lambda parts: (path.joinpath(*parts)).read_bytes())
+    splits, prefix = _layout(files)
+    return _build_bundle(path, "folder", splits, lambda parts: (path.joinpath(*parts)).read_bytes(), flat=prefix == "" and bool(splits))
 
 
 def load_zip(path: Path) -> DataBundle:
@@ -366,8 +367,8 @@ def load_zip(path: Path) -> DataBundle:
             prefix = batch_names[0][: -len("data_batch_1")]
             return _zip_batches(zf, prefix, path)
         by_parts = {tuple(n.split("/")): n for n in names}
-        splits, _ = _layout(by_parts)
-        return _build_bundle(path, "zip", splits, lambda parts: zf.read(by_parts[parts]))
+        splits, prefix = _layout(by_parts)
+        return _build_bundle(path, "zip", splits, lambda parts: zf.read(by_parts[parts]), flat=prefix == "" and bool(splits))
 
 
 def _zip_batches(zf: zipfile.ZipFile, prefix: str, path: Path) -> DataBundle:
@@ -412,7 +413,8 @@ def _cached(path: Path, kind: str, use_cache: bool, build: Callable[[], DataBund
         try:
             d = torch.load(cfile, map_location="cpu", weights_only=True)
             test = ImageSet(d["test_x"], d["test_y"]) if d.get("test_x") is not None else None
-            return DataBundle(ImageSet(d["train_x"], d["train_y"]), test, tuple(d["classes"]), str(path), kind, list(d.get("notes", [])))
+            return DataBundle(ImageSet(d["train_x"], d["train_y"]), test, tuple(d["classes"]), str(path), kind,
+                              list(d.get("notes", [])), bool(d.get("flat", False)))
         except Exception:
             pass  # a damaged cache entry is rebuilt below
     bundle = build()
@@ -420,7 +422,7 @@ def _cached(path: Path, kind: str, use_cache: bool, build: Callable[[], DataBund
         "train_x": bundle.train.x, "train_y": bundle.train.y,
         "test_x": bundle.test.x if bundle.test else None,
         "test_y": bundle.test.y if bundle.test else None,
-        "classes": list(bundle.classes), "notes": bundle.notes,
+        "classes": list(bundle.classes), "notes": bundle.notes, "flat": bundle.flat,
     }
     try:
         cfile.parent.mkdir(parents=True, exist_ok=True)

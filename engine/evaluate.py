@@ -106,3 +106,167 @@ def evaluate(
     per_class = [(cm[i, i].item() / per_class_n[i].item()) if per_class_n[i] > 0 else float("nan") for i in range(num_classes)]
     acc = (pred == y).float().mean().item()
     return EvalResult(loss, acc, n, per_class, cm.tolist(), pred.cpu(), conf.cpu())
+
+
+# ------------------------------------------------------------- checkpoints and data
+
+
+def resolve_device_name(name: str = "auto") -> torch.device:
+    from .trainer import resolve_device
+
+    return resolve_device(name)
+
+
+def eval_images(source: Optional[str], ckpt: dict):
+    """The labelled images to evaluate ``ckpt`` on, as ``(ImageSet, description)``.
+
+    ``source`` None: the test split of the checkpoint's own data source. A folder or
+    zip with a ``test/`` folder: ``test/``; one whose class folders sit at its top:
+    all its images. Raises :class:`engine.data.DataError`.
+    """
+    from .data import DataError, load_data
+
+    src = source or ckpt.get("data_source") or ckpt.get("config", {}).get("data")
+    if not src:
+        raise DataError("the checkpoint does not say which data it was trained on; name it with --data")
+    bundle = load_data(src)
+    if bundle.flat:
+        images, split = bundle.train, "all"
+    elif bundle.test is not None:
+        images, split = bundle.test, "test"
+    else:
+        raise DataError(
+            f"{bundle.source} has no test split (a test/<class>/ folder); name a source with one with --data"
+        )
+    classes = list(ckpt.get("classes") or [])
+    if classes and list(bundle.classes) != classes:
+        raise DataError(
+            f"the classes of {bundle.source} ({', '.join(bundle.classes[:4])}...) differ from the checkpoint's "
+            f"({', '.join(classes[:4])}...); evaluate on data with the same classes"
+        )
+    return images, f"{bundle.source}:{split}", bundle
+
+
+def evaluate_checkpoint(
+    path: str,
+    source: Optional[str] = None,
+    device: str = "auto",
+    batch_size: int = 500,
+    progress: Optional[Callable[[int, int], None]] = None,
+    store: bool = True,
+) -> dict:
+    """Evaluate a checkpoint on labelled test images; store the result beside it."""
+    from .checkpoint import build_model_from_checkpoint, load_checkpoint, store_eval_result
+
+    ckpt = load_checkpoint(path)
+    model = build_model_from_checkpoint(ckpt)
+    dev = resolve_device_name(device)
+    model.to(dev)
+    images, described, bundle = eval_images(source, ckpt)
+    classes = list(ckpt.get("classes") or bundle.classes)
+    r = evaluate(model, images.x, images.y, len(classes), dev, batch_size=batch_size, progress=progress)
+    result = r.to_dict(classes)
+    result.update({"data_source": described, "checkpoint": ckpt["path"], "epoch": ckpt.get("epoch"),
+                   "notes": list(bundle.notes)})
+    if store:
+        try:
+            import datetime as _dt
+
+            store_eval_result(ckpt["path"], described, {**result, "evaluated": _dt.datetime.now().astimezone().isoformat(timespec="seconds")})
+        except OSError:
+            result["notes"].append("could not store the result beside the checkpoint (read-only folder?)")
+    result["_predictions"] = r.predictions
+    result["_confidence"] = r.confidence
+    result["_images"] = images
+    return result
+
+
+def load_predict_inputs(inputs: list[str]):
+    """Unlabelled images for prediction from files, folders, zips or CIFAR-style pickles.
+
+    Returns ``(uint8 tensor (N,3,32,32), names, notes)`` in input order: arguments
+    in the order given, a folder's or zip's images sorted by path, a pickle's rows
+    in order. Raises :class:`engine.data.DataError`.
+    """
+    import os
+    import zipfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from .data import DataError, _decode_many, _is_image, safe_pickle_load
+
+    chunks: list[torch.Tensor] = []
+    names: list[str] = []
+    notes: list[str] = []
+    resized_total = 0
+
+    def decode(items, read, label):
+        nonlocal resized_total
+        x, ok, resized = _decode_many(items, read)
+        if not ok.all():
+            bad = [str(items[i]) for i in range(len(items)) if not ok[i]]
+            raise DataError(f"{label}: cannot decode {len(bad)} image(s), e.g. {bad[0]}; remove or fix them")
+        resized_total += resized
+        return x
+
+    for arg in inputs:
+        p = Path(arg).expanduser()
+        if not p.exists():
+            raise DataError(f"{arg}: no such file or folder")
+        if p.is_dir():
+            files = sorted(q for q in p.rglob("*") if q.is_file() and _is_image(q.name))
+            if not files:
+                raise DataError(f"{arg}: a folder with no images (png, jpg, ...)")
+            chunks.append(decode(files, lambda q: q.read_bytes(), arg))
+            names += [str(q) for q in files]
+        elif zipfile.is_zipfile(p):
+            with zipfile.ZipFile(p) as zf:
+                members = sorted(n for n in zf.namelist() if not n.endswith("/") and _is_image(n)
+                                 and not n.startswith("__MACOSX"))
+                if not members:
+                    raise DataError(f"{arg}: a zip with no images")
+                chunks.append(decode(members, zf.read, arg))
+            names += [f"{arg}:{m}" for m in members]
+        elif _is_image(p.name):
+            chunks.append(decode([p], lambda q: q.read_bytes(), arg))
+            names.append(str(p))
+        else:
+            obj = safe_pickle_load(p.read_bytes(), arg)
+            data = None
+            if isinstance(obj, dict):
+                data = obj.get("data", obj.get(b"data"))
+            if data is None:
+                raise DataError(f"{arg}: not an image, folder, zip, or a pickle with a 'data' array")
+            arr = np.asarray(data)
+            if arr.dtype != np.uint8:
+                raise DataError(f"{arg}: 'data' holds {arr.dtype}, not uint8 pixels")
+            if arr.ndim == 2 and arr.shape[1] == 3072:
+                x = torch.from_numpy(arr.reshape(-1, 3, 32, 32).copy())
+            elif arr.ndim == 4 and arr.shape[1:] == (32, 32, 3):
+                x = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
+            elif arr.ndim == 4 and arr.shape[1:] == (3, 32, 32):
+                x = torch.from_numpy(arr.copy())
+            else:
+                raise DataError(f"{arg}: 'data' has shape {arr.shape}; expected N x 3072 or N x 32 x 32 x 3 uint8")
+            chunks.append(x)
+            names += [f"{arg}[{i}]" for i in range(x.shape[0])]
+    if resized_total:
+        notes.append(f"resized {resized_total} image(s) to 32x32")
+    x = torch.cat(chunks) if chunks else torch.empty((0, 3, 32, 32), dtype=torch.uint8)
+    del os
+    return x, names, notes
+
+
+def predict_checkpoint(path: str, images: torch.Tensor, device: str = "auto", batch_size: int = 500,
+                       progress: Optional[Callable[[int, int], None]] = None):
+    """Class probabilities (N, classes) for uint8 images, and the checkpoint's class names."""
+    from .checkpoint import build_model_from_checkpoint, load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    model = build_model_from_checkpoint(ckpt)
+    dev = resolve_device_name(device)
+    model.to(dev)
+    logits = predict_logits(model, images, dev, batch_size, progress=progress)
+    classes = list(ckpt.get("classes") or [str(i) for i in range(logits.shape[1])])
+    return logits.softmax(1).cpu(), classes

@@ -109,6 +109,151 @@ def watch(run_dir: str = typer.Argument(..., help="A run folder (holding metrics
     raise typer.Exit(run_watch_app(run_dir))
 
 
+# --------------------------------------------------------------- evaluate / predict
+
+
+def _engine_errors():
+    from engine.checkpoint import CheckpointError
+    from engine.config import ConfigError
+    from engine.data import DataError
+
+    return (CheckpointError, ConfigError, DataError)
+
+
+def _fmt_pct(v) -> str:
+    return "-" if v is None or v != v else f"{100 * v:.2f}%"
+
+
+@app.command("eval")
+def eval_cmd(
+    checkpoint: str = typer.Argument(..., help="A checkpoint (.pt) or a run folder (uses its best.pt)."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Labelled images to evaluate on (default: the test split of the checkpoint's own data). " + DATA_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    batch_size: int = typer.Option(500, "--batch-size", "-b", help="Images per forward pass."),
+) -> None:
+    """Evaluate a checkpoint: accuracy, loss, per-class accuracy, confusion matrix."""
+    import json
+
+    from rich.console import Console
+
+    if batch_size < 1:
+        fail(f"--batch-size must be at least 1 (got {batch_size})", 2)
+    path = _checkpoint_arg(checkpoint)
+    err = Console(stderr=True)
+    from .headless import progress_callback
+
+    try:
+        with progress_callback(err, "evaluating", enabled=not as_json) as cb:
+            from engine.evaluate import evaluate_checkpoint
+
+            result = evaluate_checkpoint(path, data, device=device, batch_size=batch_size, progress=cb)
+    except _engine_errors() as e:
+        fail(str(e), 1)
+    for key in [k for k in result if k.startswith("_")]:
+        result.pop(key)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    from .headless import render_eval
+
+    render_eval(Console(), result)
+
+
+def _checkpoint_arg(checkpoint: str) -> str:
+    p = Path(checkpoint).expanduser()
+    if p.is_dir():
+        for cand in (p / "checkpoints" / "best.pt", p / "checkpoints" / "last.pt", p / "best.pt", p / "last.pt"):
+            if cand.is_file():
+                return str(cand)
+        fail(f"{checkpoint}: a folder without checkpoints/best.pt or last.pt; give a .pt file", 1)
+    if not p.exists():
+        fail(f"{checkpoint}: no such checkpoint", 1)
+    return str(p)
+
+
+@app.command()
+def predict(
+    checkpoint: str = typer.Argument(..., help="A checkpoint (.pt) or a run folder (uses its best.pt)."),
+    inputs: list[str] = typer.Argument(..., help="Image files, folders, zips, or CIFAR-style pickles of unlabelled images ({'data': N x 3072 uint8})."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Write a CSV with header ID,Labels (ID = row in input order, Labels = class index)."),
+    top_k: int = typer.Option(3, "--top-k", "-k", help="Classes to show per image in the table."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    batch_size: int = typer.Option(500, "--batch-size", "-b", help="Images per forward pass."),
+) -> None:
+    """Predict classes of images with a checkpoint (table, or CSV with --output)."""
+    from rich.console import Console
+
+    if top_k < 1:
+        fail(f"--top-k must be at least 1 (got {top_k})", 2)
+    if batch_size < 1:
+        fail(f"--batch-size must be at least 1 (got {batch_size})", 2)
+    path = _checkpoint_arg(checkpoint)
+    if output is not None:
+        out = Path(output).expanduser()
+        if out.is_dir():
+            fail(f"--output {output} is a folder; give a file name such as predictions.csv", 2)
+        if not out.parent.exists():
+            fail(f"--output {output}: the folder {out.parent} does not exist", 2)
+    err = Console(stderr=True)
+    from .headless import progress_callback
+
+    try:
+        from engine.checkpoint import load_checkpoint
+        from engine.evaluate import load_predict_inputs, predict_checkpoint
+
+        load_checkpoint(path)  # refuse a bad checkpoint before decoding any input
+        images, names, notes = load_predict_inputs(inputs)
+        with progress_callback(err, "predicting", enabled=output is not None) as cb:
+            probs, classes = predict_checkpoint(path, images, device=device, batch_size=batch_size, progress=cb)
+    except _engine_errors() as e:
+        fail(str(e), 1)
+    for note in notes:
+        err.print(f"note: {note}")
+    pred = probs.argmax(1).tolist()
+    if output is not None:
+        import csv
+
+        from engine.checkpoint import atomic_write_bytes
+
+        def write(fh):
+            import io
+
+            buf = io.StringIO()
+            w = csv.writer(buf, lineterminator="\n")
+            w.writerow(["ID", "Labels"])
+            for i, c in enumerate(pred):
+                w.writerow([i, c])
+            fh.write(buf.getvalue().encode())
+
+        try:
+            atomic_write_bytes(Path(output).expanduser(), write)
+        except OSError as e:
+            fail(f"cannot write {output} ({e.strerror or e})", 1)
+        err.print(f"wrote {len(pred)} predictions to {output}")
+        return
+    from .headless import render_predictions
+
+    render_predictions(Console(), names, probs, classes, top_k)
+
+
+@app.command()
+def runs(runs_dir: Optional[str] = typer.Argument(None, help="The runs folder (default: the user data folder).")) -> None:
+    """List runs and their checkpoints (epoch, validation and test accuracy, size)."""
+    from rich.console import Console
+
+    from engine.checkpoint import default_runs_dir, list_runs
+
+    root = Path(runs_dir).expanduser() if runs_dir else default_runs_dir()
+    if runs_dir and not root.exists():
+        fail(f"{runs_dir}: no such folder", 1)
+    if root.exists() and not root.is_dir():
+        fail(f"{runs_dir}: a file, not a runs folder", 1)
+    from .headless import render_runs
+
+    render_runs(Console(), list_runs(root), root)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Console-script entry point."""
     app(args=argv, prog_name="cifar-tui")

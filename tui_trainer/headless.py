@@ -201,3 +201,127 @@ def run_headless(config=None, resume: Optional[str] = None, resume_overrides: Op
     if trainer.exit_state == "stopped":
         return signalled.get("code", 0)
     return 0
+
+
+# ------------------------------------------------------------ eval / predict / runs
+
+
+class progress_callback:
+    """Context manager giving a ``(done, total)`` callback that drives a rich progress bar."""
+
+    def __init__(self, console: Console, label: str, enabled: bool = True):
+        self.console, self.label, self.enabled = console, label, enabled
+        self.progress: Optional[Progress] = None
+        self.task = None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        self.progress = Progress(TextColumn(self.label), BarColumn(bar_width=30), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), console=self.console, transient=True)
+        self.progress.start()
+
+        def cb(done: int, total: int) -> None:
+            if self.task is None:
+                self.task = self.progress.add_task(self.label, total=total)
+            self.progress.update(self.task, completed=done)
+
+        return cb
+
+    def __exit__(self, *exc):
+        if self.progress is not None:
+            self.progress.stop()
+        return False
+
+
+def render_eval(console: Console, result: dict) -> None:
+    from rich.table import Table
+
+    classes = result.get("classes") or [str(i) for i in range(len(result["per_class_accuracy"]))]
+    console.print(
+        f"[bold]{_pct(result['accuracy']).strip()}[/] accuracy, loss {result['loss']:.4f} on {result['images']:,} images "
+        f"of {result['data_source']} (checkpoint {result['checkpoint']}, epoch {result.get('epoch')})",
+        soft_wrap=True,
+    )
+    for note in result.get("notes", []):
+        console.print(f"note: {note}")
+    per = Table(title="per-class accuracy", show_edge=False)
+    per.add_column("class")
+    per.add_column("accuracy", justify="right")
+    per.add_column("images", justify="right")
+    cm = result["confusion_matrix"]
+    for i, c in enumerate(classes):
+        per.add_row(c, _pct(result["per_class_accuracy"][i]).strip(), f"{sum(cm[i]):,}")
+    console.print(per)
+    grid = Table(title="confusion matrix (rows: true class, columns: predicted)", show_edge=False, padding=(0, 1))
+    grid.add_column("")
+    for c in classes:
+        grid.add_column(c[:5], justify="right")
+    for i, c in enumerate(classes):
+        total = max(1, sum(cm[i]))
+        cells = []
+        for j, v in enumerate(cm[i]):
+            style = "bold green" if i == j else ("red" if v / total > 0.05 else "dim")
+            cells.append(f"[{style}]{v}[/]")
+        grid.add_row(c[:10], *cells)
+    console.print(grid)
+
+
+def render_predictions(console: Console, names: list, probs, classes: list, top_k: int) -> None:
+    from rich.table import Table
+
+    k = min(top_k, probs.shape[1])
+    top_p, top_i = probs.topk(k, dim=1)
+    table = Table(show_edge=False)
+    table.add_column("ID", justify="right")
+    table.add_column("input", overflow="fold")
+    for r in range(k):
+        table.add_column(f"#{r + 1}")
+    for i, name in enumerate(names):
+        table.add_row(str(i), str(name), *[f"{classes[int(c)]} {100 * float(p):.1f}%" for p, c in zip(top_p[i], top_i[i])])
+    console.print(table)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "K", "M", "G"):
+        if n < 1024 or unit == "G":
+            return f"{n:.0f}{unit}" if unit == "B" or n >= 10 else f"{n:.1f}{unit}"
+        n /= 1024
+    return str(n)
+
+
+def render_runs(console: Console, runs: list, root) -> None:
+    from rich.table import Table
+
+    if not runs:
+        console.print(f"no runs in {root} yet; start one with: cifar-tui --no-ui train --data synthetic --preset tiny")
+        return
+    from rich import box
+
+    table = Table(title=f"runs in {root} (run ids end with the preset)", box=box.SIMPLE_HEAD, padding=(0, 1),
+                  title_justify="left")
+    table.add_column("run", no_wrap=True)
+    table.add_column("data", overflow="ellipsis", no_wrap=True, max_width=18)
+    table.add_column("checkpoint", overflow="ellipsis", no_wrap=True, max_width=16)
+    table.add_column("ep", justify="right", min_width=3, no_wrap=True)
+    table.add_column("val", justify="right", min_width=6, no_wrap=True)
+    table.add_column("test", justify="right", min_width=6, no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
+    for run in runs:
+        data = str(run.get("data") or "")
+        if len(data) > 18:
+            data = "…" + data[-17:]
+        ckpts = run["checkpoints"] or [None]
+        for i, c in enumerate(ckpts):
+            first = i == 0
+            table.add_row(
+                run["run_id"] if first else "",
+                data if first else "",
+                c["name"] if c else "(no checkpoints)",
+                "" if not c or c["epoch"] is None else str(c["epoch"]),
+                _pct(c["val_acc"]).strip() if c and c["val_acc"] is not None else "",
+                _pct(c["test_acc"]).strip() if c and c["test_acc"] is not None else "",
+                _size(c["size"]) if c else "",
+                end_section=i == len(ckpts) - 1,
+            )
+    console.print(table)

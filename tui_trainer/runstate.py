@@ -99,6 +99,11 @@ class RunState:
         return self.steps_per_epoch * self.epochs
 
     @property
+    def progress(self) -> float:
+        """How far the run is, in epochs (fractional mid-epoch)."""
+        return max(self.step_x[-1] if self.step_x else 0.0, float(self.epochs_done))
+
+    @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
 

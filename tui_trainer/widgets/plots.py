@@ -71,14 +71,25 @@ class _Plot(PlotextPlot):
     def _max_points(self) -> int:
         return max(16, 2 * (self.size.width or 60))
 
-    def _x_range(self, state: RunState, xs: Sequence[float], whole_run: bool = False) -> tuple[float, float]:
-        start = float(state.start_epoch) if state.start_epoch and not state.history else 0.0
-        last = max(xs) if xs else 0.0
+    def _x_axis(self, state: RunState, whole_run: bool = False) -> None:
+        """x from the first epoch shown to the current one (or the planned last one), integer ticks."""
+        left = 0.0
+        if state.history:
+            left = float(min(h.epoch for h in state.history) - 1)
+        elif state.step_x:
+            left = float(math.floor(state.step_x[0]))
         if whole_run and state.epochs:
             right = float(state.epochs)
         else:
-            right = max(1.0, math.ceil(last - 1e-9))
-        return start, max(right, start + 1.0)
+            right = float(max(1, math.ceil(state.progress - 1e-9)))
+        right = max(right, left + 1.0)
+        self.plt.xlim(left, right)
+        max_ticks = max(2, (self.size.width or 40) // 9)
+        step = next(s for s in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 10**9)
+                    if (right - left) / s <= max_ticks)
+        first = math.ceil(left / step) * step
+        ticks = list(range(int(first), int(right) + 1, step))
+        self.plt.xticks(ticks, [str(t) for t in ticks])
 
 
 class LossPlot(_Plot):
@@ -97,8 +108,7 @@ class LossPlot(_Plot):
         if vx:
             plt.plot(vx, vl, marker="dot", color=VAL, label="val")
         values = _finite(list(ys) + tl + vl)
-        left, right = self._x_range(state, xs + [float(e) for e in ex])
-        plt.xlim(left, right)
+        self._x_axis(state)
         if values:
             plt.ylim(*nice_range(values, floor=0.0, min_span=0.05))
         else:
@@ -119,8 +129,7 @@ class AccuracyPlot(_Plot):
         if vx:
             plt.plot(vx, va, marker="dot", color=VAL, label="val")
         values = _finite(ta + va)
-        left, right = self._x_range(state, [float(e) for e in ex])
-        plt.xlim(left, right)
+        self._x_axis(state)
         if values:
             plt.ylim(*nice_range(values, floor=0.0, ceil=100.0, min_span=2.0))
         else:
@@ -135,8 +144,7 @@ class LearningRatePlot(_Plot):
         xs, ys = downsample(state.step_x, state.step_lr, self._max_points)
         if xs:
             plt.plot(xs, ys, marker="braille", color=LR, label="lr")
-        left, right = self._x_range(state, xs, whole_run=True)
-        plt.xlim(left, right)
+        self._x_axis(state, whole_run=True)
         peak = state.config.get("lr") if state.config else None
         values = _finite(list(ys) + ([float(peak)] if isinstance(peak, (int, float)) else []))
         plt.ylim(0, max(values) * 1.05 if values else 0.1)

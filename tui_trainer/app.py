@@ -1,0 +1,190 @@
+"""The Textual app: screens, bindings, command palette, and the entry points.
+
+Entry points (called by :mod:`tui_trainer.cli`), each returning an exit code:
+
+* :func:`run_start_app` - ``cifar-tui``: the start screen (new run form, earlier runs);
+* :func:`run_train_app` - ``cifar-tui train ...``: the dashboard, training at once;
+* :func:`run_watch_app` - ``cifar-tui watch RUN_DIR``: the dashboard following a
+  run that another process writes.
+
+Exit codes: 0 ok (finished, stopped, or just watching), 1 the training failed,
+2 bad arguments, 130 quit without waiting for a running trainer to save.
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from engine import events as ev
+
+from .bridge import LiveSource, StaticSource, WatchSource
+from .screens import CheckpointScreen, DashboardScreen, StartScreen
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABANDONED = 0, 1, 2, 130
+
+
+class CifarTuiApp(App):
+    """One app for the three ways in: ``start``, ``train`` and ``watch`` (and ``replay``)."""
+
+    TITLE = "cifar-tui"
+    CSS = """
+    Screen { layers: base; }
+    """
+    BINDINGS = [
+        Binding("q", "quit", "Quit", tooltip="Quit (a running training is stopped and saved first)"),
+        Binding("ctrl+c", "quit", "Quit", show=False),
+    ]
+
+    def __init__(
+        self,
+        mode: str = "start",
+        *,
+        runs_dir: str | Path | None = None,
+        config: Any = None,
+        resume: Optional[str] = None,
+        resume_overrides: Optional[dict] = None,
+        run_dir: str | Path | None = None,
+        events: Optional[Iterable[ev.Event]] = None,
+        clock: Optional[Callable[[], float]] = None,
+        trainer_factory: Optional[Callable[..., Any]] = None,
+    ) -> None:
+        super().__init__()
+        if mode not in ("start", "train", "watch", "replay"):
+            raise ValueError(f"unknown mode {mode!r}")
+        self.mode = mode
+        self._runs_dir = runs_dir
+        self.config = config
+        self.resume = resume
+        self.resume_overrides = resume_overrides
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.events = list(events) if events is not None else None
+        self.clock = clock
+        self.trainer_factory = trainer_factory
+        self.session: Optional[LiveSource] = None  # the one training run this app drives
+        self.quitting = False
+        self._quit_presses = 0
+        self._abandoned = False
+
+    # --------------------------------------------------------------- startup
+    @property
+    def runs_dir(self) -> Optional[Path]:
+        """The runs folder given on the command line (None: the engine's default)."""
+        return Path(self._runs_dir).expanduser() if self._runs_dir else None
+
+    def on_mount(self) -> None:
+        if self.mode == "start":
+            self.push_screen(StartScreen(self.runs_dir))
+        elif self.mode == "train":
+            self.start_training(self.config, resume=self.resume, resume_overrides=self.resume_overrides)
+        elif self.mode == "watch":
+            assert self.run_dir is not None
+            self.open_watch(self.run_dir)
+        else:
+            self.push_screen(DashboardScreen(StaticSource(self.events or [], run_dir=self.run_dir), clock=self.clock))
+
+    def start_training(self, config: Any, *, resume: Optional[str] = None, resume_overrides: Optional[dict] = None,
+                       can_go_back: bool = False) -> LiveSource:
+        """Start a run in a thread worker and show its dashboard."""
+        if self.session is not None and self.session.active:
+            self.notify("A run is already training; stop it first.", severity="error")
+            return self.session
+        session = LiveSource(config, resume=resume, resume_overrides=resume_overrides,
+                             trainer_factory=self.trainer_factory)
+        self.session = session
+        self.push_screen(DashboardScreen(session, clock=self.clock, can_go_back=can_go_back))
+        session.start(self)
+        return session
+
+    def open_watch(self, run_dir: Path, *, can_go_back: bool = False) -> None:
+        self.push_screen(DashboardScreen(WatchSource(run_dir), clock=self.clock, can_go_back=can_go_back))
+
+    # ---------------------------------------------------------- command palette
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        # every key binding of the screen and the app that is usable now, with its key
+        seen: set[str] = set()
+        for key, active in screen.active_bindings.items():
+            binding, node = active.binding, active.node
+            if node not in (screen, self) or not active.enabled or binding.action in seen:
+                continue
+            seen.add(binding.action)
+            title = binding.description or binding.action.replace("_", " ").capitalize()
+            help_text = f"{binding.tooltip or title} (key: {self.get_key_display(binding)})"
+            yield SystemCommand(title, help_text, partial(self.run_action, binding.action, node))
+
+    # ------------------------------------------------------------------ quit
+    async def action_quit(self) -> None:
+        """Quit; a running training is first stopped with a checkpoint, and waited for."""
+        session = self.session
+        if session is None or not session.active:
+            self.exit(return_code=self.exit_code())
+            return
+        self._quit_presses += 1
+        if self._quit_presses == 1:
+            self.quitting = True
+            session.send(ev.Stop(save=True))
+            self.notify("Stopping: saving a checkpoint, then quitting...", title="Quit", timeout=30)
+            self.set_interval(0.1, self._exit_when_stopped)
+        elif self._quit_presses == 2:
+            self.notify("Still saving. Press q once more to quit without waiting (the last completed "
+                        "checkpoint stays intact).", severity="warning", timeout=10)
+        else:
+            self._abandoned = True
+            session.abandon()
+            self.exit(return_code=EXIT_ABANDONED)
+
+    def _exit_when_stopped(self) -> None:
+        if self.session is not None and not self.session.active:
+            self.exit(return_code=self.exit_code())
+
+    def exit_code(self) -> int:
+        if self._abandoned:
+            return EXIT_ABANDONED
+        if self.session is None:
+            return EXIT_OK
+        return EXIT_FAILED if self.session.exit_state == "failed" else EXIT_OK
+
+
+# --------------------------------------------------------------------- entry points
+
+
+def _run(app: CifarTuiApp) -> int:
+    app.run()
+    code = app.return_code
+    if code is None:
+        code = app.exit_code()
+    session = app.session
+    if session is not None and session.active and not app._abandoned:
+        # the app closed another way (e.g. the terminal went away): still leave a checkpoint
+        session.send(ev.Stop(save=True))
+        session.wait(120)
+    return code
+
+
+def run_start_app(runs_dir: str | None = None) -> int:
+    """``cifar-tui``: the start screen."""
+    return _run(CifarTuiApp("start", runs_dir=runs_dir))
+
+
+def run_train_app(config=None, resume: str | None = None, resume_overrides: dict | None = None) -> int:
+    """``cifar-tui train ...``: the dashboard, training at once. ``config`` is None when resuming."""
+    if config is None and resume is None:
+        print("error: nothing to train: give a configuration or a checkpoint to resume", file=sys.stderr)
+        return EXIT_USAGE
+    return _run(CifarTuiApp("train", config=config, resume=resume, resume_overrides=resume_overrides))
+
+
+def run_watch_app(run_dir: str) -> int:
+    """``cifar-tui watch RUN_DIR``: follow a run that another process writes."""
+    path = Path(run_dir).expanduser()
+    if not (path / "metrics.jsonl").is_file():
+        print(f"error: {path} has no metrics.jsonl; give a run folder (runs/<run-id>)", file=sys.stderr)
+        return EXIT_USAGE
+    return _run(CifarTuiApp("watch", run_dir=path))

@@ -1,0 +1,180 @@
+"""The training dashboard: plots, status panel and event log for one run.
+
+The screen reads events from a *source* (see :mod:`tui_trainer.bridge`) on a
+timer, folds them into a :class:`~tui_trainer.runstate.RunState` and redraws
+what changed. Keys send commands to a live run; what the status shows changes
+only when the engine's events confirm it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header
+
+from engine import events as ev
+
+from ..runstate import RunState
+from ..widgets import EventLog, StatusPanel, TrainingPlots
+
+TICK_SECONDS = 0.3  # how often events are drained and widgets updated
+COMMAND_ACTIONS = ("toggle_mixup", "mixup_schedule", "pause_resume", "save", "stop")
+
+
+class DashboardScreen(Screen):
+    DEFAULT_CSS = """
+    DashboardScreen #body { height: 1fr; }
+    DashboardScreen #side { width: 36; height: 1fr; }
+    DashboardScreen.-narrow #side { width: 32; }
+    DashboardScreen #plots { padding: 0 1 0 0; }
+    """
+
+    BINDINGS = [
+        Binding("m", "toggle_mixup", "Mixup", tooltip="Switch mixup on or off (overrides the schedule)"),
+        Binding("M", "mixup_schedule", "Mixup: schedule", show=False, tooltip="Let the schedule decide mixup again"),
+        Binding("p", "pause_resume", "Pause", tooltip="Pause or resume training"),
+        Binding("s", "save", "Save", tooltip="Save a checkpoint now"),
+        Binding("x", "stop", "Stop", tooltip="Stop training and save a checkpoint; the app stays open"),
+        Binding("c", "checkpoints", "Checkpoints", tooltip="List this run's checkpoints"),
+        Binding("escape", "back", "Back", tooltip="Back to the start screen"),
+    ]
+
+    def __init__(self, source: Any, *, clock: Optional[Callable[[], float]] = None, can_go_back: bool = False,
+                 tick_seconds: float = TICK_SECONDS) -> None:
+        super().__init__()
+        self.source = source
+        self.clock = clock or time.time
+        self.can_go_back = can_go_back
+        self.tick_seconds = tick_seconds
+        self.run_state = RunState(clock=self.clock)
+        self.ticks = 0
+        self._want_pause: Optional[bool] = None
+        self._want_mixup: Optional[bool] = None
+        self._shown_state: Optional[str] = None
+
+    # ------------------------------------------------------------------ layout
+    def compose(self) -> ComposeResult:
+        yield Header()
+        with Horizontal(id="body"):
+            yield TrainingPlots(id="plots")
+            with Vertical(id="side"):
+                yield StatusPanel(id="status")
+                yield EventLog(id="log")
+        yield Footer()
+
+    @property
+    def plots(self) -> TrainingPlots:
+        return self.query_one(TrainingPlots)
+
+    @property
+    def status(self) -> StatusPanel:
+        return self.query_one(StatusPanel)
+
+    @property
+    def event_log(self) -> EventLog:
+        return self.query_one(EventLog)
+
+    def on_mount(self) -> None:
+        kind = getattr(self.source, "kind", "live")
+        where = getattr(self.source, "run_dir", None)
+        self.sub_title = {"live": "training", "watch": f"watching {where}", "replay": "replay"}.get(kind, kind)
+        self.tick()
+        self.set_interval(self.tick_seconds, self.tick)
+
+    def on_resize(self, event) -> None:
+        self.set_class(self.size.width < 90, "-narrow")
+
+    # -------------------------------------------------------------------- tick
+    def tick(self) -> None:
+        """Drain new events, fold them in, and update only what changed."""
+        self.ticks += 1
+        st = self.run_state
+        events = self.source.poll()
+        if events:
+            st.apply_all(events)
+        if st.plots_dirty:
+            st.plots_dirty = False
+            self.plots.update_from(st)
+        lines = st.take_log()
+        if lines:
+            self.event_log.add(lines)
+        kind = getattr(self.source, "kind", "live")
+        quiet = None
+        if kind == "watch" and st.last_event_at is not None:
+            quiet = self.clock() - st.last_event_at
+        self.status.show(st, source_kind=kind, quiet_for=quiet, quitting=bool(getattr(self.app, "quitting", False)))
+        if st.state_dirty:
+            st.state_dirty = False
+            if st.state in ("paused", "running", "finished", "failed"):
+                if self._want_pause is not None and (st.state == "paused") == self._want_pause:
+                    self._want_pause = None
+                if st.state in ("finished", "failed"):
+                    self._want_pause = self._want_mixup = None
+            if self._want_mixup is not None and st.mixup == self._want_mixup:
+                self._want_mixup = None
+            if st.run_id and kind == "live":
+                self.sub_title = f"training {st.run_id}"
+            if st.state != self._shown_state:
+                self._shown_state = st.state
+                self.refresh_bindings()
+
+    # ----------------------------------------------------------------- actions
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in COMMAND_ACTIONS:
+            if not getattr(self.source, "can_command", False):
+                return False  # watching or replaying: there is nothing to command
+            if not self.source.active or self.run_state.state in ("finished", "failed"):
+                return None  # shown, greyed out
+            return True
+        if action == "back":
+            if not self.can_go_back:
+                return False
+            return None if getattr(self.source, "active", False) else True
+        return True
+
+    def _send(self, command: ev.Command, note: str) -> None:
+        self.source.send(command)
+        self.run_state.note(note)
+        self.event_log.add(self.run_state.take_log())
+
+    def action_toggle_mixup(self) -> None:
+        current = self._want_mixup if self._want_mixup is not None else bool(self.run_state.mixup)
+        self._want_mixup = not current
+        self._send(ev.SetMixup(on=self._want_mixup), f"» mixup {'on' if self._want_mixup else 'off'} requested")
+
+    def action_mixup_schedule(self) -> None:
+        self._want_mixup = None
+        self._send(ev.SetMixup(on=None), "» mixup back to the schedule requested")
+
+    def action_pause_resume(self) -> None:
+        paused = self._want_pause if self._want_pause is not None else self.run_state.state == "paused"
+        self._want_pause = not paused
+        if self._want_pause:
+            self._send(ev.Pause(), "» pause requested")
+        else:
+            self._send(ev.Resume(), "» resume requested")
+
+    def action_save(self) -> None:
+        self._send(ev.SaveCheckpoint(), "» checkpoint requested")
+
+    def action_stop(self) -> None:
+        self._send(ev.Stop(save=True), "» stop requested (a checkpoint will be saved)")
+
+    def action_checkpoints(self) -> None:
+        run_dir = self.run_state.run_dir or getattr(self.source, "run_dir", None)
+        if not run_dir:
+            self.notify("No run folder yet: the run has not started.", severity="warning")
+            return
+        from .checkpoints import CheckpointScreen
+
+        self.app.push_screen(CheckpointScreen(Path(run_dir)))
+
+    def action_back(self) -> None:
+        if self.can_go_back and not getattr(self.source, "active", False):
+            self.dismiss(self.run_state.state)
