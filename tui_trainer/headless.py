@@ -306,7 +306,7 @@ def render_runs(console: Console, runs: list, root) -> None:
     table.add_column("ep", justify="right", min_width=3, no_wrap=True)
     table.add_column("val", justify="right", min_width=6, no_wrap=True)
     table.add_column("test", justify="right", min_width=6, no_wrap=True)
-    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True, min_width=5)
     for run in runs:
         data = str(run.get("data") or "")
         if len(data) > 18:

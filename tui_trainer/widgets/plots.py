@@ -56,12 +56,21 @@ class _Plot(PlotextPlot):
     _Plot { height: 1fr; width: 1fr; min-height: 6; }
     """
 
+    points: dict[str, int]
+    """How many points each series got at the last draw (for tests and debugging)."""
+
     def draw(self, state: RunState) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def _series(self, name: str, xs: Sequence[float], ys: Sequence[float], **kw) -> None:
+        self.points[name] = len(xs)
+        if xs:
+            self.plt.plot(list(xs), list(ys), label=name, **kw)
 
     def _begin(self, title: str, ylabel: str) -> None:
         plt = self.plt
         plt.clear_figure()
+        self.points = {}
         plt.title(title)
         plt.xlabel("epoch")
         if ylabel:
@@ -101,12 +110,9 @@ class LossPlot(_Plot):
         tl = [h.train_loss for h in state.history]
         vx = [h.epoch for h in state.history if h.val_loss is not None and math.isfinite(h.val_loss)]
         vl = [h.val_loss for h in state.history if h.val_loss is not None and math.isfinite(h.val_loss)]
-        if xs:
-            plt.plot(xs, ys, marker="braille", color=TRAIN, label="train (smoothed)")
-        if ex:
-            plt.plot(ex, tl, marker="dot", color=TRAIN_EPOCH, label="train/epoch")
-        if vx:
-            plt.plot(vx, vl, marker="dot", color=VAL, label="val")
+        self._series("train (smoothed)", xs, ys, marker="braille", color=TRAIN)
+        self._series("train/epoch", ex, tl, marker="dot", color=TRAIN_EPOCH)
+        self._series("val", vx, vl, marker="dot", color=VAL)
         values = _finite(list(ys) + tl + vl)
         self._x_axis(state)
         if values:
@@ -124,10 +130,8 @@ class AccuracyPlot(_Plot):
         ta = [100.0 * h.train_acc for h in state.history]
         vx = [h.epoch for h in state.history if h.val_acc is not None]
         va = [100.0 * h.val_acc for h in state.history if h.val_acc is not None]
-        if ex:
-            plt.plot(ex, ta, marker="dot", color=TRAIN_EPOCH, label="train")
-        if vx:
-            plt.plot(vx, va, marker="dot", color=VAL, label="val")
+        self._series("train", ex, ta, marker="dot", color=TRAIN_EPOCH)
+        self._series("val", vx, va, marker="dot", color=VAL)
         values = _finite(ta + va)
         self._x_axis(state)
         if values:
@@ -142,8 +146,7 @@ class LearningRatePlot(_Plot):
         plt = self.plt
         self._begin("Learning rate", "")
         xs, ys = downsample(state.step_x, state.step_lr, self._max_points)
-        if xs:
-            plt.plot(xs, ys, marker="braille", color=LR, label="lr")
+        self._series("lr", xs, ys, marker="braille", color=LR)
         self._x_axis(state, whole_run=True)
         peak = state.config.get("lr") if state.config else None
         values = _finite(list(ys) + ([float(peak)] if isinstance(peak, (int, float)) else []))
