@@ -289,3 +289,82 @@ def list_runs(runs_dir: Optional[str | Path] = None) -> list[dict[str, Any]]:
             "config": info, "checkpoints": ckpts,
         })
     return runs
+
+
+# ----------------------------------------------------------------------- run lock
+
+
+class RunLock:
+    """``<run>/.lock`` holding the writer's host and pid: one writer per run folder.
+
+    A lock whose process is gone (same host, pid not alive) is stale and taken over.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / ".lock"
+        self.notes: list[str] = []
+        self._held = False
+
+    @staticmethod
+    def _alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        except OSError:
+            return False
+        return True
+
+    def acquire(self) -> None:
+        import socket
+
+        me = {"pid": os.getpid(), "host": socket.gethostname(),
+              "since": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                try:
+                    owner = json.loads(self.path.read_text() or "{}")
+                except (OSError, ValueError):
+                    owner = {}
+                pid, host = owner.get("pid"), owner.get("host")
+                if isinstance(pid, int) and host == socket.gethostname() and not self._alive(pid):
+                    self.notes.append(f"removed a stale lock of process {pid} (it is no longer running)")
+                    try:
+                        self.path.unlink()
+                    except FileNotFoundError:
+                        pass
+                    continue
+                if not owner:  # unreadable: a writer that died between create and write
+                    try:
+                        age = _dt.datetime.now().timestamp() - self.path.stat().st_mtime
+                    except OSError:
+                        continue
+                    if age > 10:
+                        self.path.unlink(missing_ok=True)
+                        continue
+                who = f"process {pid} on {host}" if pid else "another process"
+                raise CheckpointError(
+                    f"the run folder {self.path.parent} is in use by {who} (since {owner.get('since', '?')}); "
+                    f"wait for it to finish, or watch it with: cifar-tui watch {self.path.parent}"
+                )
+            except OSError as e:
+                raise CheckpointError(f"cannot write in the run folder {self.path.parent} ({e.strerror})") from None
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+            self._held = True
+            return
+        raise CheckpointError(f"could not take the lock {self.path}; remove it if no run is writing this folder")
+
+    def release(self) -> None:
+        if self._held:
+            try:
+                owner = json.loads(self.path.read_text())
+                if owner.get("pid") == os.getpid():
+                    self.path.unlink()
+            except (OSError, ValueError):
+                pass
+            self._held = False

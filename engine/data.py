@@ -558,8 +558,9 @@ def make_epoch_plan(n: int, batch_size: int, seed: int, epoch: int, cfg, device:
     )
 
 
-def mixup_permutation(plan: EpochPlan, step: int, size: int, device: torch.device) -> torch.Tensor:
-    g = torch.Generator().manual_seed(plan.mix_seed + step)
+def mixup_permutation(plan: EpochPlan, step: int, size: int, device: torch.device, salt: int = 0) -> torch.Tensor:
+    """The pairing of images for mixup at ``step`` (``salt``: the rank under torchrun)."""
+    g = torch.Generator().manual_seed(plan.mix_seed + step + 1_000_003 * salt)
     return torch.randperm(size, generator=g).to(device, non_blocking=True)
 
 

@@ -39,6 +39,8 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import ConfigError, TrainConfig
+from . import distributed as dd
+from .checkpoint import RunLock
 from .data import Augmenter, DataBundle, DataError, ImageSet, load_data, make_epoch_plan, mixup_permutation, split_indices
 from .evaluate import autocast_for, evaluate
 from .model import SEResNet, arch_info, count_parameters
@@ -134,6 +136,9 @@ class Trainer:
         self._stop = False
         self._stop_save = True
         self._mixup_override: Optional[bool] = None
+        self._dist = dd.DistContext()
+        self.model: Optional[torch.nn.Module] = None
+        self._lock: Optional[RunLock] = None
 
     # ------------------------------------------------------------------ public API
     def add_listener(self, fn: Listener) -> None:
@@ -158,6 +163,8 @@ class Trainer:
 
     # ------------------------------------------------------------------- plumbing
     def _emit(self, event: ev.Event) -> None:
+        if not self._dist.is_main and not isinstance(event, (ev.Failed, ev.Warning)):
+            return  # only rank 0 reports (and writes metrics); others speak up only about problems
         if self._metrics_fh is not None:
             try:
                 self._metrics_fh.write(ev.event_to_json(event) + "\n")
@@ -175,6 +182,8 @@ class Trainer:
         self._emit(ev.StateChanged(state=state, reason=reason))
 
     def _fail(self, message: str) -> str:
+        if self._dist.enabled and not self._dist.is_main:
+            message = f"rank {self._dist.rank}: {message}"
         self.result_reason = message
         self.exit_state = "failed"
         self._emit(ev.Failed(message=message))
@@ -206,6 +215,10 @@ class Trainer:
                 except OSError:
                     pass
                 self._metrics_fh = None
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+            self._dist.close()
 
     def _run(self) -> str:
         cfg = self.config
@@ -219,7 +232,9 @@ class Trainer:
             cfg = check_resume_overrides(stored, self.resume_overrides)
             self.config = cfg
         cfg.validate()
-        device = resolve_device(cfg.device)
+        self._dist, dist_device = dd.setup(cfg.device)
+        dist = self._dist
+        device = dist_device if dist_device is not None else resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
 
         # ---- data (before anything is written: bad data leaves no run folder behind)
@@ -233,13 +248,21 @@ class Trainer:
         val = bundle.train.select(val_idx)
         classes = list(bundle.classes)
         n_train = len(train)
-        batch = min(cfg.batch_size, n_train)
-        steps_per_epoch = math.ceil(n_train / batch)
+        batch = min(cfg.batch_size, n_train)  # the global batch; each rank takes its share
+        if dist.enabled and batch < 2 * dist.world:
+            raise ConfigError(f"--batch-size {cfg.batch_size} is too small for {dist.world} processes; use at least {2 * dist.world}")
+        steps_per_epoch = n_train // batch
+        rem = n_train - steps_per_epoch * batch
+        if rem and (not dist.enabled or rem >= 2 * dist.world):
+            steps_per_epoch += 1  # a final, smaller batch
+        elif rem:
+            self._emit(ev.Warning(message=f"{rem} image(s) per epoch are skipped: too few to share among {dist.world} processes"))
         total_steps = steps_per_epoch * cfg.epochs
 
         # ---- model and optimiser
         model = SEResNet(width=cfg.width, num_classes=len(classes))
         params = count_parameters(model)
+        self.model = model  # the trained network (unwrapped), for callers that want it afterwards
         if ckpt is not None:
             if len(classes) != int(ckpt["arch"].get("num_classes", -1)):
                 raise TrainingError(f"the checkpoint has {ckpt['arch'].get('num_classes')} classes but --data has {len(classes)}")
@@ -273,15 +296,21 @@ class Trainer:
                     f"the run already has {start_epoch} of {cfg.epochs} epochs; pass --epochs N with N > {start_epoch} to train further"
                 )
         train_model = model
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            train_model = DDP(model, device_ids=[device.index] if cuda else None)
         if cfg.compile and cuda:
             try:
-                train_model = torch.compile(model)
+                train_model = torch.compile(train_model)
             except Exception as e:  # pragma: no cover - depends on the platform
                 self._emit(ev.Warning(message=f"torch.compile unavailable ({e}); training without it"))
 
         # ---- the run directory
         ckpt_file = Path(ckpt["path"]).resolve() if ckpt is not None else None
-        if ckpt_file is not None and ckpt_file.parent.name == "checkpoints" and (ckpt_file.parent.parent / "config.json").is_file():
+        if not dist.is_main:
+            run_dir = None
+        elif ckpt_file is not None and ckpt_file.parent.name == "checkpoints" and (ckpt_file.parent.parent / "config.json").is_file():
             run_dir = ckpt_file.parent.parent  # continue in the run's own folder
         elif ckpt_file is not None and self._fixed_run_dir is None:
             run_dir = new_run_dir(cfg.runs_dir, cfg.preset)
@@ -292,9 +321,16 @@ class Trainer:
         else:
             run_dir = new_run_dir(cfg.runs_dir, cfg.preset)
         self.run_dir = run_dir
-        ckpt_dir = run_dir / "checkpoints"
-        ckpt_dir.mkdir(exist_ok=True)
-        run_id = run_dir.name
+        if run_dir is not None:
+            self._lock = RunLock(run_dir)
+            self._lock.acquire()  # refuses a run folder another live process is writing
+            for note in self._lock.notes:
+                self._emit(ev.Warning(message=note))
+            ckpt_dir = run_dir / "checkpoints"
+            ckpt_dir.mkdir(exist_ok=True)
+            run_id = run_dir.name
+        else:
+            ckpt_dir, run_id = None, ""
         info = {
             "run_id": run_id,
             "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -307,10 +343,11 @@ class Trainer:
             },
             "model": {**arch_info(model), "params": params},
             "device": str(device),
+            "world_size": dist.world,
             "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine(),
             "versions": _versions(),
         }
-        if ckpt is not None:
+        if ckpt is not None and run_dir is not None:
             prev = {}
             try:
                 prev = json.loads((run_dir / "config.json").read_text())
@@ -321,11 +358,12 @@ class Trainer:
                 "from": ckpt["path"], "at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                 "epochs": cfg.epochs, "device": str(device),
             }]
-        atomic_write_json(run_dir / "config.json", info)
-        self._metrics_fh = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        if run_dir is not None:
+            atomic_write_json(run_dir / "config.json", info)
+            self._metrics_fh = _open_metrics(run_dir / "metrics.jsonl")
 
         self._emit(ev.RunStarted(
-            config=cfg.to_dict(), run_dir=str(run_dir), device=str(device), params=params, run_id=run_id,
+            config=cfg.to_dict(), run_dir=str(run_dir or ""), device=str(device) + (f" x{dist.world}" if dist.enabled else ""), params=params, run_id=run_id,
             train_size=n_train, val_size=len(val), steps_per_epoch=steps_per_epoch, start_epoch=start_epoch,
             resumed_from=str(ckpt["path"]) if ckpt is not None else None, classes=tuple(classes),
         ))
@@ -338,6 +376,8 @@ class Trainer:
         criterion_ls = cfg.label_smoothing
 
         def save(kind: str, epochs_done: int, step_in_epoch: int, val_acc: Optional[float], extra: dict) -> Optional[Path]:
+            if ckpt_dir is None:
+                return None  # not rank 0
             state = {
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
@@ -353,6 +393,7 @@ class Trainer:
                 "metrics": {"best_val_acc": best_acc, "best_epoch": best_epoch, "history": history, **extra},
                 "rng": {"torch": torch.get_rng_state()},
                 "run_id": run_id,
+                "world_size": dist.world,
             }
             summary = {
                 "run_id": run_id, "kind": kind, "epoch": epochs_done, "step_in_epoch": step_in_epoch,
@@ -396,40 +437,44 @@ class Trainer:
         log_every = cfg.log_every
         epoch = start_epoch
         stopped_at: Optional[tuple[int, int]] = None
+        val_shard = val.select(np.arange(dist.rank, len(val), dist.world)) if dist.enabled else val
         for epoch in range(start_epoch + 1, cfg.epochs + 1):
             plan = make_epoch_plan(n_train, batch, cfg.seed, epoch, cfg, device)
+            steps = steps_per_epoch
             sched_mixup = bool(cfg.mixup and plan.mixup_draw and epoch <= cfg.epochs - cfg.mixup_off_epochs)
             mixup = sched_mixup if self._mixup_override is None else self._mixup_override
             source = "schedule" if self._mixup_override is None else "user"
-            self._emit(ev.EpochStarted(epoch=epoch, epochs=cfg.epochs, steps=plan.steps, mixup=mixup, mixup_source=source))
+            self._emit(ev.EpochStarted(epoch=epoch, epochs=cfg.epochs, steps=steps, mixup=mixup, mixup_source=source))
             t_epoch = time.perf_counter()
             paused_time = 0.0
+            # Running sums on the device; read (and reduced across ranks) every log_every steps.
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device)
             seen = 0
-            win_t, win_n = time.perf_counter(), 0
+            g_loss = g_correct = g_seen = 0.0  # the last values read (global under torchrun)
+            win_t, win_seen = time.perf_counter(), 0.0
             step = first_step if epoch == start_epoch + 1 else 0
             first_step = 0
-            while step < plan.steps:
+            while step < steps:
                 # ---- commands, between steps
                 if not self.commands.empty() or self._paused:
                     t0 = time.perf_counter()
-                    new_mix = self._apply_commands(
-                        lambda: save("manual", epoch - 1, step, None, {}), epoch
-                    )
+                    new_mix = self._apply_commands(lambda: save("manual", epoch - 1, step, None, {}), epoch)
                     if new_mix is not None:
                         mixup = new_mix
-                    paused_time += time.perf_counter() - t0
-                    win_t += time.perf_counter() - t0
-                    if self._stop:
+                    waited = time.perf_counter() - t0
+                    paused_time += waited
+                    win_t += waited
+                    if self._stop and not dist.enabled:  # under torchrun a stop waits for the next sync
                         stopped_at = (epoch, step)
                         break
-                # ---- one step
-                lo = step * batch
-                idx = plan.order[lo : lo + batch]
-                bsz = idx.shape[0]
-                xb = aug(train_x[idx], plan.offsets[lo : lo + batch], plan.flips[lo : lo + batch],
-                         plan.gray[lo : lo + batch], plan.autocontrast[lo : lo + batch])
+                # ---- one step on this rank's share of the global batch
+                lo, hi = step * batch, min(step * batch + batch, n_train)
+                if dist.enabled:
+                    lo, hi = dd.shard(lo, hi, dist.rank, dist.world)
+                idx = plan.order[lo:hi]
+                bsz = hi - lo
+                xb = aug(train_x[idx], plan.offsets[lo:hi], plan.flips[lo:hi], plan.gray[lo:hi], plan.autocontrast[lo:hi])
                 yb = train_y[idx]
                 if cuda and cfg.channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
@@ -439,7 +484,7 @@ class Trainer:
                 with autocast_for(device, cfg.amp):
                     if mixup:
                         lam = float(plan.lam[step])
-                        perm = mixup_permutation(plan, step, bsz, device)
+                        perm = mixup_permutation(plan, step, bsz, device, salt=dist.rank)
                         xb = lam * xb + (1.0 - lam) * xb[perm]
                         out = train_model(xb)
                         yb2 = yb[perm]
@@ -461,32 +506,47 @@ class Trainer:
                         correct += (pred == yb).sum()
                     loss_sum += loss.detach().float() * bsz
                 seen += bsz
-                win_n += bsz
                 global_step += 1
                 step += 1
-                if step % log_every == 0 or step == plan.steps:
-                    mean_loss = loss_sum.item() / max(1, seen)  # the only sync: every log_every steps
+                if step % log_every == 0 or step == steps:
+                    # The only host<->device sync of the loop, and the only collective besides DDP's.
+                    flags = torch.tensor([float(seen), 1.0 if self._stop else 0.0], device=device)
+                    stats = dist.all_sum(torch.cat([torch.stack([loss_sum.float(), correct.float()]), flags]))
+                    g_loss, g_correct, g_seen, g_stop = stats.tolist()
+                    mean_loss = g_loss / max(1.0, g_seen)
                     if not math.isfinite(mean_loss):
                         return self._fail(
                             f"the loss became {'NaN' if math.isnan(mean_loss) else 'infinite'} at epoch {epoch} step {step} "
                             f"(learning rate {lr:.3g}); nothing was saved after it: lower --lr and resume from the last checkpoint"
                         )
                     now = time.perf_counter()
-                    ips = win_n / max(now - win_t, 1e-9)
-                    win_t, win_n = now, 0
+                    ips = (g_seen - win_seen) / max(now - win_t, 1e-9)
+                    win_t, win_seen = now, g_seen
                     self._emit(ev.StepDone(
                         epoch=epoch, step=global_step, loss=mean_loss, lr=lr, images_per_s=ips,
-                        step_in_epoch=step, steps_per_epoch=plan.steps, train_acc=correct.item() / max(1, seen),
+                        step_in_epoch=step, steps_per_epoch=steps, train_acc=g_correct / max(1.0, g_seen),
                     ))
+                    if dist.enabled and g_stop > 0:
+                        if not self._stop:
+                            self._stop, self._stop_save = True, True
+                            self._set_state("stopping", "another process asked to stop")
+                        if step < steps:
+                            stopped_at = (epoch, step)
+                            break
             if stopped_at is not None:
                 break
             # ---- end of epoch: validate, record, checkpoint
-            train_loss = loss_sum.item() / max(1, seen)
-            train_acc = correct.item() / max(1, seen)
+            dist.average_buffers(model)  # identical models on every rank before validating and saving
+            train_loss = g_loss / max(1.0, g_seen)
+            train_acc = g_correct / max(1.0, g_seen)
             val_loss = val_acc = None
             if len(val):
-                r = evaluate(model, val.x, val.y, len(classes), device, amp=cfg.amp)
-                val_loss, val_acc = r.loss, r.accuracy
+                r = evaluate(model, val_shard.x, val_shard.y, len(classes), device, amp=cfg.amp)
+                n_v = float(len(val_shard))
+                v = torch.tensor([r.loss * n_v if n_v else 0.0, r.accuracy * n_v if n_v else 0.0, n_v],
+                                 dtype=torch.float64 if device.type != "mps" else torch.float32, device=device)
+                vl, vc, vn = dist.all_sum(v).tolist()
+                val_loss, val_acc = vl / vn, vc / vn
             score = val_acc if val_acc is not None else train_acc
             improved = best_acc is None or score > best_acc
             if improved:
@@ -508,14 +568,19 @@ class Trainer:
                     self.best_checkpoint = best
             if last is not None and cfg.save_every and epoch % cfg.save_every == 0:
                 copy_checkpoint(last, f"epoch-{epoch:03d}.pt", "epoch", epoch, val_acc)
-        if self.best_checkpoint is None and (run_dir / "checkpoints" / "best.pt").exists():
+            if dist.enabled and self._stop:  # a stop seen at the epoch's last sync
+                stopped_at = (epoch + 1, 0)
+                break
+        dist.average_buffers(model)  # (a mid-epoch stop saves the model below)
+        dist.barrier()  # no rank leaves (and tears the group down) while another still saves
+        if self.best_checkpoint is None and run_dir is not None and (run_dir / "checkpoints" / "best.pt").exists():
             self.best_checkpoint = run_dir / "checkpoints" / "best.pt"
 
         if stopped_at is not None:
             ep, st = stopped_at
             if self._stop_save and st > 0:
                 save("stop", ep - 1, st, None, {})
-            elif self._stop_save and not (ckpt_dir / "last.pt").exists():
+            elif self._stop_save and ckpt_dir is not None and not (ckpt_dir / "last.pt").exists():
                 save("stop", ep - 1, st, None, {})
             self.exit_state = "stopped"
             self.result_reason = f"stopped by request at epoch {ep} step {st}"
@@ -539,7 +604,9 @@ class Trainer:
                 if self._paused and not self._stop:
                     continue
                 return new_mix
-            if isinstance(cmd, ev.Pause):
+            if isinstance(cmd, ev.Pause) and self._dist.enabled:
+                self._emit(ev.Warning(message="pause is not available under torchrun; use stop and --resume"))
+            elif isinstance(cmd, ev.Pause):
                 if not self._paused:
                     self._paused = True
                     self._set_state("paused", "paused by request")
@@ -562,6 +629,20 @@ class Trainer:
                     self._emit(ev.MixupChanged(epoch=epoch, on=cmd.on, source="user"))
                 else:
                     self._emit(ev.Warning(message="mixup follows the schedule again from the next epoch"))
+
+
+def _open_metrics(path: Path):
+    """Open metrics.jsonl for appending; a torn last line (a killed writer) is closed off first."""
+    fh = open(path, "a+b")
+    try:
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() > 0:
+            fh.seek(-1, os.SEEK_END)
+            if fh.read(1) != b"\n":
+                fh.write(b"\n")
+    finally:
+        fh.close()
+    return open(path, "a", encoding="utf-8")
 
 
 def _versions() -> dict[str, str]:

@@ -123,7 +123,7 @@ def test_mixup_toggle_changes_the_loss_path(small, monkeypatch):
 
     calls = []
     real = tr.mixup_permutation
-    monkeypatch.setattr(tr, "mixup_permutation", lambda *a: calls.append(a[1]) or real(*a))
+    monkeypatch.setattr(tr, "mixup_permutation", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     seen, listen = collect()
     trainer: Trainer
 

@@ -80,7 +80,7 @@ def clock_after(events: list[ev.Event], extra: float = 1.0) -> Callable[[], floa
     return lambda: end
 
 
-async def wait_for(pilot, predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+async def wait_for(pilot, predicate: Callable[[], bool], timeout: float = 90.0, what: str = "condition") -> None:
     """Let the app run until ``predicate()`` holds (or fail after ``timeout`` seconds)."""
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -6,6 +6,7 @@ that ``cifar-tui --help`` answers at once. Heavy modules load inside commands.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -93,6 +94,9 @@ def train(
     resume_overrides = {k: v for k, v in overrides.items() if v is not None} if resume else None
 
     if not no_ui:
+        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+            fail("the dashboard cannot run under torchrun; add --no-ui (cifar-tui --no-ui train ...) "
+                 "and watch the job with: cifar-tui watch RUN_FOLDER", 2)
         from .app import run_train_app
 
         raise typer.Exit(run_train_app(config=config, resume=resume, resume_overrides=resume_overrides))

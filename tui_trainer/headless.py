@@ -148,16 +148,42 @@ class HeadlessRenderer:
             c.print(f"last checkpoint: {self.last_checkpoint}")
 
 
+def _torchrun_rank() -> int:
+    import os
+
+    try:
+        return int(os.environ.get("RANK", "0")) if "WORLD_SIZE" in os.environ else 0
+    except ValueError:
+        return 0
+
+
+class _QuietRenderer(HeadlessRenderer):
+    """For ranks other than 0 under torchrun: only warnings and failures, no progress."""
+
+    def handle(self, e: ev.Event) -> None:
+        if isinstance(e, ev.Failed):
+            self.failed = e.message
+        elif isinstance(e, ev.Warning):
+            self.console.print(f"warning: {e.message}", markup=False)
+
+    def summary(self) -> None:
+        if self.failed:
+            self.console.print(f"error: {self.failed}", markup=False)
+
+
 def run_headless(config=None, resume: Optional[str] = None, resume_overrides: Optional[dict[str, Any]] = None,
                  console: Optional[Console] = None, install_signals: bool = True) -> int:
     """Train with rich progress. Returns the exit code: 0 done, 1 failed, 130/143 stopped by a signal."""
     console = console or Console(highlight=False, soft_wrap=True)
+    rank = _torchrun_rank()
+    if rank:  # under torchrun only rank 0 draws; the others report problems only
+        console = Console(highlight=False, soft_wrap=True, stderr=True, force_terminal=False)
     with console.status("loading torch and the data..."):
         from engine.trainer import Trainer
 
     events: "queue.Queue[ev.Event]" = queue.Queue()
     trainer = Trainer(config, listeners=[events.put], resume=resume, resume_overrides=resume_overrides)
-    renderer = HeadlessRenderer(console)
+    renderer = HeadlessRenderer(console) if not rank else _QuietRenderer(console)
     signalled: dict[str, int] = {}
 
     def on_signal(signum, frame):  # runs in the main thread, between bytecodes
@@ -172,7 +198,8 @@ def run_headless(config=None, resume: Optional[str] = None, resume_overrides: Op
         for sig in (signal.SIGINT, signal.SIGTERM):
             old[sig] = signal.signal(sig, on_signal)
     status = console.status("loading data...")
-    status.start()
+    if not rank:
+        status.start()
     try:
         trainer.start()
         while True:

@@ -1,0 +1,231 @@
+"""Time to accuracy: train a preset and record when validation accuracy first
+reaches each target.
+
+The validation split is the engine's own: a seeded, stratified hold-out of the
+*training* images (``--val-size``). No test set is ever read or evaluated.
+
+Reported (one JSON line, then a table):
+
+* ``data_load_s``: loading/decoding the data source (``engine.data.load_data``;
+  a zip or image folder is decoded once and cached, so a second run is faster),
+  kept out of the training time;
+* ``train_s``: wall clock from the trainer's ``RunStarted`` to its end (all
+  training steps, the validation pass of every epoch, checkpoint writes);
+* ``epoch_s``: the engine's ``EpochDone.seconds`` (training + validation);
+* for each target: the first epoch whose validation accuracy reaches it and the
+  wall-clock seconds from ``RunStarted`` to that epoch's ``EpochDone``
+  (``null`` if never reached);
+* final and best validation accuracy.
+
+    python benchmarks/time_to_accuracy.py --preset tiny --data synthetic --epochs 3 --width 0.25
+    python benchmarks/time_to_accuracy.py --preset paper --data cifar10 --epochs 30 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+if __package__ in (None, ""):  # run as a script: make the repo's packages importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def parse_targets(text: str) -> list[float]:
+    """``"90,93,94"`` -> ``[90.0, 93.0, 94.0]`` (percent)."""
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        v = float(part)
+        if not 0 < v <= 100:
+            raise ValueError(f"target {part} is not a percentage in (0, 100]")
+        out.append(v)
+    if not out:
+        raise ValueError("no targets")
+    return sorted(set(out))
+
+
+class Recorder:
+    """Keeps the events a time-to-accuracy report needs."""
+
+    def __init__(self) -> None:
+        self.started: Optional[float] = None
+        self.ended: Optional[float] = None
+        self.epochs: list = []  # EpochDone events
+        self.run: Any = None  # RunStarted
+        self.failed: Optional[str] = None
+        self.warnings: list[str] = []
+
+    def __call__(self, event) -> None:
+        from engine import events as ev
+
+        now = time.perf_counter()
+        if isinstance(event, ev.RunStarted):
+            self.started, self.run = now, event
+        elif isinstance(event, ev.EpochDone):
+            self.epochs.append((now, event))
+        elif isinstance(event, ev.Failed):
+            self.failed = event.message
+        elif isinstance(event, ev.Warning):
+            self.warnings.append(event.message)
+        elif isinstance(event, ev.StateChanged) and event.state in ("finished", "failed"):
+            self.ended = now
+
+
+def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="tiny", help="engine preset: paper or tiny (default tiny)")
+    p.add_argument("--data", default="synthetic", help="cifar10, synthetic, or a path (folder, zip) (default synthetic)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default: the preset's)")
+    p.add_argument("--width", type=float, default=None, help="channel multiplier (default: the preset's)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per step (default: the preset's)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the preset's)")
+    p.add_argument("--targets", default="90,93,94,95,96", help="validation accuracies in percent (default 90,93,94,95,96)")
+    p.add_argument("--subset", type=int, default=None, help="train on this many images (after the validation hold-out)")
+    p.add_argument("--val-size", type=int, default=None, help="validation images held out of the training set (default: the engine's)")
+    p.add_argument("--seed", type=int, default=None, help="split, initialisation and augmentation seed (default 0)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument("--runs-dir", default=None, help="keep the run folder here (default: a temporary folder, deleted)")
+    p.add_argument("--json-only", action="store_true", help="print only the JSON line")
+    args = p.parse_args(argv)
+    try:
+        args.targets = parse_targets(args.targets)
+    except ValueError as e:
+        p.error(f"--targets: {e}")
+    if args.val_size is not None and args.val_size < 1:
+        p.error("--val-size must be at least 1: the targets are validation accuracies")
+    return args
+
+
+def run(args: argparse.Namespace, progress=lambda s: None) -> dict[str, Any]:
+    import torch
+
+    from engine.config import make_config
+    from engine.data import load_data
+    from engine.trainer import Trainer
+
+    with tempfile.TemporaryDirectory(prefix="cifar-tui-tta-") as tmp:
+        cfg = make_config(args.preset, data=args.data, epochs=args.epochs, width=args.width, batch_size=args.batch_size,
+                          lr=args.lr, subset=args.subset, val_size=args.val_size, seed=args.seed, device=args.device,
+                          runs_dir=args.runs_dir or tmp)
+        progress(f"loading {cfg.data}")
+        t0 = time.perf_counter()
+        bundle = load_data(cfg.data)
+        data_load_s = time.perf_counter() - t0
+
+        rec = Recorder()
+
+        def on_event(event) -> None:
+            rec(event)
+            from engine import events as ev
+
+            if isinstance(event, ev.EpochDone):
+                acc = "-" if event.val_acc is None else f"{100 * event.val_acc:.2f}%"
+                progress(f"epoch {event.epoch}/{cfg.epochs}: val {acc} ({event.seconds:.1f} s)")
+
+        progress(f"training {cfg.preset}, width {cfg.width}, {cfg.epochs} epochs")
+        trainer = Trainer(cfg, listeners=[on_event], data=bundle)
+        outcome = trainer.run()
+        if outcome != "completed":
+            raise SystemExit(f"training did not complete ({outcome}): {rec.failed or trainer.result_reason}")
+        run_info = rec.run
+
+    if not rec.epochs or rec.epochs[0][1].val_acc is None:
+        raise SystemExit("no validation accuracy was reported; give a --val-size of at least 1")
+    start = rec.started
+    per_epoch = [{"epoch": e.epoch, "val_acc": round(100 * e.val_acc, 3), "train_acc": round(100 * e.train_acc, 3),
+                  "train_loss": round(e.train_loss, 4), "val_loss": round(e.val_loss, 4), "seconds": round(e.seconds, 2),
+                  "elapsed_s": round(t - start, 2)} for t, e in rec.epochs]
+    targets: dict[str, Any] = {}
+    for target in args.targets:
+        hit = next((row for row in per_epoch if row["val_acc"] >= target - 1e-9), None)
+        key = f"{target:g}"
+        targets[key] = {"epoch": hit["epoch"], "seconds": hit["elapsed_s"]} if hit else {"epoch": None, "seconds": None}
+
+    from engine.trainer import resolve_device
+
+    device = resolve_device(cfg.device)
+    return {
+        "benchmark": "time_to_accuracy",
+        "preset": cfg.preset,
+        "data": bundle.source,
+        "data_kind": bundle.kind,
+        "width": cfg.width,
+        "params": run_info.params,
+        "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
+        "train_images": run_info.train_size,
+        "val_images": run_info.val_size,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "data_load_s": round(data_load_s, 2),
+        "train_s": round(rec.ended - start, 2),
+        "epoch_s": [row["seconds"] for row in per_epoch],
+        "targets": targets,
+        "final_val_acc": per_epoch[-1]["val_acc"],
+        "best_val_acc": max(row["val_acc"] for row in per_epoch),
+        "per_epoch": per_epoch,
+        "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+    }
+
+
+def _cpu_model() -> str:
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def print_table(res: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    con.print(f"[bold]Time to accuracy[/]: preset {res['preset']}, width {res['width']} ({res['params']:,} params), "
+              f"{res['data_kind']} data, {res['train_images']:,} train / {res['val_images']:,} val images, "
+              f"{res['device']} ({res['device_name']})")
+    con.print(f"data loading {res['data_load_s']:.2f} s (not counted); training {res['train_s']:.2f} s; "
+              f"final val {res['final_val_acc']:.2f}%, best {res['best_val_acc']:.2f}%")
+    t = Table(title="epochs")
+    for col in ("epoch", "val acc %", "train acc %", "val loss", "epoch s", "elapsed s"):
+        t.add_column(col, justify="right")
+    for row in res["per_epoch"]:
+        t.add_row(str(row["epoch"]), f"{row['val_acc']:.2f}", f"{row['train_acc']:.2f}", f"{row['val_loss']:.3f}",
+                  f"{row['seconds']:.1f}", f"{row['elapsed_s']:.1f}")
+    con.print(t)
+    t = Table(title="targets (validation accuracy)")
+    t.add_column("target %", justify="right")
+    t.add_column("first epoch", justify="right")
+    t.add_column("seconds", justify="right")
+    for key, hit in res["targets"].items():
+        t.add_row(key, "not reached" if hit["epoch"] is None else str(hit["epoch"]),
+                  "-" if hit["seconds"] is None else f"{hit['seconds']:.1f}")
+    con.print(t)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = parse_args(argv)
+    progress = (lambda s: None) if args.json_only else (lambda s: print(f"... {s}", file=sys.stderr, flush=True))
+    res = run(args, progress)
+    print(json.dumps(res), flush=True)
+    if not args.json_only:
+        print_table(res)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
