@@ -356,8 +356,27 @@ class RunLock:
             with os.fdopen(fd, "w") as fh:
                 json.dump(me, fh)
             self._held = True
+            self._clean_temp_files()
             return
         raise CheckpointError(f"could not take the lock {self.path}; remove it if no run is writing this folder")
+
+    def _clean_temp_files(self) -> None:
+        """Remove half-written ``.NAME.tmp-PID`` files left by a killed writer of this folder."""
+        removed = 0
+        for folder in (self.path.parent, self.path.parent / "checkpoints"):
+            for tmp in folder.glob(".*.tmp-*"):
+                try:
+                    pid = int(tmp.name.rsplit("-", 1)[1])
+                except ValueError:
+                    continue
+                if pid != os.getpid() and not self._alive(pid):
+                    try:
+                        tmp.unlink()
+                        removed += 1
+                    except OSError:
+                        pass
+        if removed:
+            self.notes.append(f"removed {removed} half-written temporary file(s) left by an interrupted run")
 
     def release(self) -> None:
         if self._held:

@@ -1,0 +1,133 @@
+"""Faults injected on purpose: kill -9, signals, a second writer, torn metrics, bad settings."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from engine.checkpoint import load_checkpoint, read_metrics
+from tui_trainer.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAIN = ["--no-ui", "train", "--data", "synthetic", "--preset", "tiny", "--width", "0.125", "--subset", "384",
+         "--val-size", "64", "--batch-size", "64"]
+
+
+def env_for(tmp_path):
+    return dict(os.environ, CIFAR_TUI_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+
+
+def test_small_kill_campaign(tmp_path):
+    r = subprocess.run([sys.executable, "scripts/kill_campaign.py", "--kills", "3", "--min-wait", "2.5",
+                        "--max-wait", "5", "--workdir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=400)
+    assert r.stdout.strip(), r.stderr
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    assert r.returncode == 0 and report["ok"], r.stdout + r.stderr
+    assert report["kills"] >= 2 and report["corrupt_checkpoints"] == 0 and report["final_exit"] == 0
+
+
+def _wait_for_step(metrics: Path, timeout=60.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if metrics.exists() and '"StepDone"' in metrics.read_text():
+            return
+        time.sleep(0.1)
+    raise AssertionError("training never started")
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_stops_gracefully_and_saves(tmp_path, sig, code):
+    runs = tmp_path / "runs"
+    p = subprocess.Popen([sys.executable, "-m", "tui_trainer", *TRAIN, "--epochs", "200", "--runs-dir", str(runs)],
+                         cwd=ROOT, env=env_for(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 60
+    while not (runs.exists() and any(runs.iterdir())):
+        assert time.time() < deadline and p.poll() is None
+        time.sleep(0.1)
+    (run,) = list(runs.iterdir())
+    _wait_for_step(run / "metrics.jsonl")
+    p.send_signal(sig)
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == code, out
+    assert "stopping" in out and f"saved {run / 'checkpoints' / 'last.pt'}" in out
+    assert "Traceback" not in out
+    ck = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert ck["global_step"] > 0
+    assert not (run / ".lock").exists()  # the lock is released
+
+
+def test_a_second_writer_is_refused_and_a_stale_lock_is_taken_over(tmp_path):
+    runner = CliRunner()
+    r = runner.invoke(app, [*TRAIN, "--epochs", "1", "--runs-dir", str(tmp_path / "runs")])
+    assert r.exit_code == 0, r.output
+    (run,) = list((tmp_path / "runs").iterdir())
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        import socket
+
+        (run / ".lock").write_text(json.dumps({"pid": sleeper.pid, "host": socket.gethostname(), "since": "now"}))
+        before = (run / "checkpoints" / "last.pt").read_bytes()
+        r = runner.invoke(app, ["--no-ui", "train", "--resume", str(run), "--epochs", "2"])
+        assert r.exit_code == 1 and "Traceback" not in r.output
+        assert f"in use by process {sleeper.pid}" in r.output
+        assert (run / "checkpoints" / "last.pt").read_bytes() == before  # nothing touched
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    r = runner.invoke(app, ["--no-ui", "train", "--resume", str(run), "--epochs", "2"])
+    assert r.exit_code == 0, r.output
+    assert "removed a stale lock" in r.output
+
+
+def test_a_torn_metrics_line_is_skipped_and_not_glued_to_the_next(tmp_path):
+    runner = CliRunner()
+    assert runner.invoke(app, [*TRAIN, "--epochs", "1", "--runs-dir", str(tmp_path / "runs")]).exit_code == 0
+    (run,) = list((tmp_path / "runs").iterdir())
+    with open(run / "metrics.jsonl", "a") as fh:
+        fh.write('{"event":"StepDone","epo')  # a writer killed mid-line
+    events_before, _ = read_metrics(run / "metrics.jsonl")
+    r = runner.invoke(app, ["--no-ui", "train", "--resume", str(run), "--epochs", "2"])
+    assert r.exit_code == 0, r.output
+    events, bad = read_metrics(run / "metrics.jsonl")
+    assert bad == 1
+    assert [e["epoch"] for e in events if e["event"] == "EpochDone"] == [1, 2]
+    assert len(events) > len(events_before)
+
+
+def test_leftover_temporary_files_are_cleaned(tmp_path):
+    runner = CliRunner()
+    assert runner.invoke(app, [*TRAIN, "--epochs", "1", "--runs-dir", str(tmp_path / "runs")]).exit_code == 0
+    (run,) = list((tmp_path / "runs").iterdir())
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    junk = run / "checkpoints" / f".last.pt.tmp-{dead.pid}"
+    junk.write_bytes(b"half")
+    r = runner.invoke(app, ["--no-ui", "train", "--resume", str(run), "--epochs", "2"])
+    assert r.exit_code == 0 and not junk.exists() and "half-written" in r.output
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--data", "synthetic", "--val-size", "20000"], "--val-size"),
+        (["--data", "synthetic", "--epochs", "-1"], "--epochs"),
+    ],
+)
+def test_impossible_splits_and_settings(tmp_path, args, fragment):
+    r = CliRunner().invoke(app, ["--no-ui", "train", "--preset", "tiny", *args, "--runs-dir", str(tmp_path / "runs")])
+    assert r.exit_code in (1, 2) and fragment in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_runs_dir_that_is_a_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    r = CliRunner().invoke(app, [*TRAIN, "--epochs", "1", "--runs-dir", str(tmp_path / "file")])
+    assert r.exit_code == 1 and "is a file" in r.output and "Traceback" not in r.output
+    assert (tmp_path / "file").read_text() == "x"
