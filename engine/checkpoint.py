@@ -157,19 +157,23 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def build_model_from_checkpoint(ckpt: dict[str, Any]):
-    """Rebuild the network a checkpoint describes and load its weights (strict)."""
+    """Rebuild the network a checkpoint describes and load its inference weights (strict):
+    the EMA of the weights when the run kept one, else the trained weights."""
     from .model import ARCH_NAME, SEResNet
 
     arch = ckpt["arch"]
     if arch.get("name") != ARCH_NAME:
         raise CheckpointError(f"{ckpt.get('path')}: architecture {arch.get('name')!r} is not {ARCH_NAME}")
-    model = SEResNet(width=float(arch["width"]), num_classes=int(arch["num_classes"]))
-    load_weights(model, ckpt)
+    try:
+        model = SEResNet(width=float(arch["width"]), num_classes=int(arch["num_classes"]))
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError(f"{ckpt.get('path')}: the architecture record is damaged") from None
+    load_weights(model, ckpt, key="ema" if isinstance(ckpt.get("ema"), dict) else "model")
     return model
 
 
-def load_weights(model: torch.nn.Module, ckpt: dict[str, Any]) -> None:
-    state = ckpt["model"]
+def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], key: str = "model") -> None:
+    state = ckpt[key]
     try:
         model.load_state_dict(state, strict=True)
     except (RuntimeError, KeyError, TypeError) as e:

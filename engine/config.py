@@ -41,6 +41,8 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine | linear | constant
     grad_clip_value: Optional[float] = 0.1  # clip each gradient element to [-v, v]
     label_smoothing: float = 0.0
+    ema_decay: Optional[float] = None  # keep an exponential moving average of the weights (per step)
+    tta_flip: bool = False  # evaluate on each image and its mirror image, averaging the logits
     # augmentation
     crop_padding: int = 4
     flip: bool = True
@@ -101,6 +103,8 @@ class TrainConfig:
             bad(f"unknown schedule {self.schedule!r}; use cosine, linear or constant")
         if self.grad_clip_value is not None and (not _finite(self.grad_clip_value) or self.grad_clip_value <= 0):
             bad(f"gradient clip value must be positive (got {self.grad_clip_value})")
+        if self.ema_decay is not None and (not _finite(self.ema_decay) or not 0 < self.ema_decay < 1):
+            bad(f"EMA decay must be in (0, 1) (got {self.ema_decay})")
         if not 0 <= self.label_smoothing < 1:
             bad(f"label smoothing must be in [0, 1) (got {self.label_smoothing})")
         for name in ("grayscale_p", "autocontrast_p", "mixup_prob"):
@@ -143,6 +147,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         schedule="cosine", warmup_epochs=0.0, grad_clip_value=0.1, label_smoothing=0.0,
         grayscale_p=0.2, autocontrast_p=0.2, mixup=True, mixup_alpha=1.0, mixup_prob=0.9,
         mixup_off_epochs=10,
+    ),
+    # Time-to-accuracy on a GPU, same network: a larger batch with a matched
+    # learning rate, a short linear warm-up then linear decay to zero, Nesterov
+    # momentum, label smoothing, an EMA of the weights, flip test-time
+    # augmentation, no mixup (it slows short schedules), bf16 + channels_last,
+    # torch.compile. Not yet tuned on a GPU: see docs/benchmarks.md.
+    "fast": dict(
+        width=1.0, epochs=30, batch_size=512, lr=0.4, momentum=0.9, nesterov=True, weight_decay=5e-4,
+        schedule="linear", warmup_epochs=2.0, grad_clip_value=None, label_smoothing=0.1, ema_decay=0.99,
+        tta_flip=True, grayscale_p=0.0, autocontrast_p=0.0, mixup=False, mixup_alpha=1.0, mixup_prob=0.0,
+        mixup_off_epochs=0, compile=True,
     ),
     # Small and quick, for a CPU: quarter width, a few epochs, no mixup.
     "tiny": dict(

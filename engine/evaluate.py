@@ -59,8 +59,12 @@ def predict_logits(
     amp: bool = True,
     channels_last: bool = True,
     progress: Optional[Callable[[int, int], None]] = None,
+    tta_flip: bool = False,
 ) -> torch.Tensor:
-    """Logits (float32, on ``device``) for uint8 images (N,3,32,32), in eval mode."""
+    """Logits (float32, on ``device``) for uint8 images (N,3,32,32), in eval mode.
+
+    ``tta_flip`` averages the logits of each image and its mirror image.
+    """
     was_training = model.training
     model.eval()
     out = []
@@ -71,7 +75,10 @@ def predict_logits(
             if channels_last and device.type == "cuda":
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with autocast_for(device, amp):
-                out.append(model(xb).float())
+                logits = model(xb).float()
+                if tta_flip:
+                    logits = (logits + model(xb.flip(3)).float()) / 2
+                out.append(logits)
             if progress is not None:
                 progress(min(i + batch_size, n), n)
     finally:
@@ -90,8 +97,9 @@ def evaluate(
     batch_size: int = 500,
     amp: bool = True,
     progress: Optional[Callable[[int, int], None]] = None,
+    tta_flip: bool = False,
 ) -> EvalResult:
-    logits = predict_logits(model, images, device, batch_size, amp, progress=progress)
+    logits = predict_logits(model, images, device, batch_size, amp, progress=progress, tta_flip=tta_flip)
     y = labels.to(device)
     n = int(y.shape[0])
     if n == 0:
@@ -164,7 +172,8 @@ def evaluate_checkpoint(
     model.to(dev)
     images, described, bundle = eval_images(source, ckpt)
     classes = list(ckpt.get("classes") or bundle.classes)
-    r = evaluate(model, images.x, images.y, len(classes), dev, batch_size=batch_size, progress=progress)
+    tta = bool(ckpt.get("config", {}).get("tta_flip", False))
+    r = evaluate(model, images.x, images.y, len(classes), dev, batch_size=batch_size, progress=progress, tta_flip=tta)
     result = r.to_dict(classes)
     result.update({"data_source": described, "checkpoint": ckpt["path"], "epoch": ckpt.get("epoch"),
                    "notes": list(bundle.notes)})
@@ -267,6 +276,7 @@ def predict_checkpoint(path: str, images: torch.Tensor, device: str = "auto", ba
     model = build_model_from_checkpoint(ckpt)
     dev = resolve_device_name(device)
     model.to(dev)
-    logits = predict_logits(model, images, dev, batch_size, progress=progress)
+    tta = bool(ckpt.get("config", {}).get("tta_flip", False))
+    logits = predict_logits(model, images, dev, batch_size, progress=progress, tta_flip=tta)
     classes = list(ckpt.get("classes") or [str(i) for i in range(logits.shape[1])])
     return logits.softmax(1).cpu(), classes

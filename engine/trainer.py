@@ -295,6 +295,15 @@ class Trainer:
                 raise ConfigError(
                     f"the run already has {start_epoch} of {cfg.epochs} epochs; pass --epochs N with N > {start_epoch} to train further"
                 )
+        ema = None
+        if cfg.ema_decay is not None:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+            if ckpt is not None and isinstance(ckpt.get("ema"), dict):
+                ema.module.load_state_dict(ckpt["ema"])
+                ema.n_averaged.fill_(int(ckpt.get("ema_n", 1)))
+        eval_model = ema.module if ema is not None else model
         train_model = model
         if dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -380,6 +389,7 @@ class Trainer:
                 return None  # not rank 0
             state = {
                 "model": model.state_dict(),
+                **({"ema": ema.module.state_dict(), "ema_n": int(ema.n_averaged.item())} if ema is not None else {}),
                 "optimizer": opt.state_dict(),
                 "scheduler": {"global_step": global_step, "total_steps": total_steps},
                 "epoch": epochs_done,
@@ -498,6 +508,8 @@ class Trainer:
                 if cfg.grad_clip_value is not None:
                     torch.nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip_value)
                 opt.step()
+                if ema is not None:
+                    ema.update_parameters(model)
                 with torch.no_grad():
                     pred = out.argmax(1)
                     if mixup:
@@ -537,11 +549,13 @@ class Trainer:
                 break
             # ---- end of epoch: validate, record, checkpoint
             dist.average_buffers(model)  # identical models on every rank before validating and saving
+            if ema is not None:
+                dist.average_buffers(ema.module)
             train_loss = g_loss / max(1.0, g_seen)
             train_acc = g_correct / max(1.0, g_seen)
             val_loss = val_acc = None
             if len(val):
-                r = evaluate(model, val_shard.x, val_shard.y, len(classes), device, amp=cfg.amp)
+                r = evaluate(eval_model, val_shard.x, val_shard.y, len(classes), device, amp=cfg.amp, tta_flip=cfg.tta_flip)
                 n_v = float(len(val_shard))
                 v = torch.tensor([r.loss * n_v if n_v else 0.0, r.accuracy * n_v if n_v else 0.0, n_v],
                                  dtype=torch.float64 if device.type != "mps" else torch.float32, device=device)
@@ -572,6 +586,8 @@ class Trainer:
                 stopped_at = (epoch + 1, 0)
                 break
         dist.average_buffers(model)  # (a mid-epoch stop saves the model below)
+        if ema is not None:
+            dist.average_buffers(ema.module)
         dist.barrier()  # no rank leaves (and tears the group down) while another still saves
         if self.best_checkpoint is None and run_dir is not None and (run_dir / "checkpoints" / "best.pt").exists():
             self.best_checkpoint = run_dir / "checkpoints" / "best.pt"

@@ -174,8 +174,9 @@ def test_exact_resume_gives_bitwise_equal_weights(small, tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
-def test_mid_epoch_resume_is_exact_too(small, tmp_path):
-    straight = Trainer(small(epochs=2, runs_dir=str(tmp_path / "a")))
+@pytest.mark.parametrize("extra", [{}, {"ema_decay": 0.9, "tta_flip": True, "label_smoothing": 0.1}])
+def test_mid_epoch_resume_is_exact_too(small, tmp_path, extra):
+    straight = Trainer(small(epochs=2, runs_dir=str(tmp_path / "a"), **extra))
     straight.run()
     trainer: Trainer
 
@@ -183,13 +184,17 @@ def test_mid_epoch_resume_is_exact_too(small, tmp_path):
         if isinstance(e, ev.StepDone) and e.step == 7:  # epoch 2, step 2
             trainer.send(ev.Stop(save=True))
 
-    trainer = Trainer(small(epochs=2, runs_dir=str(tmp_path / "b")), listeners=[on_event])
+    trainer = Trainer(small(epochs=2, runs_dir=str(tmp_path / "b"), **extra), listeners=[on_event])
     assert trainer.run() == "stopped"
     last = trainer.run_dir / "checkpoints" / "last.pt"
     assert load_checkpoint(last)["step_in_epoch"] == 2
     assert Trainer(resume=str(last)).run() == "completed"
     a, b = _weights(straight.run_dir / "checkpoints" / "last.pt"), _weights(last)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    if extra:
+        ea, eb = load_checkpoint(straight.run_dir / "checkpoints" / "last.pt")["ema"], load_checkpoint(last)["ema"]
+        assert all(torch.equal(ea[k], eb[k]) for k in ea)
+        assert not torch.equal(ea["head.weight"], a["head.weight"])  # the average is not the weights
 
 
 def test_resume_extends_and_refuses_contradictions(small):
@@ -316,3 +321,38 @@ def test_bad_data_fails_cleanly_and_writes_nothing(tmp_path, small):
     assert t.run() == "failed"
     assert "no such file" in of(seen, ev.Failed)[0].message
     assert not (tmp_path / "runs").exists()
+
+
+def test_ema_weights_are_what_evaluation_uses(small):
+    from engine.checkpoint import build_model_from_checkpoint
+
+    t = Trainer(small(epochs=1, ema_decay=0.5))
+    t.run()
+    ck = load_checkpoint(t.run_dir / "checkpoints" / "last.pt")
+    model = build_model_from_checkpoint(ck)
+    assert torch.equal(model.state_dict()["head.weight"], ck["ema"]["head.weight"])
+    assert not torch.equal(ck["ema"]["head.weight"], ck["model"]["head.weight"])
+
+
+def test_flip_tta_averages_an_image_and_its_mirror():
+    from engine.evaluate import normalize, predict_logits
+    from engine.model import SEResNet
+
+    torch.manual_seed(0)
+    model = SEResNet(width=0.125).eval()
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    dev = torch.device("cpu")
+    plain = predict_logits(model, x, dev)
+    mirrored = predict_logits(model, x.flip(3), dev)
+    both = predict_logits(model, x, dev, tta_flip=True)
+    assert torch.allclose(both, (plain + mirrored) / 2, atol=1e-5)
+    assert not torch.allclose(both, plain)
+
+
+def test_fast_preset_is_the_same_network():
+    from engine.config import make_config
+    from engine.model import SEResNet, count_parameters
+
+    cfg = make_config("fast")
+    assert count_parameters(SEResNet(cfg.width)) == 4_993_166
+    assert cfg.batch_size > 128 and cfg.ema_decay and cfg.tta_flip

@@ -28,6 +28,7 @@ from .bridge import LiveSource, StaticSource, WatchSource
 from .screens import CheckpointScreen, DashboardScreen, StartScreen
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABANDONED = 0, 1, 2, 130
+PALETTE_EXTRAS = {"mixup_schedule"}  # hidden from the footer, still in the command palette
 
 
 class CifarTuiApp(App):
@@ -107,17 +108,27 @@ class CifarTuiApp(App):
 
     # ---------------------------------------------------------- command palette
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
-        # every key binding of the screen and the app that is usable now, with its key
-        seen: set[str] = set()
+        # every key in the footer (and the few hidden extras) that is usable now, with its keys
+        keys: dict[str, list[str]] = {}
+        chosen: dict[str, tuple[Any, Any]] = {}
         for key, active in screen.active_bindings.items():
             binding, node = active.binding, active.node
-            if node not in (screen, self) or not active.enabled or binding.action in seen:
+            keys.setdefault(binding.action, []).append(self.get_key_display(binding))
+            if node not in (screen, self) or not active.enabled:
                 continue
-            seen.add(binding.action)
-            title = binding.description or binding.action.replace("_", " ").capitalize()
-            help_text = f"{binding.tooltip or title} (key: {self.get_key_display(binding)})"
-            yield SystemCommand(title, help_text, partial(self.run_action, binding.action, node))
+            if (binding.show or binding.action in PALETTE_EXTRAS) and binding.action not in chosen:
+                chosen[binding.action] = (binding, node)
+        titles = set()
+        mine = []
+        for action, (binding, node) in chosen.items():
+            title = binding.description or action.replace("_", " ").capitalize()
+            titles.add(title)
+            help_text = f"{binding.tooltip or title} (key: {', '.join(dict.fromkeys(keys[action]))})"
+            mine.append(SystemCommand(title, help_text, partial(self.run_action, action, node)))
+        for command in super().get_system_commands(screen):
+            if command.title not in titles:
+                yield command
+        yield from mine
 
     # ------------------------------------------------------------------ quit
     async def action_quit(self) -> None:
@@ -142,6 +153,9 @@ class CifarTuiApp(App):
 
     def _exit_when_stopped(self) -> None:
         if self.session is not None and not self.session.active:
+            for screen in self.screen_stack:  # show the last events (the save) before leaving
+                if isinstance(screen, DashboardScreen):
+                    screen.tick()
             self.exit(return_code=self.exit_code())
 
     def exit_code(self) -> int:

@@ -52,7 +52,7 @@ DATA_HELP = "cifar10 (downloaded once), synthetic, or a path: a cifar-10-batches
 def train(
     ctx: typer.Context,
     data: Optional[str] = typer.Option(None, "--data", "-d", help=DATA_HELP + "  [default: cifar10]"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Recipe: paper (the report's) or tiny (CPU demo).  [default: paper]"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Recipe: paper (the report's), fast (time-to-accuracy on a GPU) or tiny (CPU demo).  [default: paper]"),
     epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Epochs in total (with --resume: extend the run to this many)."),
     width: Optional[float] = typer.Option(None, "--width", "-w", help="Channel width multiplier; 1.0 is the report's 4,993,166-parameter network."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Images per step."),
