@@ -309,11 +309,29 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             train_model = DDP(model, device_ids=[device.index] if cuda else None)
+        eager_model = train_model
+        compile_pending = False
         if cfg.compile and cuda:
             try:
                 train_model = torch.compile(train_model)
+                compile_pending = True  # compilation happens (and may fail) at the first forward
             except Exception as e:  # pragma: no cover - depends on the platform
-                self._emit(ev.Warning(message=f"torch.compile unavailable ({e}); training without it"))
+                self._emit(ev.Warning(message=f"torch.compile unavailable ({_first_line(e)}); training without it"))
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            nonlocal train_model, compile_pending
+            if not compile_pending:
+                return train_model(x)
+            try:
+                out = train_model(x)
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except Exception as e:  # pragma: no cover - needs a GPU without a working compiler
+                self._emit(ev.Warning(message=f"torch.compile failed ({_first_line(e)}); training without it"))
+                train_model = eager_model
+                out = train_model(x)
+            compile_pending = False
+            return out
 
         # ---- the run directory
         ckpt_file = Path(ckpt["path"]).resolve() if ckpt is not None else None
@@ -496,12 +514,12 @@ class Trainer:
                         lam = float(plan.lam[step])
                         perm = mixup_permutation(plan, step, bsz, device, salt=dist.rank)
                         xb = lam * xb + (1.0 - lam) * xb[perm]
-                        out = train_model(xb)
+                        out = forward(xb)
                         yb2 = yb[perm]
                         loss = lam * F.cross_entropy(out, yb, label_smoothing=criterion_ls) + (1.0 - lam) * F.cross_entropy(
                             out, yb2, label_smoothing=criterion_ls)
                     else:
-                        out = train_model(xb)
+                        out = forward(xb)
                         loss = F.cross_entropy(out, yb, label_smoothing=criterion_ls)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -645,6 +663,11 @@ class Trainer:
                     self._emit(ev.MixupChanged(epoch=epoch, on=cmd.on, source="user"))
                 else:
                     self._emit(ev.Warning(message="mixup follows the schedule again from the next epoch"))
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 def _open_metrics(path: Path):

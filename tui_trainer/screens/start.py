@@ -132,10 +132,12 @@ class StartScreen(Screen):
     StartScreen #runs { height: 1fr; border: round $primary-darken-1; border-title-color: $text; }
     StartScreen #runs DataTable { height: 1fr; }
     StartScreen #runs-empty { padding: 0 1; color: $text-muted; height: auto; }
+    StartScreen #runs-hint { padding: 0 1; color: $text-muted; height: 1; }
     """
 
     BINDINGS = [
         Binding("ctrl+s", "start", "Start"),
+        Binding("ctrl+q", "app.quit", "Quit"),
         Binding("w", "watch", "Watch run"),
         Binding("c", "checkpoints", "Checkpoints"),
         Binding("r", "refresh", "Refresh"),
@@ -167,6 +169,8 @@ class StartScreen(Screen):
         with Vertical(id="runs"):
             yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
             yield Static("", id="runs-empty")
+            yield Static("[b]enter[/b]/[b]w[/b] watch   [b]c[/b] checkpoints   [b]r[/b] refresh   "
+                         "[b]tab[/b] moves between the form and this list", id="runs-hint")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -247,6 +251,7 @@ class StartScreen(Screen):
         empty.update("" if self.runs else "No runs yet. Fill in the form and start one.")
         empty.display = not self.runs
         table.display = bool(self.runs)
+        self.query_one("#runs-hint").display = bool(self.runs)
 
     def _selected_run(self) -> Optional[Path]:
         table = self.query_one("#runs-table", DataTable)

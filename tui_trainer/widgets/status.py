@@ -10,6 +10,8 @@ from textual.widgets import Static
 
 from ..runstate import RunState, fmt_duration, fmt_lr, fmt_pct
 
+REASON_CHARS = 60  # at most about three lines of the narrow panel; the full text is in the log
+
 STATE_STYLE = {
     "starting": ("◌ starting", "dim"),
     "running": ("● running", "bold green"),
@@ -27,6 +29,14 @@ def state_text(state: RunState, source_kind: str = "live") -> Text:
     if state.state == "starting":
         label = "◌ loading data..." if source_kind == "live" else "◌ waiting for events"
     return Text(label, style=style)
+
+
+def short_reason(reason: str, limit: int = REASON_CHARS) -> str:
+    """The gist of a reason, for the panel (the event log has it in full)."""
+    gist = reason.split("; ")[0].strip()
+    if len(gist) > limit:
+        gist = gist[: limit - 1].rstrip() + "…"
+    return gist
 
 
 class StatusPanel(Static):
@@ -76,7 +86,8 @@ class StatusPanel(Static):
         rows.append(("State", st))
         if state.state in ("failed", "finished") and (state.failure or state.reason):
             style = "red" if state.state == "failed" else "dim"
-            rows.append(("", Text(state.failure if state.state == "failed" and state.failure else state.reason, style=style)))
+            reason = state.failure if state.state == "failed" and state.failure else state.reason
+            rows.append(("", Text(short_reason(reason), style=style)))
         dev = state.device or "-"
         rows.append(("Device", dev))
         rows.append(("Params", f"{state.params:,}" if state.params is not None else "-"))
