@@ -45,6 +45,22 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "tui_trainer", *args]
 
 
+def _count(runs: Path, needle: str) -> int:
+    if not runs.exists():
+        return 0
+    total = 0
+    for d in runs.iterdir():
+        try:
+            total += (d / "metrics.jsonl").read_text(errors="replace").count(needle)
+        except OSError:
+            pass
+    return total
+
+
+def _has_last(runs: Path) -> bool:
+    return runs.exists() and any((d / "checkpoints" / "last.pt").exists() for d in runs.iterdir())
+
+
 def check(run: Path, report: dict) -> tuple[int, int]:
     """Check the run folder after a kill; returns (epoch, step_in_epoch) of last.pt."""
     ckdir = run / "checkpoints"
@@ -82,15 +98,16 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--min-wait", type=float, default=2.0, help="seconds after start before a kill may land")
-    ap.add_argument("--max-wait", type=float, default=7.0)
+    ap.add_argument("--min-wait", type=float, default=3.0, help="latest moment of a start-up kill (seconds)")
+    ap.add_argument("--max-wait", type=float, default=4.0, help="longest time a round trains before its kill (seconds)")
+    ap.add_argument("--early-fraction", type=float, default=0.2, help="share of kills aimed at start-up")
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
     rng = random.Random(args.seed)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="kill-campaign-"))
     runs = work / "runs"
     env = dict(os.environ, CIFAR_TUI_CACHE_DIR=str(work / "cache"), OMP_NUM_THREADS="1")
-    report = {"kills": 0, "runs": 0, "corrupt_checkpoints": 0, "torn_lines": 0, "lost_more_than_last_checkpoint": 0,
+    report = {"kills": 0, "kills_at_startup": 0, "kills_while_training": 0, "kills_during_checkpoint_write": 0, "runs": 0, "corrupt_checkpoints": 0, "torn_lines": 0, "lost_more_than_last_checkpoint": 0,
               "resumes_ok": 0, "problems": []}
     run: Path | None = None
     epochs = 3
@@ -103,21 +120,29 @@ def main() -> int:
             cmd = cli("--no-ui", "train", "--resume", str(run), "--epochs", str(epochs))
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         report["runs"] += 1
-        wait = rng.uniform(args.min_wait, args.max_wait)
         t0 = time.time()
-        if run is None:
-            # the first round lives until its first checkpoint exists, so every later round has one to resume
+        early = rng.random() < args.early_fraction and run is not None
+        if early:  # some kills land during start-up (import, data loading, lock)
+            wait = rng.uniform(0.2, args.min_wait)
+        else:
+            # the others land while training: after this process has written its RunStarted line
+            # (the first round also waits for the first checkpoint, so later rounds can resume)
+            n_started = _count(runs, '"RunStarted"')
             while proc.poll() is None and time.time() - t0 < 300:
-                if runs.exists() and any((d / "checkpoints" / "last.pt").exists() for d in runs.iterdir()):
+                if _count(runs, '"RunStarted"') > n_started and (run is not None or _has_last(runs)):
                     break
-                time.sleep(0.05)
-            wait = (time.time() - t0) + rng.uniform(0, 2.0)
+                time.sleep(0.02)
+            wait = (time.time() - t0) + rng.uniform(0, args.max_wait)
         try:
             proc.wait(timeout=max(0.0, wait - (time.time() - t0)))
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             report["kills"] += 1
+            report["kills_at_startup" if early else "kills_while_training"] += 1
+            if runs.exists() and any(p.name.startswith(".") and ".tmp-" in p.name
+                                     for d in runs.iterdir() for p in (d / "checkpoints").glob(".*")):
+                report["kills_during_checkpoint_write"] += 1
         out = proc.stdout.read() if proc.stdout else ""
         if proc.returncode not in (0, -signal.SIGKILL):
             report["problems"].append(f"round {i}: exit {proc.returncode}: {out.strip().splitlines()[-1:]}")
@@ -130,7 +155,8 @@ def main() -> int:
         # the next start must continue exactly from last.pt
         if (run / "checkpoints" / "last.pt").exists():
             report["resumes_ok"] += 1
-        print(f"round {i + 1}: killed after {wait:.1f}s; last.pt at epoch {before[0]} step {before[1]}", flush=True)
+        print(f"round {i + 1}: {'killed' if proc.returncode == -signal.SIGKILL else 'ended'} after {wait:.1f}s "
+              f"({'start-up' if early else 'training'}); last.pt at epoch {before[0]} step {before[1]}", flush=True)
     # one last resume, to completion
     if run is not None and not (run / "checkpoints" / "last.pt").exists():
         report["problems"].append("no last.pt at the end of the campaign")

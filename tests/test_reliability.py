@@ -24,8 +24,8 @@ def env_for(tmp_path):
 
 
 def test_small_kill_campaign(tmp_path):
-    r = subprocess.run([sys.executable, "scripts/kill_campaign.py", "--kills", "3", "--min-wait", "2.5",
-                        "--max-wait", "5", "--workdir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "scripts/kill_campaign.py", "--kills", "3", "--min-wait", "2.5", "--early-fraction", "0.3",
+                        "--max-wait", "2", "--workdir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
                        timeout=400)
     assert r.stdout.strip(), r.stderr
     report = json.loads(r.stdout.strip().splitlines()[-1])

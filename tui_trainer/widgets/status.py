@@ -10,7 +10,7 @@ from textual.widgets import Static
 
 from ..runstate import RunState, fmt_duration, fmt_lr, fmt_pct
 
-REASON_CHARS = 60  # at most about three lines of the narrow panel; the full text is in the log
+REASON_CHARS = 42  # two lines of the narrow panel; the event log has the full text
 
 STATE_STYLE = {
     "starting": ("◌ starting", "dim"),
@@ -33,7 +33,10 @@ def state_text(state: RunState, source_kind: str = "live") -> Text:
 
 def short_reason(reason: str, limit: int = REASON_CHARS) -> str:
     """The gist of a reason, for the panel (the event log has it in full)."""
-    gist = reason.split("; ")[0].strip()
+    gist = reason.strip()
+    for sep in ("; ", " (", ": "):
+        if len(gist) > limit and sep in gist and gist.index(sep) > 8:
+            gist = gist.split(sep)[0].strip()
     if len(gist) > limit:
         gist = gist[: limit - 1].rstrip() + "…"
     return gist
