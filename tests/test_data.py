@@ -210,3 +210,32 @@ def test_crop_and_flip_move_pixels_as_expected():
     assert torch.all(shifted[..., :4, :] == 0) and torch.allclose(shifted[..., 4:, 4:], x[..., :28, :28].float() / 255)
     flipped = aug(x, torch.tensor([[4, 4]]), torch.ones(1, dtype=torch.bool), no, no)
     assert torch.allclose(flipped, x.flip(3).float() / 255)
+
+
+def test_cifar10_through_torchvision_and_offline_message(monkeypatch):
+    import urllib.error
+
+    import torchvision.datasets as tvd
+
+    class Fake:
+        def __init__(self, root, train=True, download=True):
+            n = 50 if train else 10
+            self.data = np.random.default_rng(0).integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+            self.targets = [i % 10 for i in range(n)]
+            self.classes = list(CIFAR10_CLASSES)
+
+    from engine.data import CIFAR10_CLASSES
+
+    monkeypatch.setattr(tvd, "CIFAR10", Fake)
+    b = load_data("cifar10")
+    assert b.kind == "cifar10" and b.train.x.shape == (50, 3, 32, 32) and len(b.test) == 10
+    assert torch.equal(b.train.x[0].permute(1, 2, 0), torch.from_numpy(Fake("x").data[0]))
+
+    class Offline:
+        def __init__(self, *a, **k):
+            raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(tvd, "CIFAR10", Offline)
+    with pytest.raises(DataError) as err:
+        load_data("cifar10")
+    assert "--data" in str(err.value) and "could not be downloaded" in str(err.value) and "\n" not in str(err.value)
