@@ -323,7 +323,7 @@ def run(args: argparse.Namespace, progress: Callable[[str], None] = lambda s: No
     with tempfile.TemporaryDirectory(prefix="cifar-tui-bench-") as runs_dir:
         for r in range(args.repeats):
             for v in args.variants:
-                progress(f"round {r + 1}/{args.repeats}: {v}")
+                t0 = time.perf_counter()
                 if v == "model_only":
                     ips = bench_model_only(cfg, device, batch, warmup, steps)
                 elif v == "pipeline":
@@ -333,6 +333,7 @@ def run(args: argparse.Namespace, progress: Callable[[str], None] = lambda s: No
                 else:
                     ips = bench_report(cfg, bundle, device, batch, warmup, steps, args.workers)
                 samples[v].append(ips)
+                progress(f"round {r + 1}/{args.repeats}: {v:<15} {ips:9.1f} images/s  ({time.perf_counter() - t0:.1f} s)")
 
     med = {v: (statistics.median(samples[v]) if v in samples else None) for v in VARIANTS}
 

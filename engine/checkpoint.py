@@ -110,7 +110,20 @@ def atomic_write_json(path: Path, data: Any) -> None:
 def save_checkpoint(path: Path, state: dict[str, Any], summary: Optional[dict[str, Any]] = None) -> None:
     """Write ``state`` (plus format header) atomically to ``path`` and a JSON summary beside it."""
     payload = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **state}
-    atomic_write_bytes(path, lambda fh: torch.save(payload, fh))
+    try:
+        atomic_write_bytes(path, lambda fh: torch.save(payload, fh))
+    except RuntimeError as e:
+        # torch's zip writer reports a failed write (e.g. a full disk) as a RuntimeError.
+        import errno
+        import shutil
+
+        try:
+            full = shutil.disk_usage(path.parent).free < (64 << 20)
+        except OSError:
+            full = False
+        if full:
+            raise OSError(errno.ENOSPC, "No space left on device") from None
+        raise OSError(errno.EIO, str(e).strip().splitlines()[0] if str(e).strip() else "write failed") from None
     if summary is not None:
         atomic_write_json(path.with_suffix(".json"), summary)
 

@@ -138,6 +138,7 @@ class Trainer:
         self._mixup_override: Optional[bool] = None
         self._dist = dd.DistContext()
         self.model: Optional[torch.nn.Module] = None
+        self.last_save_error: Optional[str] = None  # set while the latest checkpoint save has failed
         self._lock: Optional[RunLock] = None
 
     # ------------------------------------------------------------------ public API
@@ -437,8 +438,10 @@ class Trainer:
             try:
                 save_checkpoint(path, state, summary)
             except OSError as e:
-                self._emit(ev.Warning(message=f"could not save {path.name} ({e.strerror or e}); the previous checkpoint is intact"))
+                self.last_save_error = f"could not save {path.name} ({e.strerror or e}); the previous checkpoint is intact"
+                self._emit(ev.Warning(message=self.last_save_error))
                 return None
+            self.last_save_error = None
             self._emit(ev.CheckpointSaved(path=str(path), epoch=epochs_done, val_acc=val_acc, kind=kind))
             return path
 
@@ -581,25 +584,28 @@ class Trainer:
                 val_loss, val_acc = vl / vn, vc / vn
             score = val_acc if val_acc is not None else train_acc
             improved = best_acc is None or score > best_acc
-            if improved:
+            prev_best = (best_acc, best_epoch)
+            if improved:  # tentatively: undone below if best.pt cannot be written
                 best_acc, best_epoch = score, epoch
             seconds = time.perf_counter() - t_epoch - paused_time
             record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
                       "val_acc": val_acc, "lr": lr_at(cfg, max(global_step - 1, 0), total_steps, steps_per_epoch),
                       "mixup": mixup, "seconds": seconds}
             history.append(record)
+            extra = {"val_acc": val_acc, "val_loss": val_loss, "train_acc": train_acc, "train_loss": train_loss}
+            last = save("last", epoch, 0, val_acc, extra)
+            if improved and dist.is_main:
+                best = copy_checkpoint(last, "best.pt", "best", epoch, val_acc) if last is not None else None
+                if best is not None:
+                    self.best_checkpoint = best
+                else:
+                    best_acc, best_epoch = prev_best  # best.pt still holds the earlier best
+            if last is not None and cfg.save_every and epoch % cfg.save_every == 0:
+                copy_checkpoint(last, f"epoch-{epoch:03d}.pt", "epoch", epoch, val_acc)
             self._emit(ev.EpochDone(
                 epoch=epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss, val_acc=val_acc,
                 seconds=seconds, lr=record["lr"], mixup=mixup, best_val_acc=best_acc, best_epoch=best_epoch,
             ))
-            extra = {"val_acc": val_acc, "val_loss": val_loss, "train_acc": train_acc, "train_loss": train_loss}
-            last = save("last", epoch, 0, val_acc, extra)
-            if last is not None and improved:
-                best = copy_checkpoint(last, "best.pt", "best", epoch, val_acc)
-                if best is not None:
-                    self.best_checkpoint = best
-            if last is not None and cfg.save_every and epoch % cfg.save_every == 0:
-                copy_checkpoint(last, f"epoch-{epoch:03d}.pt", "epoch", epoch, val_acc)
             if dist.enabled and self._stop:  # a stop seen at the epoch's last sync
                 stopped_at = (epoch + 1, 0)
                 break

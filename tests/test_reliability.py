@@ -56,7 +56,7 @@ def test_signal_stops_gracefully_and_saves(tmp_path, sig, code):
     p.send_signal(sig)
     out, _ = p.communicate(timeout=60)
     assert p.returncode == code, out
-    assert "stopping" in out and f"saved {run / 'checkpoints' / 'last.pt'}" in out
+    assert "stopping" in out and f"saved in {run / 'checkpoints' / 'last.pt'}" in out and "--resume" in out
     assert "Traceback" not in out
     ck = load_checkpoint(run / "checkpoints" / "last.pt")
     assert ck["global_step"] > 0
@@ -131,3 +131,34 @@ def test_runs_dir_that_is_a_file(tmp_path):
     r = CliRunner().invoke(app, [*TRAIN, "--epochs", "1", "--runs-dir", str(tmp_path / "file")])
     assert r.exit_code == 1 and "is a file" in r.output and "Traceback" not in r.output
     assert (tmp_path / "file").read_text() == "x"
+
+
+def test_nan_loss_exits_1_with_the_reason(tmp_path):
+    r = CliRunner().invoke(app, [*TRAIN, "--epochs", "2", "--lr", "1e12", "--runs-dir", str(tmp_path / "runs")])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "error:" in r.output and ("NaN" in r.output or "infinite" in r.output)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MiB tmpfs: room for one small checkpoint, not for the temporary file of the next."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    yield mnt
+    subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_a_full_disk_keeps_the_previous_checkpoint(tiny_disk):
+    r = CliRunner().invoke(app, [*TRAIN, "--epochs", "3", "--runs-dir", str(tiny_disk)])
+    (run,) = list(tiny_disk.iterdir())
+    last = run / "checkpoints" / "last.pt"
+    assert "No space left on device" in r.output and "the previous checkpoint is intact" in r.output
+    assert r.exit_code == 1 and "last checkpoint was not written" in r.output and "Traceback" not in r.output
+    ck = load_checkpoint(last)  # still the complete epoch-1 checkpoint
+    assert ck["epoch"] == 1
+    assert not [p for p in (run / "checkpoints").iterdir() if ".tmp-" in p.name]

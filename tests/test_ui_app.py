@@ -424,7 +424,7 @@ def test_start_screen_form_runs_and_start(tmp_path):
             assert app.screen.source.kind == "watch"
             await pilot.press("escape")
             await wait_for(pilot, lambda: isinstance(app.screen, StartScreen), what="back to start")
-            # a real, short run from the form
+            # a real run from the form: it starts at once; x stops it with a checkpoint
             start.query_one("#f-data", Input).value = "synthetic"
             start.query_one("#f-epochs", Input).value = "1"
             start.query_one("#f-width", Input).value = "0.125"
@@ -432,10 +432,14 @@ def test_start_screen_form_runs_and_start(tmp_path):
             await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="dashboard")
             dash = app.screen
             assert not err.display
+            assert dash.source.config.epochs == 1 and dash.source.config.width == 0.125
             assert dash.check_action("back", ()) is None  # can't leave a running run behind
-            await wait_for(pilot, lambda: dash.run_state.state in ("finished", "failed"), timeout=120, what="the run")
-            assert dash.run_state.state == "finished"
+            await wait_for(pilot, lambda: dash.run_state.global_step > 0, what="the first steps")
+            await pilot.press("x")
+            await wait_for(pilot, lambda: dash.run_state.state == "finished", what="the stop")
+            await wait_for(pilot, lambda: not app.session.active, what="the trainer thread")
             await pilot.pause(0.4)
+            assert dash.check_action("back", ()) is True
             await pilot.press("escape")
             await wait_for(pilot, lambda: isinstance(app.screen, StartScreen), what="back to start")
             await pilot.pause(0.1)

@@ -8,6 +8,7 @@ from a queue and draws them, and turns Ctrl+C / SIGTERM into a graceful
 from __future__ import annotations
 
 import queue
+from pathlib import Path
 import signal
 import threading
 import time
@@ -143,9 +144,15 @@ class HeadlessRenderer:
         if self.run_dir:
             c.print(f"run folder:      {self.run_dir}")
         if self.best is not None:
-            c.print(f"best checkpoint: {self.best.path}  (val acc {_pct(self.best_acc).strip()} at epoch {self.best_epoch})")
+            c.print(f"best checkpoint: {self.best.path}  (val acc {_pct(self.best.val_acc).strip()} at epoch {self.best.epoch})")
         elif self.last_checkpoint:
             c.print(f"last checkpoint: {self.last_checkpoint}")
+        st = self.final_state
+        if st is not None and st.state == "finished" and st.reason.startswith("stopped") and self.run_dir:
+            last = Path(self.run_dir) / "checkpoints" / "last.pt"
+            if last.exists():
+                c.print(f"{st.reason}; saved in {last}", soft_wrap=True)
+                c.print(f"continue with: cifar-tui --no-ui train --resume {self.run_dir}", soft_wrap=True)
 
 
 def _torchrun_rank() -> int:
@@ -224,6 +231,10 @@ def run_headless(config=None, resume: Optional[str] = None, resume_overrides: Op
     renderer.close()
     renderer.summary()
     if trainer.exit_state == "failed":
+        return 1
+    if trainer.last_save_error:
+        console.print(f"[bold red]error:[/] training ended but its last checkpoint was not written: {trainer.last_save_error}",
+                      highlight=False)
         return 1
     if trainer.exit_state == "stopped":
         return signalled.get("code", 0)

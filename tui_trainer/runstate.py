@@ -157,7 +157,10 @@ class RunState:
             self._on_state(e)
         elif isinstance(e, ev.CheckpointSaved):
             name = e.path.replace("\\", "/").rsplit("/", 1)[-1]
-            what = f"saved {name} (epoch {e.epoch}"
+            if e.kind in ("manual", "stop") and self.epoch > e.epoch:
+                what = f"saved {name} (during epoch {self.epoch}"  # e.epoch counts finished epochs
+            else:
+                what = f"saved {name} (epoch {e.epoch}"
             if e.val_acc is not None:
                 what += f", val {_pct(e.val_acc)}"
             log(LogLine(e.time, what + ")", "green"))

@@ -11,16 +11,19 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence
 
-from textual.app import ComposeResult
+from rich.text import Text
+from textual.app import ComposeResult, RenderResult
 from textual.containers import Horizontal, Vertical
+from textual.widget import Widget
 from textual_plotext import PlotextPlot
 
 from ..runstate import RunState
 
-TRAIN = (80, 160, 255)  # blue
-TRAIN_EPOCH = (255, 170, 60)  # orange
-VAL = (90, 210, 120)  # green
-LR = (220, 120, 230)  # magenta
+Color = tuple[int, int, int]
+TRAIN: Color = (80, 160, 255)  # blue
+TRAIN_EPOCH: Color = (255, 170, 60)  # orange
+VAL: Color = (90, 210, 120)  # green
+LR: Color = (220, 120, 230)  # magenta
 
 
 def downsample(xs: Sequence[float], ys: Sequence[float], max_points: int) -> tuple[list[float], list[float]]:
@@ -38,26 +41,45 @@ def _finite(values: Sequence[Optional[float]]) -> list[float]:
 
 
 def nice_range(values: Sequence[float], *, floor: Optional[float] = None, ceil: Optional[float] = None,
-               pad: float = 0.08, min_span: float = 1e-3) -> tuple[float, float]:
+               pad: float = 0.08, min_rel_span: float = 0.2) -> tuple[float, float]:
+    """A y range around ``values`` with some padding; a flat or single-point series gets a
+    range of at least ``min_rel_span`` of its size, so the axis labels stay readable."""
     lo, hi = min(values), max(values)
-    span = max(hi - lo, min_span, abs(hi) * 0.05)
+    span = hi - lo
+    need = max(abs(hi), abs(lo), 1e-6) * min_rel_span
+    if span < need:
+        mid = (hi + lo) / 2
+        lo, hi, span = mid - need / 2, mid + need / 2, need
     lo, hi = lo - span * pad, hi + span * pad
+    if floor is not None and lo < floor:  # shift the window inside [floor, ceil], then clip
+        lo, hi = floor, hi + (floor - lo)
+    if ceil is not None and hi > ceil:
+        lo, hi = lo - (hi - ceil), ceil
     if floor is not None:
         lo = max(lo, floor)
-    if ceil is not None:
-        hi = min(hi, ceil)
     return lo, hi
 
 
 class _Plot(PlotextPlot):
-    """A PlotextPlot that knows how to draw itself from a :class:`RunState`."""
+    """A PlotextPlot that draws itself from a :class:`RunState`.
 
-    DEFAULT_CSS = """
-    _Plot { height: 1fr; width: 1fr; min-height: 6; }
+    The legend is not drawn by plotext (it would sit on top of the curves' start,
+    top left); :class:`Legend` shows it on the line above the plot instead.
     """
 
-    points: dict[str, int]
-    """How many points each series got at the last draw (for tests and debugging)."""
+    TITLE = ""
+    SHORT_TITLE = ""
+    # (name, short name, colour, glyph) of each series, for the legend
+    SERIES: tuple[tuple[str, str, Color, str], ...] = ()
+
+    DEFAULT_CSS = """
+    _Plot { height: 1fr; width: 1fr; min-height: 5; }
+    """
+
+    def __init__(self, *, id: Optional[str] = None) -> None:  # noqa: A002
+        super().__init__(id=id)
+        self.points: dict[str, int] = {}
+        """How many points each series got at the last draw (for tests and debugging)."""
 
     def draw(self, state: RunState) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -65,16 +87,12 @@ class _Plot(PlotextPlot):
     def _series(self, name: str, xs: Sequence[float], ys: Sequence[float], **kw) -> None:
         self.points[name] = len(xs)
         if xs:
-            self.plt.plot(list(xs), list(ys), label=name, **kw)
+            self.plt.plot(list(xs), list(ys), **kw)
 
-    def _begin(self, title: str, ylabel: str) -> None:
-        plt = self.plt
-        plt.clear_figure()
+    def _begin(self) -> None:
+        self.plt.clear_figure()
         self.points = {}
-        plt.title(title)
-        plt.xlabel("epoch")
-        if ylabel:
-            plt.ylabel(ylabel)
+        self.plt.xlabel("epoch")
 
     @property
     def _max_points(self) -> int:
@@ -102,9 +120,12 @@ class _Plot(PlotextPlot):
 
 
 class LossPlot(_Plot):
+    TITLE, SHORT_TITLE = "Loss", "Loss"
+    SERIES = (("train (smoothed)", "train", TRAIN, "━"), ("train/epoch", "epoch", TRAIN_EPOCH, "●"),
+              ("val", "val", VAL, "●"))
+
     def draw(self, state: RunState) -> None:
-        plt = self.plt
-        self._begin("Loss", "")
+        self._begin()
         xs, ys = downsample(state.step_x, state.step_loss, self._max_points)
         ex = [h.epoch for h in state.history]
         tl = [h.train_loss for h in state.history]
@@ -115,17 +136,16 @@ class LossPlot(_Plot):
         self._series("val", vx, vl, marker="dot", color=VAL)
         values = _finite(list(ys) + tl + vl)
         self._x_axis(state)
-        if values:
-            plt.ylim(*nice_range(values, floor=0.0, min_span=0.05))
-        else:
-            plt.ylim(0, 1)
+        self.plt.ylim(*(nice_range(values, floor=0.0) if values else (0, 1)))
         self.refresh()
 
 
 class AccuracyPlot(_Plot):
+    TITLE, SHORT_TITLE = "Accuracy %", "Acc %"
+    SERIES = (("train", "train", TRAIN_EPOCH, "●"), ("val", "val", VAL, "●"))
+
     def draw(self, state: RunState) -> None:
-        plt = self.plt
-        self._begin("Accuracy %", "")
+        self._begin()
         ex = [h.epoch for h in state.history]
         ta = [100.0 * h.train_acc for h in state.history]
         vx = [h.epoch for h in state.history if h.val_acc is not None]
@@ -134,24 +154,65 @@ class AccuracyPlot(_Plot):
         self._series("val", vx, va, marker="dot", color=VAL)
         values = _finite(ta + va)
         self._x_axis(state)
-        if values:
-            plt.ylim(*nice_range(values, floor=0.0, ceil=100.0, min_span=2.0))
-        else:
-            plt.ylim(0, 100)
+        self.plt.ylim(*(nice_range(values, floor=0.0, ceil=100.0, min_rel_span=0.1) if values else (0, 100)))
         self.refresh()
 
 
 class LearningRatePlot(_Plot):
+    TITLE, SHORT_TITLE = "Learning rate", "LR"
+    SERIES = (("lr", "lr", LR, "━"),)
+
     def draw(self, state: RunState) -> None:
-        plt = self.plt
-        self._begin("Learning rate", "")
+        self._begin()
         xs, ys = downsample(state.step_x, state.step_lr, self._max_points)
         self._series("lr", xs, ys, marker="braille", color=LR)
-        self._x_axis(state, whole_run=True)
+        self._x_axis(state, whole_run=True)  # the whole schedule's span: where we are in it
         peak = state.config.get("lr") if state.config else None
         values = _finite(list(ys) + ([float(peak)] if isinstance(peak, (int, float)) else []))
-        plt.ylim(0, max(values) * 1.05 if values else 0.1)
+        self.plt.ylim(0, max(values) * 1.05 if values else 0.1)
         self.refresh()
+
+
+class Legend(Widget):
+    """One line above a plot: its title and a coloured key to its series."""
+
+    DEFAULT_CSS = """
+    Legend { height: 1; width: 1fr; padding: 0 0 0 1; }
+    """
+
+    def __init__(self, plot: _Plot) -> None:
+        super().__init__()
+        self.plot = plot
+
+    def render(self) -> RenderResult:
+        width = self.size.width - 1
+        for short in (False, True):
+            title = self.plot.SHORT_TITLE if short else self.plot.TITLE
+            text = Text(title, style="bold")
+            for name, short_name, (r, g, b), glyph in self.plot.SERIES:
+                if len(self.plot.SERIES) == 1:
+                    break  # one series: the title says it
+                text.append("  " if not short else " ")
+                text.append(glyph, style=f"rgb({r},{g},{b})")
+                text.append(" " + (short_name if short else name))
+            if text.cell_len <= width or short:
+                text.truncate(max(width, 1), overflow="ellipsis")
+                return text
+        return text  # pragma: no cover
+
+
+class PlotPanel(Vertical):
+    DEFAULT_CSS = """
+    PlotPanel { height: 1fr; width: 1fr; }
+    """
+
+    def __init__(self, plot: _Plot, *, id: Optional[str] = None) -> None:  # noqa: A002
+        super().__init__(id=id)
+        self.plot = plot
+
+    def compose(self) -> ComposeResult:
+        yield Legend(self.plot)
+        yield self.plot
 
 
 class TrainingPlots(Vertical):
@@ -168,10 +229,10 @@ class TrainingPlots(Vertical):
         self._state: Optional[RunState] = None
 
     def compose(self) -> ComposeResult:
-        yield LossPlot(id="plot-loss")
+        yield PlotPanel(LossPlot(id="plot-loss"), id="panel-loss")
         with Horizontal(id="plots-lower"):
-            yield AccuracyPlot(id="plot-acc")
-            yield LearningRatePlot(id="plot-lr")
+            yield PlotPanel(AccuracyPlot(id="plot-acc"), id="panel-acc")
+            yield PlotPanel(LearningRatePlot(id="plot-lr"), id="panel-lr")
 
     def on_mount(self) -> None:
         self.update_from(RunState())  # empty axes until data arrives
@@ -183,6 +244,6 @@ class TrainingPlots(Vertical):
         self.redraws += 1
 
     def on_resize(self) -> None:
-        # the number of points kept depends on the width
-        if self._state is not None and self._state.step_x:
+        # the number of points kept and the ticks depend on the size
+        if self._state is not None:
             self.update_from(self._state)

@@ -32,13 +32,16 @@ def state_text(state: RunState, source_kind: str = "live") -> Text:
 
 
 def short_reason(reason: str, limit: int = REASON_CHARS) -> str:
-    """The gist of a reason, for the panel (the event log has it in full)."""
+    """The gist of a reason, for the panel (the event log has it in full): the first
+    clause, and if that is still long, its start and its end (where a path's file
+    name and the cause are)."""
     gist = reason.strip()
-    for sep in ("; ", " (", ": "):
+    for sep in ("; ", " ("):
         if len(gist) > limit and sep in gist and gist.index(sep) > 8:
             gist = gist.split(sep)[0].strip()
     if len(gist) > limit:
-        gist = gist[: limit - 1].rstrip() + "…"
+        head = limit // 3
+        gist = gist[:head].rstrip() + "…" + gist[-(limit - head - 1):].lstrip()
     return gist
 
 
