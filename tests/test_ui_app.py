@@ -434,7 +434,7 @@ def test_start_screen_form_runs_and_start(tmp_path):
             assert not err.display
             assert dash.source.config.epochs == 1 and dash.source.config.width == 0.125
             assert dash.check_action("back", ()) is None  # can't leave a running run behind
-            await wait_for(pilot, lambda: dash.run_state.global_step > 0, what="the first steps")
+            await wait_for(pilot, lambda: dash.run_state.state == "running", what="the run to start")
             await pilot.press("x")
             await wait_for(pilot, lambda: dash.run_state.state == "finished", what="the stop")
             await wait_for(pilot, lambda: not app.session.active, what="the trainer thread")

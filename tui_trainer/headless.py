@@ -223,6 +223,15 @@ def run_headless(config=None, resume: Optional[str] = None, resume_overrides: Op
         status.stop()
         renderer.close()
         console.print("[red]interrupted: quit without waiting for a checkpoint[/]")
+        if trainer.alive:
+            # The training thread is mid-step inside torch; leaving through the interpreter's
+            # normal shutdown would abort in C++. Checkpoints on disk are complete (atomic writes).
+            import os
+            import sys
+
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
         return 130
     finally:
         status.stop()
