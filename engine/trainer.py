@@ -336,10 +336,18 @@ class Trainer:
 
         # ---- the run directory
         ckpt_file = Path(ckpt["path"]).resolve() if ckpt is not None else None
+        in_run = (ckpt_file is not None and ckpt_file.parent.name == "checkpoints"
+                  and (ckpt_file.parent.parent / "config.json").is_file())
         if not dist.is_main:
             run_dir = None
-        elif ckpt_file is not None and ckpt_file.parent.name == "checkpoints" and (ckpt_file.parent.parent / "config.json").is_file():
+        elif in_run and _is_latest(ckpt_file, int(ckpt.get("global_step", 0))):
             run_dir = ckpt_file.parent.parent  # continue in the run's own folder
+        elif in_run and self._fixed_run_dir is None:
+            # an older checkpoint (say best.pt) of a run that went further: continuing in place
+            # would overwrite the run's later checkpoints, so the continuation is a new run
+            run_dir = new_run_dir(cfg.runs_dir or ckpt_file.parent.parent.parent, cfg.preset)
+            self._emit(ev.Warning(message=f"{ckpt_file.name} is older than the run's last.pt; continuing in a new run "
+                                          f"folder {run_dir} so the original run stays as it is"))
         elif ckpt_file is not None and self._fixed_run_dir is None:
             run_dir = new_run_dir(cfg.runs_dir, cfg.preset)
             self._emit(ev.Warning(message=f"{ckpt_file} is not inside a run folder; continuing in a new run folder {run_dir}"))
@@ -669,6 +677,17 @@ class Trainer:
                     self._emit(ev.MixupChanged(epoch=epoch, on=cmd.on, source="user"))
                 else:
                     self._emit(ev.Warning(message="mixup follows the schedule again from the next epoch"))
+
+
+def _is_latest(ckpt_file: Path, global_step: int) -> bool:
+    """Is this checkpoint at least as far as its run's last.pt (by the small JSON beside it)?"""
+    last = ckpt_file.parent / "last.pt"
+    if ckpt_file.name == "last.pt" or not last.exists():
+        return True
+    try:
+        return global_step >= int(json.loads(last.with_suffix(".json").read_text()).get("global_step", 0))
+    except (OSError, ValueError, TypeError):
+        return True
 
 
 def _first_line(e: BaseException) -> str:

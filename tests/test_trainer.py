@@ -356,3 +356,17 @@ def test_fast_preset_is_the_same_network():
     cfg = make_config("fast")
     assert count_parameters(SEResNet(cfg.width)) == 4_993_166
     assert cfg.batch_size > 128 and cfg.ema_decay and cfg.tta_flip
+
+
+def test_resuming_an_older_checkpoint_forks_a_new_run(small):
+    t = Trainer(small(epochs=2, save_every=1))
+    t.run()
+    first = t.run_dir / "checkpoints" / "epoch-001.pt"
+    last_before = (t.run_dir / "checkpoints" / "last.pt").read_bytes()
+    seen, listen = collect()
+    r = Trainer(resume=str(first), resume_overrides={"epochs": 2}, listeners=[listen])
+    assert r.run() == "completed"
+    assert r.run_dir != t.run_dir and r.run_dir.parent == t.run_dir.parent
+    assert any("new run folder" in w.message for w in of(seen, ev.Warning))
+    assert (t.run_dir / "checkpoints" / "last.pt").read_bytes() == last_before  # the original is untouched
+    assert load_checkpoint(r.run_dir / "checkpoints" / "last.pt")["epoch"] == 2

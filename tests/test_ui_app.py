@@ -20,7 +20,7 @@ from tui_trainer.app import CifarTuiApp, run_watch_app
 from tui_trainer.screens import CheckpointScreen, DashboardScreen, StartScreen
 from tui_trainer.screens.checkpoints import list_checkpoints
 from tui_trainer.widgets.plots import AccuracyPlot, LearningRatePlot, LossPlot
-from ui_support import demo_events, wait_for
+from ui_support import demo_events, press, wait_for
 
 SIZE = (100, 30)
 
@@ -90,7 +90,7 @@ def test_plots_fill_as_epochs_finish(tmp_path):
             assert any("saved last.pt (epoch 2" in line for line in dash.event_log.lines_written)
             # redraws are coalesced: never more than once per tick (plus resizes)
             assert dash.plots.redraws <= dash.ticks + 3
-            await pilot.press("q")
+            await press(pilot, "q")
             await wait_for(pilot, lambda: app.return_code is not None, what="exit")
         assert app.return_code == 0
 
@@ -107,36 +107,38 @@ def test_keys_send_commands_and_status_follows_events(tmp_path):
             dash = dashboard(app)
             st = dash.run_state
 
-            await pilot.press("m")  # tiny preset: mixup off -> on
-            assert received == [ev.SetMixup(on=True)]
+            async def key(k, expected):
+                n = len(received)
+                await press(pilot, k)
+                await wait_for(pilot, lambda: len(received) > n, what=f"the command for {k}")
+                assert received[n:] == [expected]
+
+            await key("m", ev.SetMixup(on=True))  # tiny preset: mixup off -> on
             await wait_for(pilot, lambda: "Mixup on (your override)" in status_text(app), what="mixup on")
 
-            await pilot.press("p")
-            assert received[-1] == ev.Pause()
+            await key("p", ev.Pause())
             await wait_for(pilot, lambda: "paused" in status_text(app), what="paused")
+            assert dash.check_action("resume", ()) is True and dash.check_action("pause", ()) is False  # footer: p Resume
             step = st.global_step
             await pilot.pause(0.6)
             assert st.global_step == step  # really paused
 
-            await pilot.press("p")
-            assert received[-1] == ev.Resume()
+            await key("p", ev.Resume())
             await wait_for(pilot, lambda: "● running" in status_text(app), what="running again")
 
-            await pilot.press("s")
-            assert received[-1] == ev.SaveCheckpoint()
+            await key("s", ev.SaveCheckpoint())
             await wait_for(pilot, lambda: any("saved manual-" in line for line in dash.event_log.lines_written),
                            what="the manual checkpoint")
 
-            await pilot.press("x")
-            assert received[-1] == ev.Stop(save=True)
+            await key("x", ev.Stop(save=True))
             await wait_for(pilot, lambda: st.state == "finished", what="stopped")
             await pilot.pause(0.4)
             assert "finished" in status_text(app) and "stopped by request" in status_text(app)
             assert app.return_code is None  # x keeps the app open
             # commands are greyed out once the run is over
-            assert dash.check_action("pause_resume", ()) is None
+            assert dash.check_action("pause", ()) is None
 
-            await pilot.press("q")  # nothing running: quits at once, no further command
+            await press(pilot, "q")  # nothing running: quits at once, no further command
             await wait_for(pilot, lambda: app.return_code is not None, what="exit")
             assert received == [ev.SetMixup(on=True), ev.Pause(), ev.Resume(), ev.SaveCheckpoint(), ev.Stop(save=True)]
         assert app.return_code == 0
@@ -158,7 +160,8 @@ def test_quit_during_training_saves_and_waits(tmp_path, key):
             await started(pilot, app, steps=2)
             received = spy_on_trainer(app)
             log = dashboard(app).event_log
-            await pilot.press(key)
+            await press(pilot, key)
+            await wait_for(pilot, lambda: bool(received), what="the stop command")
             assert received == [ev.Stop(save=True)]
             assert app.quitting
             await wait_for(pilot, lambda: app.return_code is not None, what="exit after the save")
@@ -212,6 +215,33 @@ def test_bad_data_fails_before_the_run_starts(tmp_path):
             await pilot.press("q")
             await wait_for(pilot, lambda: app.return_code is not None, what="exit")
         assert app.return_code == 1
+
+    run(main())
+
+
+def test_resume_shows_the_earlier_epochs(tmp_path):
+    from engine.trainer import Trainer
+
+    cfg = tiny(tmp_path, epochs=1)
+    first = Trainer(cfg)
+    assert first.run() == "completed"
+    last = first.run_dir / "checkpoints" / "last.pt"
+
+    async def main():
+        app = CifarTuiApp("train", resume=str(last), resume_overrides={"epochs": 2})
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.session is not None and not app.session.active, what="the resumed run")
+            dash = dashboard(app)
+            await wait_for(pilot, lambda: dash.run_state.state == "finished", what="finished")
+            await pilot.pause(0.4)
+            assert [h.epoch for h in dash.run_state.history] == [1, 2]  # epoch 1 from metrics.jsonl
+            assert dash.query_one(AccuracyPlot).points["val"] == 2
+            assert any("loaded the run's history" in line for line in dash.event_log.lines_written)
+            assert any("resumed from" in line for line in dash.event_log.lines_written)
+            assert "2 / 2" in status_text(app)
+            await pilot.press("q")
+            await wait_for(pilot, lambda: app.return_code is not None, what="exit")
+        assert app.return_code == 0
 
     run(main())
 
@@ -335,7 +365,7 @@ def test_watch_follows_a_growing_metrics_file(tmp_path):
             acc = dash.query_one(AccuracyPlot)
             await wait_for(pilot, lambda: acc.points.get("val") == 1, what="one epoch plotted")
             assert "● running" in status_text(app)
-            assert dash.check_action("pause_resume", ()) is False  # no commands when watching
+            assert dash.check_action("pause", ()) is False  # no commands when watching
             await pilot.press("p")
             assert app.session is None
             with open(metrics, "a") as fh:
@@ -380,9 +410,11 @@ def test_checkpoint_list(tmp_path):
     d = fake_run(tmp_path, "r1")
     (d / "checkpoints" / "manual-e002-s0000020.pt").write_bytes(b"")  # no .json beside it
     (d / "checkpoints" / ".last.pt.tmp-1").write_bytes(b"")  # a temporary file is not listed
+    (d / "checkpoints" / "best.eval.json").write_text(json.dumps({"cifar10": {"accuracy": 0.61}}))
     rows = list_checkpoints(d)
     assert [r["file"] for r in rows] == ["last.pt", "best.pt", "manual-e002-s0000020.pt"]
     assert rows[0]["epoch"] == 3 and rows[0]["val_acc"] == 0.5
+    assert rows[1]["test_acc"] == 0.61 and rows[0]["test_acc"] is None
 
 
 def test_start_screen_form_runs_and_start(tmp_path):
@@ -428,23 +460,41 @@ def test_start_screen_form_runs_and_start(tmp_path):
             start.query_one("#f-data", Input).value = "synthetic"
             start.query_one("#f-epochs", Input).value = "1"
             start.query_one("#f-width", Input).value = "0.125"
-            await pilot.click("#f-start")
+            start.query_one("#f-start").press()
             await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="dashboard")
             dash = app.screen
             assert not err.display
             assert dash.source.config.epochs == 1 and dash.source.config.width == 0.125
             assert dash.check_action("back", ()) is None  # can't leave a running run behind
             await wait_for(pilot, lambda: dash.run_state.state == "running", what="the run to start")
-            await pilot.press("x")
+            await press(pilot, "x")
             await wait_for(pilot, lambda: dash.run_state.state == "finished", what="the stop")
             await wait_for(pilot, lambda: not app.session.active, what="the trainer thread")
             await pilot.pause(0.4)
             assert dash.check_action("back", ()) is True
-            await pilot.press("escape")
+            await press(pilot, "escape")
             await wait_for(pilot, lambda: isinstance(app.screen, StartScreen), what="back to start")
             await pilot.pause(0.1)
             assert table.row_count == 3
             await pilot.press("q")
             await wait_for(pilot, lambda: app.return_code is not None, what="exit")
+
+    run(main())
+
+
+def test_start_screen_uses_the_default_runs_dir(tmp_path, monkeypatch):
+    runs = tmp_path / "default-runs"
+    fake_run(runs, "20240101-000000-tiny")
+    monkeypatch.setenv("CIFAR_TUI_RUNS_DIR", str(runs))
+
+    async def main():
+        app = CifarTuiApp("start")
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, lambda: isinstance(app.screen, StartScreen) and app.screen.runs, what="the runs")
+            assert app.screen.runs_dir == runs
+            assert str(runs) in str(app.screen.query_one("#runs").border_title)
+            await pilot.press("ctrl+q")
+            await wait_for(pilot, lambda: app.return_code is not None, what="exit")
+        assert app.return_code == 0
 
     run(main())

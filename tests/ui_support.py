@@ -88,3 +88,15 @@ async def wait_for(pilot, predicate: Callable[[], bool], timeout: float = 90.0, 
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await pilot.pause(0.05)
     await asyncio.sleep(0)
+
+
+async def press(pilot, *keys: str) -> None:
+    """Press keys the way a terminal would (a Key event to the app).
+
+    ``pilot.press`` waits until the process is idle after each key, up to a second
+    twice over; a process that trains in a thread is never idle, so that wait would
+    cost two seconds per key. Callers wait for the effect they expect instead.
+    """
+    for key in keys:
+        pilot.app.simulate_key(key)
+        await pilot.pause(0.05)

@@ -25,7 +25,7 @@ from textual.screen import Screen
 from engine import events as ev
 
 from .bridge import LiveSource, StaticSource, WatchSource
-from .screens import CheckpointScreen, DashboardScreen, StartScreen
+from .screens import DashboardScreen, StartScreen
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABANDONED = 0, 1, 2, 130
 PALETTE_EXTRAS = {"mixup_schedule"}  # hidden from the footer, still in the command palette
@@ -35,9 +35,6 @@ class CifarTuiApp(App):
     """One app for the three ways in: ``start``, ``train`` and ``watch`` (and ``replay``)."""
 
     TITLE = "cifar-tui"
-    CSS = """
-    Screen { layers: base; }
-    """
     BINDINGS = [
         Binding("q", "quit", "Quit", tooltip="Quit (a running training is stopped and saved first)"),
         Binding("ctrl+c", "quit", "Quit", show=False),

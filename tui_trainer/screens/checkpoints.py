@@ -42,7 +42,16 @@ def list_checkpoints(run_dir: Path) -> list[dict[str, Any]]:
         except OSError:
             size, mtime = 0, 0.0
         kind = info.get("kind") or ("manual" if pt.name.startswith("manual") else pt.stem.split("-")[0])
-        rows.append({**info, "file": pt.name, "path": str(pt), "size": size, "mtime": mtime, "kind": kind})
+        test_acc = None
+        try:  # evaluations stored beside the checkpoint by `cifar-tui eval`: {source: {"accuracy": ...}}
+            evals = json.loads(pt.with_name(pt.stem + ".eval.json").read_text())
+            for result in evals.values() if isinstance(evals, dict) else ():
+                if isinstance(result, dict) and isinstance(result.get("accuracy"), (int, float)):
+                    test_acc = result["accuracy"]
+        except (OSError, ValueError):
+            pass
+        rows.append({**info, "file": pt.name, "path": str(pt), "size": size, "mtime": mtime, "kind": kind,
+                     "test_acc": test_acc})
     rows.sort(key=lambda r: (KIND_ORDER.get(r["kind"], 4), -(r.get("epoch") or 0), r["file"]))
     return rows
 
@@ -100,7 +109,7 @@ class CheckpointScreen(Screen):
     def on_mount(self) -> None:
         self.sub_title = "checkpoints"
         table = self.query_one(DataTable)
-        table.add_columns("File", "Kind", "Epoch", "Val acc", "Saved", "Size")
+        table.add_columns("File", "Kind", "Epoch", "Val acc", "Test acc", "Saved", "Size")
         self.action_refresh()
         table.focus()
 
@@ -109,10 +118,11 @@ class CheckpointScreen(Screen):
         table.clear()
         self.rows = list_checkpoints(self.run_dir)
         for row in self.rows:
-            val = row.get("val_acc")
+            val, test = row.get("val_acc"), row.get("test_acc")
             table.add_row(
                 row["file"], row["kind"], _fmt_epoch(row), "-" if val is None else f"{100 * val:.1f}%",
-                _fmt_saved(row), _fmt_size(row["size"]), key=row["file"],
+                "-" if test is None else f"{100 * test:.1f}%", _fmt_saved(row), _fmt_size(row["size"]),
+                key=row["file"],
             )
         empty = self.query_one("#ckpt-empty", Static)
         empty.update("" if self.rows else "No checkpoints yet: one is saved at the end of each epoch, or press s on the dashboard.")

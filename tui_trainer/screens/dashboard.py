@@ -24,7 +24,7 @@ from ..runstate import RunState
 from ..widgets import EventLog, StatusPanel, TrainingPlots
 
 TICK_SECONDS = 0.3  # how often events are drained and widgets updated
-COMMAND_ACTIONS = ("toggle_mixup", "mixup_schedule", "pause_resume", "save", "stop")
+COMMAND_ACTIONS = ("toggle_mixup", "mixup_schedule", "pause", "resume", "save", "stop")
 
 
 class DashboardScreen(Screen):
@@ -38,7 +38,9 @@ class DashboardScreen(Screen):
     BINDINGS = [
         Binding("m", "toggle_mixup", "Mixup", tooltip="Switch mixup on or off (overrides the schedule)"),
         Binding("M", "mixup_schedule", "Mixup: schedule", show=False, tooltip="Let the schedule decide mixup again"),
-        Binding("p", "pause_resume", "Pause", tooltip="Pause or resume training"),
+        # one key, two meanings: the footer shows what p will do now
+        Binding("p", "pause", "Pause", tooltip="Pause training (between two steps)"),
+        Binding("p", "resume", "Resume", tooltip="Resume training"),
         Binding("s", "save", "Save", tooltip="Save a checkpoint now"),
         Binding("x", "stop", "Stop", tooltip="Stop training and save a checkpoint; the app stays open"),
         Binding("c", "checkpoints", "Checkpoints", tooltip="List this run's checkpoints"),
@@ -56,7 +58,7 @@ class DashboardScreen(Screen):
         self.ticks = 0
         self._want_pause: Optional[bool] = None
         self._want_mixup: Optional[bool] = None
-        self._shown_state: Optional[str] = None
+        self._shown_state: object = None
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -96,8 +98,10 @@ class DashboardScreen(Screen):
         self.ticks += 1
         st = self.run_state
         events = self.source.poll()
-        if events:
-            st.apply_all(events)
+        for e in events:
+            if isinstance(e, ev.RunStarted) and e.resumed_from and not st.history and not st.step_x:
+                self._load_history(e)
+            st.apply(e)
         if st.plots_dirty:
             st.plots_dirty = False
             self.plots.update_from(st)
@@ -120,15 +124,43 @@ class DashboardScreen(Screen):
                 self._want_mixup = None
             if st.run_id and kind == "live":
                 self.sub_title = f"training {st.run_id}"
-            if st.state != self._shown_state:
-                self._shown_state = st.state
-                self.refresh_bindings()
+        # the footer's keys depend on the state, a pending pause and whether the trainer lives
+        key = (st.state, self._want_pause, getattr(self.source, "active", False))
+        if key != self._shown_state:
+            self._shown_state = key
+            self.refresh_bindings()
+
+    def _load_history(self, started: ev.RunStarted) -> None:
+        """A resumed run: show what its metrics.jsonl already holds (the epochs before this start)."""
+        from ..bridge import MetricsFollower
+
+        follower = MetricsFollower(Path(started.run_dir) / "metrics.jsonl")
+        earlier: list[ev.Event] = []
+        while True:
+            batch = follower.poll()
+            if not batch:
+                break
+            for e in batch:
+                if isinstance(e, ev.RunStarted) and e.time == started.time:
+                    break  # this start is where the live stream takes over
+                earlier.append(e)
+            else:
+                continue
+            break
+        if not earlier:
+            return
+        st = self.run_state
+        st.apply_all(earlier)
+        st.take_log()  # their lines are old news; the plots and best value are what matter
+        st.note(f"loaded the run's history: {len(earlier)} earlier events from metrics.jsonl", at=started.time)
 
     # ----------------------------------------------------------------- actions
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in COMMAND_ACTIONS:
             if not getattr(self.source, "can_command", False):
                 return False  # watching or replaying: there is nothing to command
+            if action in ("pause", "resume") and (action == "pause") == self._pause_wanted():
+                return False  # p shows the other meaning
             if not self.source.active or self.run_state.state in ("finished", "failed"):
                 return None  # shown, greyed out
             return True
@@ -152,13 +184,19 @@ class DashboardScreen(Screen):
         self._want_mixup = None
         self._send(ev.SetMixup(on=None), "» mixup back to the schedule requested")
 
-    def action_pause_resume(self) -> None:
-        paused = self._want_pause if self._want_pause is not None else self.run_state.state == "paused"
-        self._want_pause = not paused
-        if self._want_pause:
-            self._send(ev.Pause(), "» pause requested")
-        else:
-            self._send(ev.Resume(), "» resume requested")
+    def _pause_wanted(self) -> bool:
+        """Paused, or asked to pause and not yet confirmed (what p toggles from)."""
+        return self._want_pause if self._want_pause is not None else self.run_state.state == "paused"
+
+    def action_pause(self) -> None:
+        self._want_pause = True
+        self._send(ev.Pause(), "» pause requested")
+        self.refresh_bindings()
+
+    def action_resume(self) -> None:
+        self._want_pause = False
+        self._send(ev.Resume(), "» resume requested")
+        self.refresh_bindings()
 
     def action_save(self) -> None:
         self._send(ev.SaveCheckpoint(), "» checkpoint requested")

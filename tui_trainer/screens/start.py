@@ -79,7 +79,8 @@ def list_runs(runs_dir: Path, now: Optional[float] = None) -> list[dict[str, Any
                 recent = now - metrics.stat().st_mtime < RECENT_SECONDS
             except OSError:
                 recent = False
-            status = "running" if recent else "interrupted"
+            # a writer holds <run>/.lock while it trains (engine.checkpoint.RunLock)
+            status = "running" if recent or (d / ".lock").exists() else "interrupted"
         epochs = cfg.get("epochs")
         done = last.get("epoch")
         out.append({
@@ -137,7 +138,7 @@ class StartScreen(Screen):
 
     BINDINGS = [
         Binding("ctrl+s", "start", "Start"),
-        Binding("ctrl+q", "app.quit", "Quit"),
+        Binding("ctrl+q", "app.quit", "Quit", priority=True),
         Binding("w", "watch", "Watch run"),
         Binding("c", "checkpoints", "Checkpoints"),
         Binding("r", "refresh", "Refresh"),
@@ -180,14 +181,17 @@ class StartScreen(Screen):
         table = self.query_one("#runs-table", DataTable)
         table.add_columns("Run", "Preset", "Data", "Epochs", "Best val", "Status")
         if self.runs_dir is None:
-            # engine.checkpoint imports torch: find the default folder off the UI thread
+            # the engine may import torch to answer: find the default folder off the UI thread
             self.query_one("#runs").border_title = "Earlier runs"
             self.run_worker(self._find_runs_dir, thread=True, name="runs-dir")
         else:
             self.action_refresh()
 
     def _find_runs_dir(self) -> None:
-        from engine.checkpoint import default_runs_dir
+        try:
+            from engine.runs import default_runs_dir  # torch-free, where the engine has it
+        except ImportError:
+            from engine.checkpoint import default_runs_dir
 
         path = default_runs_dir()
         self.app.call_from_thread(self._set_runs_dir, path)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Iterable, Optional
 
 from rich.text import Text
 from textual.widgets import RichLog
 
 from ..runstate import LogLine, fmt_clock
+
+
+REWRAP_LINES = 500  # lines kept to re-wrap after a resize
 
 
 class EventLog(RichLog):
@@ -26,6 +30,8 @@ class EventLog(RichLog):
         super().__init__(wrap=True, markup=False, highlight=False, max_lines=2000, auto_scroll=True, min_width=16, id=id)
         self.border_title = "Events"
         self.lines_written: list[str] = []  # plain text, for tests and debugging
+        self._texts: deque[Text] = deque(maxlen=REWRAP_LINES)
+        self._wrapped_at = 0
 
     def add(self, lines: Iterable[LogLine]) -> None:
         for line in lines:
@@ -34,4 +40,14 @@ class EventLog(RichLog):
             self.lines_written.append(text.plain)
             if len(self.lines_written) > 4000:
                 del self.lines_written[:2000]
+            self._texts.append(text)
             self.write(text)
+
+    def on_resize(self) -> None:
+        # RichLog wraps a line once, when it is written: wrap the recent ones again for the new width
+        width = self.scrollable_content_region.width
+        if width and self._wrapped_at and width != self._wrapped_at:
+            self.clear()
+            for text in self._texts:
+                self.write(text)
+        self._wrapped_at = width or self._wrapped_at

@@ -80,6 +80,7 @@ class _Plot(PlotextPlot):
         super().__init__(id=id)
         self.points: dict[str, int] = {}
         """How many points each series got at the last draw (for tests and debugging)."""
+        self._xrange = (0.0, 1.0)
 
     def draw(self, state: RunState) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -88,6 +89,14 @@ class _Plot(PlotextPlot):
         self.points[name] = len(xs)
         if xs:
             self.plt.plot(list(xs), list(ys), **kw)
+
+    def _finish(self, ylim: tuple[float, float], empty_note: str) -> None:
+        self.plt.ylim(*ylim)
+        if not any(self.points.values()):
+            (x0, x1), (y0, y1) = self._xrange, ylim
+            self.plt.text(empty_note, (x0 + x1) / 2, (y0 + y1) / 2, alignment="center", color="gray",
+                          background="default")
+        self.refresh()
 
     def _begin(self) -> None:
         self.plt.clear_figure()
@@ -110,12 +119,15 @@ class _Plot(PlotextPlot):
         else:
             right = float(max(1, math.ceil(state.progress - 1e-9)))
         right = max(right, left + 1.0)
+        self._xrange = (left, right)
         self.plt.xlim(left, right)
         max_ticks = max(2, (self.size.width or 40) // 9)
         step = next(s for s in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 10**9)
                     if (right - left) / s <= max_ticks)
         first = math.ceil(left / step) * step
         ticks = list(range(int(first), int(right) + 1, step))
+        if ticks and right - ticks[-1] >= 0.6 * step and right == int(right):
+            ticks.append(int(right))  # show where the axis ends (the planned last epoch)
         self.plt.xticks(ticks, [str(t) for t in ticks])
 
 
@@ -136,8 +148,7 @@ class LossPlot(_Plot):
         self._series("val", vx, vl, marker="dot", color=VAL)
         values = _finite(list(ys) + tl + vl)
         self._x_axis(state)
-        self.plt.ylim(*(nice_range(values, floor=0.0) if values else (0, 1)))
-        self.refresh()
+        self._finish(nice_range(values, floor=0.0) if values else (0, 1), "no steps yet")
 
 
 class AccuracyPlot(_Plot):
@@ -154,8 +165,8 @@ class AccuracyPlot(_Plot):
         self._series("val", vx, va, marker="dot", color=VAL)
         values = _finite(ta + va)
         self._x_axis(state)
-        self.plt.ylim(*(nice_range(values, floor=0.0, ceil=100.0, min_rel_span=0.1) if values else (0, 100)))
-        self.refresh()
+        self._finish(nice_range(values, floor=0.0, ceil=100.0, min_rel_span=0.1) if values else (0, 100),
+                     "after epoch 1")
 
 
 class LearningRatePlot(_Plot):
@@ -169,8 +180,7 @@ class LearningRatePlot(_Plot):
         self._x_axis(state, whole_run=True)  # the whole schedule's span: where we are in it
         peak = state.config.get("lr") if state.config else None
         values = _finite(list(ys) + ([float(peak)] if isinstance(peak, (int, float)) else []))
-        self.plt.ylim(0, max(values) * 1.05 if values else 0.1)
-        self.refresh()
+        self._finish((0, max(values) * 1.05 if values else 0.1), "no steps yet")
 
 
 class Legend(Widget):

@@ -27,7 +27,7 @@ def state_text(state: RunState, source_kind: str = "live") -> Text:
     if state.state == "stopping" and "sav" in state.reason:
         label = "■ stopping, saving..."
     if state.state == "starting":
-        label = "◌ loading data..." if source_kind == "live" else "◌ waiting for events"
+        label = "◌ loading data..." if source_kind == "live" else "◌ no events yet"
     return Text(label, style=style)
 
 
@@ -86,7 +86,7 @@ class StatusPanel(Static):
         rows.append(("Run", run))
         st = state_text(state, source_kind)
         if quitting and state.active:
-            st.append("  quitting", style="dim")
+            st.append("\n(quits after the save)", style="dim")
         if source_kind == "watch" and state.state == "running" and quiet_for is not None and quiet_for > 60:
             st.append(f"  (quiet {fmt_duration(quiet_for)})", style="dim yellow")
         rows.append(("State", st))

@@ -1,0 +1,155 @@
+"""Pilot tests of the checkpoint browser: select, evaluate, gallery filters, resume, new run."""
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from textual.app import App
+from textual.widgets import DataTable, Static
+
+from engine.config import make_config
+from engine.trainer import Trainer
+from tui_trainer.screens.browser import BrowserScreen
+from tui_trainer.widgets.evaluation import Gallery, ImageTile
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("browser-runs")
+    cfg = make_config("tiny", data="synthetic", width=0.125, subset=600, val_size=200, epochs=2, runs_dir=str(root))
+    t = Trainer(cfg)
+    assert t.run() == "completed"
+    # a run folder holding a damaged checkpoint: the browser must survive it
+    bad = root / "20000101-000000-broken" / "checkpoints"
+    bad.mkdir(parents=True)
+    (bad / "last.pt").write_bytes(b"not a checkpoint at all")
+    return root, t.run_dir
+
+
+class Host(App):
+    """A bare app hosting the browser; records what the browser asks it to start."""
+
+    def __init__(self, root: Path, select=None):
+        super().__init__()
+        self.root, self.select, self.started = root, select, []
+
+    def on_mount(self) -> None:
+        self.push_screen(BrowserScreen(self.root, select=self.select))
+
+    def start_training(self, config, **kw):
+        self.started.append((config, kw))
+
+
+async def wait_eval(pilot, screen, timeout=60.0):
+    for _ in range(int(timeout / 0.1)):
+        await pilot.pause(0.1)
+        if screen.evaluating is None:
+            return
+    raise AssertionError("evaluation did not finish")
+
+
+def text_of(screen, selector) -> str:
+    w = screen.query_one(selector, Static)
+    return str(w.render())
+
+
+def test_evaluate_then_filter_the_gallery(runs):
+    root, run_dir = runs
+
+    async def go():
+        app = Host(root, select=str(run_dir))
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.pause(0.2)
+            screen = app.screen
+            assert isinstance(screen, BrowserScreen)
+            assert screen.current()["path"] == str(run_dir / "checkpoints" / "best.pt")
+            assert len(screen.rows) == 3  # best.pt and last.pt of the run, and the broken one
+            await pilot.press("e")
+            await wait_eval(pilot, screen)
+            summary = text_of(screen, "#eval-summary")
+            assert "accuracy" in summary and "2,000 images of synthetic:test" in summary
+            assert (run_dir / "checkpoints" / "best.eval.json").is_file()
+            table = screen.query_one(DataTable)
+            row = screen.rows.index(screen.current())
+            assert table.get_row_at(row)[5] != ""  # test accuracy now shown in the table
+            gallery = screen.query_one(Gallery)
+            tiles = list(gallery.query(ImageTile))
+            assert len(tiles) == Gallery.MAX_TILES
+            await pilot.press("w")  # misclassified only
+            await pilot.pause(0.2)
+            tiles = list(gallery.query(ImageTile))
+            assert tiles and not any(t.correct for t in tiles)
+            await pilot.press("k")  # first class only
+            await pilot.pause(0.2)
+            assert all(gallery.labels[t.index] == 0 for t in gallery.query(ImageTile))
+            await pilot.press("w", "a")
+            await pilot.pause(0.2)
+            assert gallery.selection() == list(range(2000))
+
+    asyncio.run(go())
+
+
+def test_a_broken_checkpoint_gives_a_message_and_the_browser_keeps_working(runs):
+    root, run_dir = runs
+
+    async def go():
+        app = Host(root, select=str(root / "20000101-000000-broken"))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause(0.2)
+            screen = app.screen
+            assert "broken" in screen.current()["run_id"]
+            await pilot.press("e")
+            await wait_eval(pilot, screen)
+            assert "Evaluation failed" in text_of(screen, "#eval-summary")
+            assert "not a readable checkpoint" in text_of(screen, "#eval-summary")
+            screen.sort_by("val")  # sortable, and still alive
+            await pilot.pause(0.1)
+            assert screen.rows[0]["val_acc"] is not None
+
+    asyncio.run(go())
+
+
+def test_resume_and_new_run_from_a_checkpoint(runs, tmp_path):
+    root, run_dir = runs
+
+    async def go():
+        app = Host(root, select=str(run_dir))
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.pause(0.2)
+            await pilot.press("n")
+            await pilot.pause(0.1)
+            config, kw = app.started[-1]
+            assert config == Trainer(make_config("tiny", data="synthetic", width=0.125, subset=600, val_size=200,
+                                                 epochs=2, runs_dir=str(root))).config
+            screen = app.screen
+            table = screen.query_one(DataTable)
+            table.move_cursor(row=[r["name"] for r in screen.rows].index("last.pt"))
+            await pilot.pause(0.1)
+            await pilot.press("r")  # last.pt of a run that finished its epochs: a message, no resume
+            await pilot.pause(0.1)
+            assert len(app.started) == 1
+
+    asyncio.run(go())
+    # a run stopped half-way resumes from the browser
+    from engine import events as ev
+
+    t: Trainer
+
+    def stop(e):
+        if isinstance(e, ev.StepDone) and e.step == 2:
+            t.send(ev.Stop())
+
+    t = Trainer(make_config("tiny", data="synthetic", width=0.125, subset=300, val_size=100, epochs=3, log_every=1,
+                            runs_dir=str(tmp_path)), listeners=[stop])
+    assert t.run() == "stopped"
+
+    async def go2():
+        app = Host(tmp_path, select=str(t.run_dir))
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.pause(0.2)
+            await pilot.press("r")
+            await pilot.pause(0.1)
+            config, kw = app.started[-1]
+            assert config is None and kw["resume"] == str(t.run_dir / "checkpoints" / "last.pt")
+
+    asyncio.run(go2())
