@@ -8,7 +8,8 @@ a minute) in a temporary runs folder, and saves:
 
 * ``dashboard.svg`` / ``dashboard-80x24.svg``: the dashboard mid-training
   (100x30 and 80x24 terminals);
-* ``checkpoints.svg``: the checkpoint list of that run;
+* ``browser.svg`` / ``gallery.svg``: the checkpoint browser after evaluating the
+  run's best checkpoint, and its gallery of misclassified test images;
 * ``start.svg``: the start screen, listing that run.
 
 The numbers come from real training, so they differ a little from one run to
@@ -30,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from engine.config import make_config  # noqa: E402
 from tui_trainer.app import CifarTuiApp  # noqa: E402
-from tui_trainer.screens import CheckpointScreen, DashboardScreen, StartScreen  # noqa: E402
+from tui_trainer.screens import BrowserScreen, DashboardScreen, StartScreen  # noqa: E402
 
 
 async def wait_until(pilot, predicate, timeout: float = 300.0) -> None:
@@ -63,13 +64,24 @@ async def dashboard_shots(out: Path, runs: Path, epochs: int, mid: int) -> None:
         await pilot.pause(0.8)
         save(app, out, "dashboard-80x24.svg")
         await pilot.resize_terminal(100, 30)
-        await pilot.press("c")
-        await wait_until(pilot, lambda: isinstance(app.screen, CheckpointScreen))
-        await pilot.pause(0.3)
-        save(app, out, "checkpoints.svg")
-        await pilot.press("escape")
         await pilot.press("q")  # stops with a checkpoint, then quits
         await wait_until(pilot, lambda: app.return_code is not None)
+
+
+async def browser_shots(out: Path, runs: Path) -> None:
+    app = CifarTuiApp("browse", runs_dir=str(runs))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, BrowserScreen))
+        browser = app.screen
+        await pilot.pause(0.3)
+        await pilot.press("e")
+        await pilot.pause(0.3)
+        await wait_until(pilot, lambda: browser.evaluating is None)
+        await pilot.pause(0.5)
+        save(app, out, "browser.svg")
+        await pilot.press("w")  # the gallery, misclassified images only
+        await pilot.pause(0.8)
+        save(app, out, "gallery.svg")
 
 
 async def start_shot(out: Path, runs: Path) -> None:
@@ -93,6 +105,7 @@ def main() -> int:
     runs = work / "runs"
     try:
         asyncio.run(dashboard_shots(out, runs, args.epochs, args.mid))
+        asyncio.run(browser_shots(out, runs))
         asyncio.run(start_shot(out, runs))
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -17,8 +17,8 @@ import pytest
 from engine import events as ev
 from engine.config import make_config
 from tui_trainer.app import CifarTuiApp, run_watch_app
-from tui_trainer.screens import CheckpointScreen, DashboardScreen, StartScreen
-from tui_trainer.screens.checkpoints import list_checkpoints
+from engine.runs import list_runs
+from tui_trainer.screens import BrowserScreen, DashboardScreen, StartScreen
 from tui_trainer.widgets.plots import AccuracyPlot, LearningRatePlot, LossPlot
 from ui_support import demo_events, press, wait_for
 
@@ -192,7 +192,7 @@ def test_nan_loss_shows_failed_and_the_app_stays_usable(tmp_path):
             assert any("failed: the loss became NaN" in line for line in dash.event_log.lines_written)
             assert dash.check_action("stop", ()) is None
             await pilot.press("c")  # still usable: the checkpoint list opens and closes
-            await wait_for(pilot, lambda: isinstance(app.screen, CheckpointScreen), what="checkpoint screen")
+            await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen), what="checkpoint screen")
             await pilot.press("escape")
             await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="back to the dashboard")
             await pilot.press("q")
@@ -376,7 +376,7 @@ def test_watch_follows_a_growing_metrics_file(tmp_path):
             await wait_for(pilot, lambda: "finished" in status_text(app), what="finished")
             assert dash.source.follower.bad_lines == 0
             await pilot.press("c")
-            await wait_for(pilot, lambda: isinstance(app.screen, CheckpointScreen), what="checkpoints")
+            await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen), what="checkpoints")
             await pilot.press("q")
             await wait_for(pilot, lambda: app.return_code is not None, what="exit")
         assert app.return_code == 0
@@ -406,15 +406,16 @@ def fake_run(runs_dir: Path, name: str, *, epochs=10, done=3, val=0.5, state="fi
     return d
 
 
-def test_checkpoint_list(tmp_path):
+def test_checkpoint_catalogue(tmp_path):
     d = fake_run(tmp_path, "r1")
     (d / "checkpoints" / "manual-e002-s0000020.pt").write_bytes(b"")  # no .json beside it
     (d / "checkpoints" / ".last.pt.tmp-1").write_bytes(b"")  # a temporary file is not listed
     (d / "checkpoints" / "best.eval.json").write_text(json.dumps({"cifar10": {"accuracy": 0.61}}))
-    rows = list_checkpoints(d)
-    assert [r["file"] for r in rows] == ["last.pt", "best.pt", "manual-e002-s0000020.pt"]
-    assert rows[0]["epoch"] == 3 and rows[0]["val_acc"] == 0.5
-    assert rows[1]["test_acc"] == 0.61 and rows[0]["test_acc"] is None
+    (run,) = list_runs(tmp_path)
+    rows = {c["name"]: c for c in run["checkpoints"]}
+    assert sorted(rows) == ["best.pt", "last.pt", "manual-e002-s0000020.pt"]
+    assert rows["last.pt"]["epoch"] == 3 and rows["last.pt"]["val_acc"] == 0.5
+    assert rows["best.pt"]["test_acc"] == 0.61 and rows["last.pt"]["test_acc"] is None
 
 
 def test_start_screen_form_runs_and_start(tmp_path):

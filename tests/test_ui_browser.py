@@ -153,3 +153,19 @@ def test_resume_and_new_run_from_a_checkpoint(runs, tmp_path):
             assert config is None and kw["resume"] == str(t.run_dir / "checkpoints" / "last.pt")
 
     asyncio.run(go2())
+
+
+def test_browse_command_checks_its_folder(tmp_path, capsys):
+    from tui_trainer.app import CifarTuiApp, run_browse_app
+
+    assert run_browse_app(str(tmp_path / "missing")) == 2
+    assert "is not a folder of runs" in capsys.readouterr().err
+
+    async def go():
+        app = CifarTuiApp("browse", runs_dir=str(tmp_path))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await pilot.pause(0.2)
+            assert isinstance(app.screen, BrowserScreen)
+            assert "No checkpoints" in text_of(app.screen, "#browser-where")
+
+    asyncio.run(go())

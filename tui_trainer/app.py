@@ -25,7 +25,7 @@ from textual.screen import Screen
 from engine import events as ev
 
 from .bridge import LiveSource, StaticSource, WatchSource
-from .screens import DashboardScreen, StartScreen
+from .screens import BrowserScreen, DashboardScreen, StartScreen
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABANDONED = 0, 1, 2, 130
 PALETTE_EXTRAS = {"mixup_schedule"}  # hidden from the footer, still in the command palette
@@ -54,7 +54,7 @@ class CifarTuiApp(App):
         trainer_factory: Optional[Callable[..., Any]] = None,
     ) -> None:
         super().__init__()
-        if mode not in ("start", "train", "watch", "replay"):
+        if mode not in ("start", "train", "watch", "replay", "browse"):
             raise ValueError(f"unknown mode {mode!r}")
         self.mode = mode
         self._runs_dir = runs_dir
@@ -81,6 +81,8 @@ class CifarTuiApp(App):
             self.push_screen(StartScreen(self.runs_dir))
         elif self.mode == "train":
             self.start_training(self.config, resume=self.resume, resume_overrides=self.resume_overrides)
+        elif self.mode == "browse":
+            self.push_screen(BrowserScreen(self.runs_dir))
         elif self.mode == "watch":
             assert self.run_dir is not None
             self.open_watch(self.run_dir)
@@ -190,6 +192,17 @@ def run_train_app(config=None, resume: str | None = None, resume_overrides: dict
         print("error: nothing to train: give a configuration or a checkpoint to resume", file=sys.stderr)
         return EXIT_USAGE
     return _run(CifarTuiApp("train", config=config, resume=resume, resume_overrides=resume_overrides))
+
+
+def run_browse_app(runs_dir: str | None = None) -> int:
+    """``cifar-tui browse [RUNS_DIR]``: the checkpoint browser."""
+    if runs_dir is not None:
+        path = Path(runs_dir).expanduser()
+        if not path.is_dir():
+            print(f"error: {path} is not a folder of runs; give the runs folder (or nothing for the default)",
+                  file=sys.stderr)
+            return EXIT_USAGE
+    return _run(CifarTuiApp("browse", runs_dir=runs_dir))
 
 
 def run_watch_app(run_dir: str) -> int:

@@ -258,6 +258,14 @@ def runs(runs_dir: Optional[str] = typer.Argument(None, help="The runs folder (d
     render_runs(Console(), list_runs(root), root)
 
 
+@app.command()
+def browse(runs_dir: Optional[str] = typer.Argument(None, help="The runs folder (default: the user data folder).")) -> None:
+    """Open the checkpoint browser: evaluate checkpoints, look at predictions, resume runs."""
+    from .app import run_browse_app
+
+    raise typer.Exit(run_browse_app(runs_dir))
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Console-script entry point."""
     app(args=argv, prog_name="cifar-tui")

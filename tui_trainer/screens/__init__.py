@@ -1,7 +1,7 @@
 """The app's screens: start form and run list, training dashboard, checkpoint list."""
 
-from .checkpoints import CheckpointScreen
+from .browser import BrowserScreen
 from .dashboard import DashboardScreen
 from .start import StartScreen
 
-__all__ = ["CheckpointScreen", "DashboardScreen", "StartScreen"]
+__all__ = ["BrowserScreen", "DashboardScreen", "StartScreen"]

@@ -209,9 +209,9 @@ class DashboardScreen(Screen):
         if not run_dir:
             self.notify("No run folder yet: the run has not started.", severity="warning")
             return
-        from .checkpoints import CheckpointScreen
+        from .browser import BrowserScreen
 
-        self.app.push_screen(CheckpointScreen(Path(run_dir)))
+        self.app.push_screen(BrowserScreen(Path(run_dir).parent, select=str(run_dir)))
 
     def action_back(self) -> None:
         if self.can_go_back and not getattr(self.source, "active", False):

@@ -280,6 +280,6 @@ class StartScreen(Screen):
         if run is None:
             self.notify("No run selected.", severity="warning")
             return
-        from .checkpoints import CheckpointScreen
+        from .browser import BrowserScreen
 
-        self.app.push_screen(CheckpointScreen(run))
+        self.app.push_screen(BrowserScreen(Path(run).parent, select=str(run)))
