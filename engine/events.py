@@ -101,6 +101,8 @@ class CheckpointSaved(Event):
     epoch: int
     val_acc: Optional[float]
     kind: str = "last"  # last | best | epoch | manual | stop
+    step_in_epoch: int = 0  # > 0: saved part-way through epoch ``epoch + 1``
+    global_step: int = 0
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import ConfigError, TrainConfig
+from .schedule import lr_at
 from . import distributed as dd
 from .checkpoint import RunLock
 from .data import Augmenter, DataBundle, DataError, ImageSet, load_data, make_epoch_plan, mixup_permutation, split_indices
@@ -71,20 +72,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError("--device mps: Apple's MPS is not available here; use --device cpu or auto")
     return torch.device(name)
-
-
-def lr_at(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
-    """Learning rate for global step ``step`` (0-based): linear warm-up, then the schedule."""
-    warm = int(round(cfg.warmup_epochs * steps_per_epoch))
-    if warm > 0 and step < warm:
-        return cfg.lr * (step + 1) / warm
-    t = (step - warm) / max(1, total_steps - warm)
-    t = min(max(t, 0.0), 1.0)
-    if cfg.schedule == "cosine":
-        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * t))
-    if cfg.schedule == "linear":
-        return cfg.lr * (1.0 - t)
-    return cfg.lr
 
 
 def check_resume_overrides(stored: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
@@ -242,6 +229,10 @@ class Trainer:
         bundle = self._data if self._data is not None else load_data(cfg.data)
         for note in bundle.notes:
             self._emit(ev.Warning(message=note))
+        if self._stop_requested_early():
+            self.exit_state, self.result_reason = "stopped", "stopped before training started"
+            self._set_state("finished", self.result_reason)
+            return "stopped"
         train_idx, val_idx, notes = split_indices(bundle.train.y, cfg.val_size, cfg.subset, cfg.seed)
         for note in notes:
             self._emit(ev.Warning(message=note))
@@ -450,7 +441,8 @@ class Trainer:
                 self._emit(ev.Warning(message=self.last_save_error))
                 return None
             self.last_save_error = None
-            self._emit(ev.CheckpointSaved(path=str(path), epoch=epochs_done, val_acc=val_acc, kind=kind))
+            self._emit(ev.CheckpointSaved(path=str(path), epoch=epochs_done, val_acc=val_acc, kind=kind,
+                                          step_in_epoch=step_in_epoch, global_step=global_step))
             return path
 
         def copy_checkpoint(src: Path, name: str, kind: str, epochs_done: int, val_acc: Optional[float]) -> Optional[Path]:
@@ -468,7 +460,8 @@ class Trainer:
             except OSError as e:
                 self._emit(ev.Warning(message=f"could not save {name} ({e.strerror or e})"))
                 return None
-            self._emit(ev.CheckpointSaved(path=str(dst), epoch=epochs_done, val_acc=val_acc, kind=kind))
+            self._emit(ev.CheckpointSaved(path=str(dst), epoch=epochs_done, val_acc=val_acc, kind=kind,
+                                          global_step=global_step))
             return dst
 
         # ---- the loop
@@ -499,7 +492,10 @@ class Trainer:
                 if not self.commands.empty() or self._paused:
                     t0 = time.perf_counter()
                     new_mix = self._apply_commands(lambda: save("manual", epoch - 1, step, None, {}), epoch)
-                    if new_mix is not None:
+                    if new_mix == "schedule":
+                        mixup = sched_mixup
+                        self._emit(ev.MixupChanged(epoch=epoch, on=mixup, source="schedule"))
+                    elif new_mix is not None:
                         mixup = new_mix
                     waited = time.perf_counter() - t0
                     paused_time += waited
@@ -639,6 +635,22 @@ class Trainer:
         self._set_state("finished", self.result_reason)
         return "completed"
 
+    def _stop_requested_early(self) -> bool:
+        """Before training starts (data loading can be long): honour a Stop, keep the rest queued."""
+        keep, stop = [], False
+        while True:
+            try:
+                cmd = self.commands.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(cmd, ev.Stop):
+                stop = True
+            else:
+                keep.append(cmd)
+        for cmd in keep:
+            self.commands.put(cmd)
+        return stop
+
     def _apply_commands(self, save_now: Callable[[], Any], epoch: int) -> Optional[bool]:
         """Apply queued commands; blocks while paused. Returns a new mixup value, if set."""
         new_mix: Optional[bool] = None
@@ -676,7 +688,7 @@ class Trainer:
                     new_mix = cmd.on
                     self._emit(ev.MixupChanged(epoch=epoch, on=cmd.on, source="user"))
                 else:
-                    self._emit(ev.Warning(message="mixup follows the schedule again from the next epoch"))
+                    new_mix = "schedule"  # type: ignore[assignment]  # the caller knows the schedule's value
 
 
 def _is_latest(ckpt_file: Path, global_step: int) -> bool:

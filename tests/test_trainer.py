@@ -370,3 +370,41 @@ def test_resuming_an_older_checkpoint_forks_a_new_run(small):
     assert any("new run folder" in w.message for w in of(seen, ev.Warning))
     assert (t.run_dir / "checkpoints" / "last.pt").read_bytes() == last_before  # the original is untouched
     assert load_checkpoint(r.run_dir / "checkpoints" / "last.pt")["epoch"] == 2
+
+
+def test_set_mixup_none_hands_control_back_to_the_schedule(small):
+    seen, listen = collect()
+    trainer: Trainer
+
+    def on_event(e):
+        listen(e)
+        if isinstance(e, ev.StepDone) and e.step == 1:
+            trainer.send(ev.SetMixup(True))
+        if isinstance(e, ev.StepDone) and e.step == 3:
+            trainer.send(ev.SetMixup(None))
+
+    trainer = Trainer(small(epochs=1, mixup=False), listeners=[on_event])
+    trainer.run()
+    changes = [(c.on, c.source) for c in of(seen, ev.MixupChanged)]
+    assert changes == [(True, "user"), (False, "schedule")]
+
+
+def test_a_stop_during_data_loading_ends_before_anything_is_written(small, tmp_path):
+    t = Trainer(small())
+    t.send(ev.Stop())
+    assert t.run() == "stopped"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_learning_rate_schedules():
+    from engine.config import make_config
+    from engine.schedule import lr_at
+
+    cos = make_config("paper", lr=0.1)
+    assert lr_at(cos, 0, 100, 10) == pytest.approx(0.1)
+    assert lr_at(cos, 50, 100, 10) == pytest.approx(0.05)
+    assert lr_at(cos, 100, 100, 10) == pytest.approx(0.0, abs=1e-12)
+    fast = make_config("fast")  # 2 warm-up epochs then linear decay
+    assert lr_at(fast, 0, 300, 10) == pytest.approx(fast.lr / 20)
+    assert lr_at(fast, 19, 300, 10) == pytest.approx(fast.lr)
+    assert lr_at(fast, 160, 300, 10) == pytest.approx(fast.lr * 0.5)
