@@ -103,6 +103,7 @@ class BrowserScreen(Screen):
         self.sort_key = "run"
         self.sort_reverse = True
         self.evaluating: Optional[str] = None
+        self.fresh: Optional[str] = None  # the checkpoint whose evaluation is on screen, just computed
 
     # ----------------------------------------------------------------------- layout
     def compose(self) -> ComposeResult:
@@ -232,7 +233,8 @@ class BrowserScreen(Screen):
         text.append("\n\nkeys: e evaluate   r resume this run   n new run with these settings", style="dim")
         self.query_one("#run-info", Static).update(text)
         # a stored evaluation is shown without recomputing
-        if self.evaluating is None and show_eval:
+        if self.evaluating is None and show_eval and row["path"] != self.fresh:
+            self.fresh = None
             self._show_stored(row)
 
     def _show_stored(self, row: dict) -> None:
@@ -303,6 +305,7 @@ class BrowserScreen(Screen):
 
     def _eval_done(self, path: str, result: dict) -> None:
         self.evaluating = None
+        self.fresh = path
         images = result.pop("_images")
         preds = result.pop("_predictions")
         conf = result.pop("_confidence")
