@@ -15,11 +15,12 @@
                          model and optimiser step.
 
 Every variant trains a fresh model for ``--warmup`` steps (not timed), then
-``--steps`` timed steps. The variants run interleaved (a, b, c, d, a, b, ...)
+``--steps`` timed steps, in a non-main thread as the CLI and the app train
+(``--main-thread`` runs (a), (b), (d) in the main thread instead). The variants run interleaved (a, b, c, d, a, b, ...)
 for ``--repeats`` rounds so that drift in a noisy machine hits all of them
 alike; the median of the rounds is reported.
 
-    python benchmarks/throughput.py --width 0.25 --steps 30 --repeats 3   # 2-core CPU, ~1-2 minutes
+    python benchmarks/throughput.py --width 0.25 --steps 12 --repeats 3   # 2-core CPU, ~1.5 minutes
     python benchmarks/throughput.py --device cuda                           # the report's network on a GPU
 
 Prints one JSON line, then a table.
@@ -40,13 +41,35 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-if __package__ in (None, ""):  # run as a script: make the repo's packages importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
 
 VARIANTS = ("model_only", "pipeline", "dashboard", "report_baseline")
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def in_thread(fn: Callable, *args, **kwargs):
+    """Run ``fn`` in a fresh non-main thread and return its result (re-raising its error).
+
+    The engine always trains in such a thread (the headless CLI's ``trainer.start()``,
+    the app's thread worker), so by default every variant does too."""
+    import threading
+
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as e:  # noqa: BLE001 - handed back to the caller
+            box["error"] = e
+
+    t = threading.Thread(target=target, name="bench-train")
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def device_name(device) -> str:
@@ -74,8 +97,8 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def make_step(model, opt, cfg, device, *, amp: bool) -> Callable:
-    """One training step as the engine takes it (minus data and bookkeeping)."""
+def make_step(model, opt, cfg, device, *, amp: bool, label_smoothing: float = 0.0) -> Callable:
+    """One training step as the engine takes it, minus data, mixup, EMA and bookkeeping."""
     import torch
     import torch.nn.functional as F
 
@@ -83,7 +106,7 @@ def make_step(model, opt, cfg, device, *, amp: bool) -> Callable:
 
     def step(xb, yb):
         with autocast_for(device, amp):
-            loss = F.cross_entropy(model(xb), yb)
+            loss = F.cross_entropy(model(xb), yb, label_smoothing=label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip_value is not None:
@@ -123,7 +146,7 @@ def bench_model_only(cfg, device, batch: int, warmup: int, steps: int) -> float:
     if cl:
         xb = xb.contiguous(memory_format=torch.channels_last)
     yb = torch.randint(0, 10, (batch,), generator=g).to(device)
-    step = make_step(model, opt, cfg, device, amp=cfg.amp)
+    step = make_step(model, opt, cfg, device, amp=cfg.amp, label_smoothing=cfg.label_smoothing)
     for _ in range(warmup):
         step(xb, yb)
     sync(device)
@@ -175,7 +198,7 @@ def engine_config(cfg, batch: int, warmup: int, steps: int, runs_dir: str):
 
 
 def bench_pipeline(cfg, bundle, batch: int, warmup: int, steps: int, runs_dir: str) -> float:
-    """(b) The real trainer, in this thread, no UI."""
+    """(b) The real trainer, no UI (``Trainer.run()`` in the calling thread)."""
     from engine.trainer import Trainer
 
     rec = StepRecorder()
@@ -274,7 +297,7 @@ def bench_report(cfg, bundle, device, batch: int, warmup: int, steps: int, worke
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="paper", help="engine preset (default: paper, the report's recipe)")
+    p.add_argument("--preset", default="paper", help="engine preset, e.g. paper, fast, tiny (default: paper, the report's recipe)")
     p.add_argument("--width", type=float, default=None, help="channel multiplier (default: the preset's; 1.0 = report's net)")
     p.add_argument("--batch-size", type=int, default=128, help="images per step (default 128)")
     p.add_argument("--steps", type=int, default=200, help="timed steps per variant and repeat (default 200)")
@@ -286,6 +309,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; as the engine's compile option)")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--main-thread", action="store_true",
+                   help="train (a), (b), (d) in the main thread (default: a fresh thread each, as the CLI and the app train)")
     p.add_argument("--json-only", action="store_true", help="print only the JSON line")
     args = p.parse_args(argv)
     if args.steps < 1 or args.repeats < 1 or args.batch_size < 1:
@@ -319,19 +344,20 @@ def run(args: argparse.Namespace, progress: Callable[[str], None] = lambda s: No
     # a learnable synthetic set with at least one epoch's worth of images (no validation split is taken)
     bundle = make_synthetic(n_train=max(need, 2_000), n_test=10)
 
+    call = (lambda fn, *a: fn(*a)) if args.main_thread else in_thread
     samples: dict[str, list[float]] = {v: [] for v in args.variants}
     with tempfile.TemporaryDirectory(prefix="cifar-tui-bench-") as runs_dir:
         for r in range(args.repeats):
             for v in args.variants:
                 t0 = time.perf_counter()
                 if v == "model_only":
-                    ips = bench_model_only(cfg, device, batch, warmup, steps)
+                    ips = call(bench_model_only, cfg, device, batch, warmup, steps)
                 elif v == "pipeline":
-                    ips = bench_pipeline(cfg, bundle, batch, warmup, steps, runs_dir)
-                elif v == "dashboard":
+                    ips = call(bench_pipeline, cfg, bundle, batch, warmup, steps, runs_dir)
+                elif v == "dashboard":  # the app trains in its own thread worker either way
                     ips = bench_dashboard(cfg, bundle, batch, warmup, steps, runs_dir)
                 else:
-                    ips = bench_report(cfg, bundle, device, batch, warmup, steps, args.workers)
+                    ips = call(bench_report, cfg, bundle, device, batch, warmup, steps, args.workers)
                 samples[v].append(ips)
                 progress(f"round {r + 1}/{args.repeats}: {v:<15} {ips:9.1f} images/s  ({time.perf_counter() - t0:.1f} s)")
 
@@ -359,6 +385,7 @@ def run(args: argparse.Namespace, progress: Callable[[str], None] = lambda s: No
         "channels_last": bool(cfg.channels_last and device.type == "cuda"),
         "compile": bool(cfg.compile and device.type == "cuda"),
         "loader_workers": args.workers,
+        "train_thread": "main" if args.main_thread else "worker",
         **{v: (round(med[v], 1) if med[v] is not None else None) for v in VARIANTS},
         "pipeline_vs_model": ratio("pipeline", "model_only"),
         "dashboard_vs_pipeline": ratio("dashboard", "pipeline"),
@@ -400,7 +427,14 @@ def print_table(res: dict[str, Any]) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     quiet = args.json_only
-    res = run(args, progress=(lambda s: None) if quiet else (lambda s: print(f"... {s}", file=sys.stderr, flush=True)))
+    from engine.config import ConfigError
+    from engine.data import DataError
+
+    try:
+        res = run(args, progress=(lambda s: None) if quiet else (lambda s: print(f"... {s}", file=sys.stderr, flush=True)))
+    except (ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(res), flush=True)
     if not quiet:
         print_table(res)
@@ -408,4 +442,6 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    if str(REPO) not in sys.path:  # run as a script from a checkout that is not installed
+        sys.path.insert(0, str(REPO))
     sys.exit(main())

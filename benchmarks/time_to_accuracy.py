@@ -32,8 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-if __package__ in (None, ""):  # run as a script: make the repo's packages importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
 
 
 def parse_targets(text: str) -> list[float]:
@@ -81,7 +80,7 @@ class Recorder:
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", default="tiny", help="engine preset: paper or tiny (default tiny)")
+    p.add_argument("--preset", default="tiny", help="engine preset, e.g. paper, fast, tiny (default tiny)")
     p.add_argument("--data", default="synthetic", help="cifar10, synthetic, or a path (folder, zip) (default synthetic)")
     p.add_argument("--epochs", type=int, default=None, help="epochs (default: the preset's)")
     p.add_argument("--width", type=float, default=None, help="channel multiplier (default: the preset's)")
@@ -220,7 +219,14 @@ def print_table(res: dict[str, Any]) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     progress = (lambda s: None) if args.json_only else (lambda s: print(f"... {s}", file=sys.stderr, flush=True))
-    res = run(args, progress)
+    from engine.config import ConfigError
+    from engine.data import DataError
+
+    try:
+        res = run(args, progress)
+    except (ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(res), flush=True)
     if not args.json_only:
         print_table(res)
@@ -228,4 +234,6 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 if __name__ == "__main__":
+    if str(REPO) not in sys.path:  # run as a script from a checkout that is not installed
+        sys.path.insert(0, str(REPO))
     sys.exit(main())
