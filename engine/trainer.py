@@ -288,13 +288,25 @@ class Trainer:
                     f"the run already has {start_epoch} of {cfg.epochs} epochs; pass --epochs N with N > {start_epoch} to train further"
                 )
         ema = None
+        ema_count = {"n": 0}  # updates so far, on the host: the decay warm-up needs no GPU sync
         if cfg.ema_decay is not None:
-            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+            from torch.optim.swa_utils import AveragedModel
 
-            ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+            decay = float(cfg.ema_decay)
+
+            @torch.no_grad()
+            def ema_update(ema_params, params, _num_averaged):
+                if not ema_params[0].is_floating_point():  # e.g. BatchNorm's step counters
+                    for e, p in zip(ema_params, params):
+                        e.copy_(p)
+                    return
+                torch._foreach_lerp_(ema_params, params, 1.0 - ema_decay_at(ema_count["n"], decay))
+
+            ema = AveragedModel(model, multi_avg_fn=ema_update, use_buffers=True)
             if ckpt is not None and isinstance(ckpt.get("ema"), dict):
                 ema.module.load_state_dict(ckpt["ema"])
-                ema.n_averaged.fill_(int(ckpt.get("ema_n", 1)))
+                ema_count["n"] = int(ckpt.get("ema_n", 1))
+                ema.n_averaged.fill_(max(1, ema_count["n"]))
         eval_model = ema.module if ema is not None else model
         train_model = model
         if dist.enabled:
@@ -407,7 +419,7 @@ class Trainer:
                 return None  # not rank 0
             state = {
                 "model": model.state_dict(),
-                **({"ema": ema.module.state_dict(), "ema_n": int(ema.n_averaged.item())} if ema is not None else {}),
+                **({"ema": ema.module.state_dict(), "ema_n": ema_count["n"]} if ema is not None else {}),
                 "optimizer": opt.state_dict(),
                 "scheduler": {"global_step": global_step, "total_steps": total_steps},
                 "epoch": epochs_done,
@@ -534,7 +546,8 @@ class Trainer:
                     torch.nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip_value)
                 opt.step()
                 if ema is not None:
-                    ema.update_parameters(model)
+                    ema.update_parameters(model)  # the first call copies the weights
+                    ema_count["n"] += 1
                 with torch.no_grad():
                     pred = out.argmax(1)
                     if mixup:
@@ -689,6 +702,12 @@ class Trainer:
                     self._emit(ev.MixupChanged(epoch=epoch, on=cmd.on, source="user"))
                 else:
                     new_mix = "schedule"  # type: ignore[assignment]  # the caller knows the schedule's value
+
+
+def ema_decay_at(n: int, decay: float) -> float:
+    """The EMA decay after ``n`` updates: ramps up as (1 + n) / (10 + n) to ``decay``, so early
+    averages are not dominated by the random initial weights."""
+    return min(decay, (1.0 + n) / (10.0 + n))
 
 
 def _is_latest(ckpt_file: Path, global_step: int) -> bool:

@@ -408,3 +408,11 @@ def test_learning_rate_schedules():
     assert lr_at(fast, 0, 300, 10) == pytest.approx(fast.lr / 20)
     assert lr_at(fast, 19, 300, 10) == pytest.approx(fast.lr)
     assert lr_at(fast, 160, 300, 10) == pytest.approx(fast.lr * 0.5)
+
+
+def test_ema_decay_warms_up():
+    from engine.trainer import ema_decay_at
+
+    assert ema_decay_at(0, 0.99) == pytest.approx(0.1)
+    assert ema_decay_at(10, 0.99) == pytest.approx(11 / 20)
+    assert ema_decay_at(10_000, 0.99) == 0.99
