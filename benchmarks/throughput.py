@@ -33,7 +33,6 @@ import asyncio
 import json
 import math
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -42,6 +41,8 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_model  # noqa: E402
 
 VARIANTS = ("model_only", "pipeline", "dashboard", "report_baseline")
 
@@ -78,16 +79,6 @@ def device_name(device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return cpu_model()
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def sync(device) -> None:
@@ -406,7 +397,7 @@ def print_table(res: dict[str, Any]) -> None:
     t.add_column("variant")
     t.add_column("images/s (median)", justify="right")
     t.add_column("best", justify="right")
-    t.add_column("rounds", justify="right")
+    t.add_column("each round", justify="right")
     t.add_column("vs model only", justify="right")
     labels = {
         "model_only": "(a) model only",

@@ -33,6 +33,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_model  # noqa: E402
 
 
 def parse_targets(text: str) -> list[float]:
@@ -163,7 +165,7 @@ def run(args: argparse.Namespace, progress=lambda s: None) -> dict[str, Any]:
         "train_images": run_info.train_size,
         "val_images": run_info.val_size,
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_model(),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "data_load_s": round(data_load_s, 2),
@@ -175,18 +177,6 @@ def run(args: argparse.Namespace, progress=lambda s: None) -> dict[str, Any]:
         "per_epoch": per_epoch,
         "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
-
-
-def _cpu_model() -> str:
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def print_table(res: dict[str, Any]) -> None:

@@ -153,7 +153,7 @@ def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], key: str = "model
     state = ckpt[key]
     try:
         model.load_state_dict(state, strict=True)
-    except (RuntimeError, KeyError, TypeError) as e:
+    except (RuntimeError, KeyError, TypeError):
         theirs = ckpt.get("arch", {})
         mine_w = getattr(model, "width", "?")
         raise CheckpointError(

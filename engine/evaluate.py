@@ -197,7 +197,6 @@ def load_predict_inputs(inputs: list[str]):
     in the order given, a folder's or zip's images sorted by path, a pickle's rows
     in order. Raises :class:`engine.data.DataError`.
     """
-    import os
     import zipfile
     from pathlib import Path
 
@@ -263,7 +262,6 @@ def load_predict_inputs(inputs: list[str]):
     if resized_total:
         notes.append(f"resized {resized_total} image(s) to 32x32")
     x = torch.cat(chunks) if chunks else torch.empty((0, 3, 32, 32), dtype=torch.uint8)
-    del os
     return x, names, notes
 
 

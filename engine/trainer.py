@@ -42,7 +42,7 @@ from .config import ConfigError, TrainConfig
 from .schedule import lr_at
 from . import distributed as dd
 from .checkpoint import RunLock
-from .data import Augmenter, DataBundle, DataError, ImageSet, load_data, make_epoch_plan, mixup_permutation, split_indices
+from .data import Augmenter, DataBundle, DataError, load_data, make_epoch_plan, mixup_permutation, split_indices
 from .evaluate import autocast_for, evaluate
 from .model import SEResNet, arch_info, count_parameters
 

@@ -117,3 +117,9 @@ def test_resume_from_files_that_are_not_checkpoints(tmp_path):
 def test_python_dash_m_works():
     r = subprocess.run([sys.executable, "-m", "tui_trainer", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "train" in r.stdout
+
+
+def test_sizes_are_short():
+    from tui_trainer.formatting import format_size
+
+    assert [format_size(n) for n in (512, 9_728, 722_000, 2_600_000)] == ["512B", "9.5K", "705K", "2.5M"]

@@ -1,4 +1,3 @@
-import threading
 import time
 
 import pytest
@@ -17,6 +16,20 @@ def collect():
 
 def of(seen, cls):
     return [e for e in seen if isinstance(e, cls)]
+
+
+def scripted(config=None, at=None, **kw):
+    """A Trainer that records its events and sends ``at[step]`` when StepDone reports that global step."""
+    seen: list[ev.Event] = []
+    box: dict = {}
+
+    def on_event(e):
+        seen.append(e)
+        if isinstance(e, ev.StepDone) and e.step in (at or {}):
+            box["trainer"].send(at[e.step])
+
+    box["trainer"] = Trainer(config, listeners=[on_event], **kw)
+    return box["trainer"], seen
 
 
 def test_tiny_model_learns_synthetic(small):
@@ -58,15 +71,7 @@ def test_metrics_are_read_every_k_steps_only(small):
 
 
 def test_pause_really_stops_steps_and_resume_continues(small):
-    seen, listen = collect()
-    trainer: Trainer
-
-    def on_event(e):
-        listen(e)
-        if isinstance(e, ev.StepDone) and e.step == 2:
-            trainer.send(ev.Pause())
-
-    trainer = Trainer(small(epochs=3), listeners=[on_event])
+    trainer, seen = scripted(small(epochs=3), at={2: ev.Pause()})
     trainer.start()
     deadline = time.time() + 30
     while not any(isinstance(e, ev.StateChanged) and e.state == "paused" for e in seen):
@@ -85,15 +90,7 @@ def test_pause_really_stops_steps_and_resume_continues(small):
 
 
 def test_stop_saves_a_loadable_checkpoint_mid_epoch(small):
-    seen, listen = collect()
-    trainer: Trainer
-
-    def on_event(e):
-        listen(e)
-        if isinstance(e, ev.StepDone) and e.step == 3:
-            trainer.send(ev.Stop(save=True))
-
-    trainer = Trainer(small(epochs=5), listeners=[on_event])
+    trainer, seen = scripted(small(epochs=5), at={3: ev.Stop(save=True)})
     assert trainer.run() == "stopped"
     saved = of(seen, ev.CheckpointSaved)
     assert saved and saved[-1].kind == "stop"
@@ -103,15 +100,7 @@ def test_stop_saves_a_loadable_checkpoint_mid_epoch(small):
 
 
 def test_save_checkpoint_command_writes_a_file(small):
-    seen, listen = collect()
-    trainer: Trainer
-
-    def on_event(e):
-        listen(e)
-        if isinstance(e, ev.StepDone) and e.step == 2:
-            trainer.send(ev.SaveCheckpoint())
-
-    trainer = Trainer(small(epochs=1), listeners=[on_event])
+    trainer, seen = scripted(small(epochs=1), at={2: ev.SaveCheckpoint()})
     trainer.run()
     manual = [e for e in of(seen, ev.CheckpointSaved) if e.kind == "manual"]
     assert len(manual) == 1
@@ -124,15 +113,7 @@ def test_mixup_toggle_changes_the_loss_path(small, monkeypatch):
     calls = []
     real = tr.mixup_permutation
     monkeypatch.setattr(tr, "mixup_permutation", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
-    seen, listen = collect()
-    trainer: Trainer
-
-    def on_event(e):
-        listen(e)
-        if isinstance(e, ev.StepDone) and e.step == 2:
-            trainer.send(ev.SetMixup(True))
-
-    trainer = Trainer(small(epochs=1, mixup=False), listeners=[on_event])
+    trainer, seen = scripted(small(epochs=1, mixup=False), at={2: ev.SetMixup(True)})
     trainer.run()
     assert of(seen, ev.MixupChanged)[0].on is True and of(seen, ev.MixupChanged)[0].source == "user"
     assert calls == [2, 3, 4]  # steps after the command mix images; the first two did not
@@ -153,15 +134,9 @@ def test_exact_resume_gives_bitwise_equal_weights(small, tmp_path):
     straight = Trainer(small(epochs=2, preset="paper", mixup_prob=1.0, mixup_off_epochs=0, runs_dir=str(tmp_path / "a")))
     assert straight.run() == "completed"
     # a 2-epoch run stopped after epoch 1 (its schedule spans 2 epochs), then resumed
-    seen, listen = collect()
-    trainer: Trainer
-
-    def on_event(e):
-        listen(e)
-        if isinstance(e, ev.EpochDone) and e.epoch == 1:
-            trainer.send(ev.Stop(save=True))
-
-    trainer = Trainer(small(epochs=2, preset="paper", mixup_prob=1.0, mixup_off_epochs=0, runs_dir=str(tmp_path / "c")), listeners=[on_event])
+    # (5 steps an epoch: a Stop at step 5 is applied before epoch 2's first step)
+    trainer, _ = scripted(small(epochs=2, preset="paper", mixup_prob=1.0, mixup_off_epochs=0, runs_dir=str(tmp_path / "c")),
+                          at={5: ev.Stop(save=True)})
     assert trainer.run() == "stopped"
     last = trainer.run_dir / "checkpoints" / "last.pt"
     assert load_checkpoint(last)["epoch"] == 1
@@ -178,13 +153,8 @@ def test_exact_resume_gives_bitwise_equal_weights(small, tmp_path):
 def test_mid_epoch_resume_is_exact_too(small, tmp_path, extra):
     straight = Trainer(small(epochs=2, runs_dir=str(tmp_path / "a"), **extra))
     straight.run()
-    trainer: Trainer
-
-    def on_event(e):
-        if isinstance(e, ev.StepDone) and e.step == 7:  # epoch 2, step 2
-            trainer.send(ev.Stop(save=True))
-
-    trainer = Trainer(small(epochs=2, runs_dir=str(tmp_path / "b"), **extra), listeners=[on_event])
+    # global step 7 is epoch 2, step 2
+    trainer, _ = scripted(small(epochs=2, runs_dir=str(tmp_path / "b"), **extra), at={7: ev.Stop(save=True)})
     assert trainer.run() == "stopped"
     last = trainer.run_dir / "checkpoints" / "last.pt"
     assert load_checkpoint(last)["step_in_epoch"] == 2
@@ -335,7 +305,7 @@ def test_ema_weights_are_what_evaluation_uses(small):
 
 
 def test_flip_tta_averages_an_image_and_its_mirror():
-    from engine.evaluate import normalize, predict_logits
+    from engine.evaluate import predict_logits
     from engine.model import SEResNet
 
     torch.manual_seed(0)
@@ -373,17 +343,7 @@ def test_resuming_an_older_checkpoint_forks_a_new_run(small):
 
 
 def test_set_mixup_none_hands_control_back_to_the_schedule(small):
-    seen, listen = collect()
-    trainer: Trainer
-
-    def on_event(e):
-        listen(e)
-        if isinstance(e, ev.StepDone) and e.step == 1:
-            trainer.send(ev.SetMixup(True))
-        if isinstance(e, ev.StepDone) and e.step == 3:
-            trainer.send(ev.SetMixup(None))
-
-    trainer = Trainer(small(epochs=1, mixup=False), listeners=[on_event])
+    trainer, seen = scripted(small(epochs=1, mixup=False), at={1: ev.SetMixup(True), 3: ev.SetMixup(None)})
     trainer.run()
     changes = [(c.on, c.source) for c in of(seen, ev.MixupChanged)]
     assert changes == [(True, "user"), (False, "schedule")]

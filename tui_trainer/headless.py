@@ -11,7 +11,6 @@ import queue
 from pathlib import Path
 import signal
 import threading
-import time
 from typing import Any, Optional
 
 from rich.console import Console
@@ -26,6 +25,8 @@ from rich.progress import (
 )
 
 from engine import events as ev
+
+from .formatting import format_size
 
 
 def _pct(v: Optional[float]) -> str:
@@ -329,14 +330,6 @@ def render_predictions(console: Console, names: list, probs, classes: list, top_
     console.print(table)
 
 
-def _size(n: float) -> str:
-    for unit in ("B", "K", "M", "G"):
-        if n < 1024 or unit == "G":
-            return f"{n:.0f}{unit}" if unit == "B" or n >= 10 else f"{n:.1f}{unit}"
-        n /= 1024
-    return str(n)
-
-
 def render_runs(console: Console, runs: list, root) -> None:
     from rich.table import Table
 
@@ -368,7 +361,7 @@ def render_runs(console: Console, runs: list, root) -> None:
                 "" if not c or c["epoch"] is None else str(c["epoch"]),
                 _pct(c["val_acc"]).strip() if c and c["val_acc"] is not None else "",
                 _pct(c["test_acc"]).strip() if c and c["test_acc"] is not None else "",
-                _size(c["size"]) if c else "",
+                format_size(c["size"]) if c else "",
                 end_section=i == len(ckpts) - 1,
             )
     console.print(table)

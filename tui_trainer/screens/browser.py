@@ -29,6 +29,7 @@ from textual.widgets import (
     TabPane,
 )
 
+from ..formatting import format_size
 from ..widgets.evaluation import Gallery, confusion_renderable
 
 COLUMNS = [  # key, title, sort key of a row dict
@@ -44,14 +45,6 @@ COLUMNS = [  # key, title, sort key of a row dict
 
 def _pct(v: Optional[float]) -> str:
     return "" if v is None else f"{100 * v:.2f}"
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "K", "M", "G"):
-        if n < 1024 or unit == "G":
-            return f"{n:.0f}{unit}" if unit == "B" or n >= 10 else f"{n:.1f}{unit}"
-        n /= 1024
-    return str(n)  # pragma: no cover
 
 
 def _short(text: str, n: int) -> str:
@@ -162,7 +155,7 @@ class BrowserScreen(Screen):
             table.add_row(
                 _short(r["run_id"], 24), _short(str(r["data"] or ""), 14), r["name"],
                 "" if r["epoch"] is None else str(r["epoch"]) + ("+" if r.get("step_in_epoch") else ""),
-                _pct(r["val_acc"]), _pct(r["test_acc"]), _size(r["size"]), key=r["path"],
+                _pct(r["val_acc"]), _pct(r["test_acc"]), format_size(r["size"]), key=r["path"],
             )
         target = keep or self._initial_target()
         if target is not None:

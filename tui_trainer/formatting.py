@@ -1,0 +1,12 @@
+"""Small text formats shared by the headless tables and the app."""
+
+from __future__ import annotations
+
+
+def format_size(n: float) -> str:
+    """A file size in a few characters: 512B, 9.5K, 706K, 2.5M."""
+    for unit in ("B", "K", "M", "G"):
+        if n < 1024 or unit == "G":
+            return f"{n:.0f}{unit}" if unit == "B" or n >= 10 else f"{n:.1f}{unit}"
+        n /= 1024
+    return f"{n:.0f}G"  # pragma: no cover
