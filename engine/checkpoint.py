@@ -1,109 +1,111 @@
-"""Checkpoints and the run directory.
+"""Checkpoints: atomic save, safe load, validated records, and the model they describe.
 
-    <runs_dir>/<run-id>/
-      config.json        the full TrainConfig, data source, versions, device, params
-      metrics.jsonl      one event per line
-      checkpoints/       epoch-NNN.pt, last.pt, best.pt (+ a small .json beside each)
-
-Saving is atomic: write a temporary file in the same folder, fsync, rename.
-Loading uses ``torch.load(weights_only=True)``: a checkpoint cannot run code.
+Saving is atomic (:mod:`engine.files`): a temporary file in the same folder,
+fsynced, renamed into place. Loading uses ``torch.load(weights_only=True)``, so a
+checkpoint cannot run code, and the record is checked (types, ranges) before
+anything is built from it, so a damaged or hostile file gets a one-line error
+instead of a crash or a huge allocation. Where a checkpoint goes in a run folder
+is :class:`engine.rundir.RunDir`'s business.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
-import os
+import errno
+import math
 import pickle
+import shutil
+import uuid
 import zipfile
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 
-from .runs import (  # noqa: F401  (re-exported: the catalogue needs no torch)
-    atomic_write_bytes,
-    atomic_write_json,
-    default_runs_dir,
-    eval_results_path,
-    list_runs,
-    read_config_json,
-    read_eval_results,
-    read_metrics,
-    store_eval_result,
-)
+from .config import MAX_WIDTH
+from .events import CheckpointKind
+from .files import atomic_link, atomic_write_bytes, atomic_write_json, is_regular_file
+from .rundir import Purpose, RunDir
 
 FORMAT_NAME = "cifar-tui-checkpoint"
 FORMAT_VERSION = 1
+MAX_CLASSES = 1000
 
 
 class CheckpointError(Exception):
     """A file that cannot be used as a checkpoint. One-line message for the user."""
 
 
-# ------------------------------------------------------------------------ locations
+# ---------------------------------------------------------------------- save
 
 
-def new_run_dir(runs_dir: Optional[str | Path], preset: str) -> Path:
-    root = Path(runs_dir).expanduser() if runs_dir else default_runs_dir()
-    if root.exists() and not root.is_dir():
-        raise CheckpointError(f"--runs-dir {root} is a file, not a folder; choose a folder")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CheckpointError(f"cannot create the runs folder {root} ({e.strerror}); choose another with --runs-dir") from None
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = f"{stamp}-{preset}"
-    for i in range(1000):
-        name = base if i == 0 else f"{base}-{i}"
-        d = root / name
-        try:
-            d.mkdir()
-        except FileExistsError:
-            continue
-        except OSError as e:
-            raise CheckpointError(f"cannot write in the runs folder {root} ({e.strerror}); choose another with --runs-dir") from None
-        (d / "checkpoints").mkdir()
-        return d
-    raise CheckpointError(f"too many runs named {base}* in {root}")
-
-
-# ---------------------------------------------------------------------- save / load
-
-
-def save_checkpoint(path: Path, state: dict[str, Any], summary: Optional[dict[str, Any]] = None) -> None:
-    """Write ``state`` (plus format header) atomically to ``path`` and a JSON summary beside it."""
-    payload = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **state}
+def save_checkpoint(path: Path, state: dict[str, Any], summary: Optional[dict[str, Any]] = None) -> str:
+    """Write ``state`` (plus format header and a fresh ``save_id``) atomically to ``path``, and
+    a JSON summary beside it. Returns the save id. Raises ``OSError`` when the write fails."""
+    save_id = uuid.uuid4().hex
+    payload = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "save_id": save_id, **state}
     try:
         atomic_write_bytes(path, lambda fh: torch.save(payload, fh))
     except RuntimeError as e:
         # torch's zip writer reports a failed write (e.g. a full disk) as a RuntimeError.
-        import errno
-        import shutil
-
         try:
             full = shutil.disk_usage(path.parent).free < (64 << 20)
         except OSError:
             full = False
         if full:
             raise OSError(errno.ENOSPC, "No space left on device") from None
-        raise OSError(errno.EIO, str(e).strip().splitlines()[0] if str(e).strip() else "write failed") from None
+        raise OSError(errno.EIO, _first_line(e) or "write failed") from None
     if summary is not None:
-        atomic_write_json(path.with_suffix(".json"), summary)
+        atomic_write_json(RunDir.summary_path(path), {**summary, "save_id": save_id})
+    return save_id
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely. Raises :class:`CheckpointError` with a one-line reason."""
+class CheckpointStore:
+    """Writes a run's checkpoints where its :class:`RunDir` says, with their summaries."""
+
+    def __init__(self, run: RunDir):
+        self.run = run
+
+    def save(self, kind: CheckpointKind, state: dict[str, Any], summary: dict[str, Any], *,
+             epoch: int, global_step: int, step_in_epoch: int = 0) -> Path:
+        path = self.run.checkpoint_path(kind, epoch=epoch, global_step=global_step, step_in_epoch=step_in_epoch)
+        save_checkpoint(path, state, {**summary, "kind": kind})
+        return path
+
+    def copy(self, src: Path, kind: CheckpointKind, *, epoch: int) -> Path:
+        """``src`` also as ``kind`` (best.pt, epoch-NNN.pt): the same bytes, its own summary."""
+        dst = self.run.checkpoint_path(kind, epoch=epoch)
+        atomic_link(src, dst)
+        atomic_write_json(RunDir.summary_path(dst), {**RunDir.read_summary(src), "kind": kind})
+        return dst
+
+
+# ---------------------------------------------------------------------- load
+
+
+def resolve_checkpoint(path: str | Path, purpose: Purpose = "resume") -> Path:
+    """A checkpoint file from a file or run-folder argument: for ``resume`` a run folder's
+    last.pt, for ``inference`` its best.pt. Raises :class:`CheckpointError`."""
     p = Path(path).expanduser()
     if p.is_dir():
-        for cand in (p / "checkpoints" / "last.pt", p / "last.pt"):
-            if cand.is_file():
-                p = cand
-                break
-        else:
-            raise CheckpointError(f"{p} is a folder with no checkpoints/last.pt; give a .pt file or a run folder")
-    if not p.is_file():
+        run = RunDir(p.parent) if p.name == "checkpoints" else RunDir(p)
+        found = run.checkpoint_for(purpose)
+        if found is None:
+            raise CheckpointError(f"{p} is a folder without checkpoints/last.pt or best.pt; give a .pt file or a run folder")
+        return found
+    if not p.exists():
         raise CheckpointError(f"checkpoint {p} does not exist")
+    if not is_regular_file(p):
+        raise CheckpointError(f"{p} is not a regular file (a pipe or a device?); give a .pt file")
+    return p
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    purpose: Purpose = "resume") -> dict[str, Any]:
+    """Load and check a checkpoint safely. Raises :class:`CheckpointError` with a one-line reason.
+
+    The returned dict also has ``path`` (the file read).
+    """
+    p = resolve_checkpoint(path, purpose)
     try:
         data = torch.load(p, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError,
@@ -119,142 +121,74 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{p} is not a readable checkpoint") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{p} is not a cifar-tui checkpoint (a model from another program?)")
-    version = data.get("version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{p} has checkpoint format version {version}, newer than this cifar-tui supports ({FORMAT_VERSION}); upgrade cifar-tui"
-        )
-    if version < 1:
-        raise CheckpointError(f"{p} has an unknown checkpoint format version {version}")
-    for key in ("model", "arch", "config"):
-        if key not in data:
-            raise CheckpointError(f"{p} is an incomplete checkpoint (no {key!r})")
+    check_record(data, p)
     data["path"] = str(p)
     return data
 
 
+def check_record(data: dict[str, Any], p: Path) -> None:
+    """Refuse a record whose fields have the wrong types or impossible values, before any
+    of them sizes an allocation or reaches the trainer."""
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CheckpointError(f"{p} has an unknown checkpoint format version {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{p} has checkpoint format version {version}, newer than this cifar-tui supports ({FORMAT_VERSION}); upgrade cifar-tui"
+        )
+    for key in ("model", "arch", "config"):
+        if key not in data:
+            raise CheckpointError(f"{p} is an incomplete checkpoint (no {key!r})")
+        if not isinstance(data[key], dict):
+            raise CheckpointError(f"{p} is damaged: its {key!r} record is not a mapping")
+    for key in ("epoch", "step_in_epoch", "global_step", "ema_n"):
+        v = data.get(key, 0)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise CheckpointError(f"{p} is damaged: {key} is {v!r}, not a count")
+    _check_arch(data["arch"], data.get("classes"), p)
+
+
+def _check_arch(arch: dict[str, Any], classes: Any, p: Path) -> None:
+    width, n = arch.get("width"), arch.get("num_classes")
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not math.isfinite(width) or not 0 < width <= MAX_WIDTH:
+        raise CheckpointError(f"{p} is damaged: its network width is {width!r}; cifar-tui builds widths in (0, {MAX_WIDTH}]")
+    if isinstance(n, bool) or not isinstance(n, int) or not 2 <= n <= MAX_CLASSES:
+        raise CheckpointError(f"{p} is damaged: it declares {n!r} classes; cifar-tui supports 2 to {MAX_CLASSES}")
+    if classes is not None:
+        if not isinstance(classes, (list, tuple)) or not all(isinstance(c, str) for c in classes):
+            raise CheckpointError(f"{p} is damaged: its class names are not a list of names")
+        if len(classes) != n:
+            raise CheckpointError(f"{p} is damaged: it declares {n} classes but names {len(classes)}")
+
+
 def build_model_from_checkpoint(ckpt: dict[str, Any]):
-    """Rebuild the network a checkpoint describes and load its inference weights (strict):
+    """Rebuild the network a (checked) checkpoint describes and load its inference weights:
     the EMA of the weights when the run kept one, else the trained weights."""
     from .model import ARCH_NAME, SEResNet
 
     arch = ckpt["arch"]
     if arch.get("name") != ARCH_NAME:
-        raise CheckpointError(f"{ckpt.get('path')}: architecture {arch.get('name')!r} is not {ARCH_NAME}")
-    try:
-        model = SEResNet(width=float(arch["width"]), num_classes=int(arch["num_classes"]))
-    except (KeyError, TypeError, ValueError):
-        raise CheckpointError(f"{ckpt.get('path')}: the architecture record is damaged") from None
+        raise CheckpointError(f"{ckpt.get('path')}: architecture {str(arch.get('name'))[:40]!r} is not {ARCH_NAME}")
+    model = SEResNet(width=float(arch["width"]), num_classes=int(arch["num_classes"]))
     load_weights(model, ckpt, key="ema" if isinstance(ckpt.get("ema"), dict) else "model")
     return model
 
 
 def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], key: str = "model") -> None:
-    state = ckpt[key]
+    state = ckpt.get(key)
     try:
+        if not isinstance(state, dict):
+            raise TypeError
         model.load_state_dict(state, strict=True)
-    except (RuntimeError, KeyError, TypeError):
+    except (RuntimeError, KeyError, TypeError, ValueError):
         theirs = ckpt.get("arch", {})
-        mine_w = getattr(model, "width", "?")
         raise CheckpointError(
             f"{ckpt.get('path')}: weights do not fit this network (checkpoint width {theirs.get('width')}, "
-            f"{theirs.get('params')} parameters; expected width {mine_w}); use the checkpoint's own settings"
+            f"{theirs.get('params')} parameters; expected width {getattr(model, 'width', '?')}); "
+            "use the checkpoint's own settings"
         ) from None
 
 
-# ----------------------------------------------------------------------- run lock
-
-
-class RunLock:
-    """``<run>/.lock`` holding the writer's host and pid: one writer per run folder.
-
-    A lock whose process is gone (same host, pid not alive) is stale and taken over.
-    """
-
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / ".lock"
-        self.notes: list[str] = []
-        self._held = False
-
-    @staticmethod
-    def _alive(pid: int) -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        except OSError:
-            return False
-        return True
-
-    def acquire(self) -> None:
-        import socket
-
-        me = {"pid": os.getpid(), "host": socket.gethostname(),
-              "since": _dt.datetime.now().astimezone().isoformat(timespec="seconds")}
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                try:
-                    owner = json.loads(self.path.read_text() or "{}")
-                except (OSError, ValueError):
-                    owner = {}
-                pid, host = owner.get("pid"), owner.get("host")
-                if isinstance(pid, int) and host == socket.gethostname() and not self._alive(pid):
-                    self.notes.append(f"removed a stale lock of process {pid} (it is no longer running)")
-                    try:
-                        self.path.unlink()
-                    except FileNotFoundError:
-                        pass
-                    continue
-                if not owner:  # unreadable: a writer that died between create and write
-                    try:
-                        age = _dt.datetime.now().timestamp() - self.path.stat().st_mtime
-                    except OSError:
-                        continue
-                    if age > 10:
-                        self.path.unlink(missing_ok=True)
-                        continue
-                who = f"process {pid} on {host}" if pid else "another process"
-                raise CheckpointError(
-                    f"the run folder {self.path.parent} is in use by {who} (since {owner.get('since', '?')}); "
-                    f"wait for it to finish, or watch it with: cifar-tui watch {self.path.parent}"
-                )
-            except OSError as e:
-                raise CheckpointError(f"cannot write in the run folder {self.path.parent} ({e.strerror})") from None
-            with os.fdopen(fd, "w") as fh:
-                json.dump(me, fh)
-            self._held = True
-            self._clean_temp_files()
-            return
-        raise CheckpointError(f"could not take the lock {self.path}; remove it if no run is writing this folder")
-
-    def _clean_temp_files(self) -> None:
-        """Remove half-written ``.NAME.tmp-PID`` files left by a killed writer of this folder."""
-        removed = 0
-        for folder in (self.path.parent, self.path.parent / "checkpoints"):
-            for tmp in folder.glob(".*.tmp-*"):
-                try:
-                    pid = int(tmp.name.rsplit("-", 1)[1])
-                except ValueError:
-                    continue
-                if pid != os.getpid() and not self._alive(pid):
-                    try:
-                        tmp.unlink()
-                        removed += 1
-                    except OSError:
-                        pass
-        if removed:
-            self.notes.append(f"removed {removed} half-written temporary file(s) left by an interrupted run")
-
-    def release(self) -> None:
-        if self._held:
-            try:
-                owner = json.loads(self.path.read_text())
-                if owner.get("pid") == os.getpid():
-                    self.path.unlink()
-            except (OSError, ValueError):
-                pass
-            self._held = False
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__

@@ -19,6 +19,7 @@ class ConfigError(ValueError):
 # Normalisation used by the report (per-channel mean and std of CIFAR-10).
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
+MAX_WIDTH = 8.0  # the widest network cifar-tui builds (1.0 is the report's)
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class TrainConfig:
     runs_dir: Optional[str] = None  # None: platformdirs' user data dir
     save_every: int = 0  # also keep checkpoints/epoch-NNN.pt every N epochs (0: never)
     log_every: int = 20  # read metrics from the device every N steps
+    log_seconds: float = 1.0  # ... and after an epoch's first step and every this many seconds (0: only every N steps)
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # on CUDA
     compile: bool = False  # torch.compile the model (CUDA only)
@@ -87,8 +89,8 @@ class TrainConfig:
             bad(f"--lr must be a positive number (got {self.lr})")
         if not _finite(self.width) or self.width <= 0:
             bad(f"--width must be a positive number such as 1.0 or 0.25 (got {self.width})")
-        if self.width > 8:
-            bad(f"--width {self.width} is far too large; use at most 8 (1.0 is the report's network)")
+        if self.width > MAX_WIDTH:
+            bad(f"--width {self.width} is far too large; use at most {MAX_WIDTH:g} (1.0 is the report's network)")
         if self.subset is not None and self.subset < 1:
             bad(f"--subset must be at least 1 image (got {self.subset})")
         if self.val_size is not None and self.val_size < 0:
@@ -121,6 +123,8 @@ class TrainConfig:
             bad(f"--save-every cannot be negative (got {self.save_every})")
         if self.log_every < 1:
             bad(f"log_every must be at least 1 (got {self.log_every})")
+        if not _finite(self.log_seconds) or self.log_seconds < 0:
+            bad(f"log_seconds cannot be negative (got {self.log_seconds})")
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             bad(f"unknown --device {dev!r}; use auto, cpu, cuda, cuda:N or mps")

@@ -11,9 +11,10 @@ from __future__ import annotations
 import datetime as _dt
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: torchrun_env() serves the torch-free CLI
+    import torch
 
 
 @dataclass
@@ -81,10 +82,6 @@ def torchrun_env() -> Optional[dict[str, int]]:
         return None
 
 
-def under_torchrun() -> bool:
-    return torchrun_env() is not None
-
-
 def setup(device_pref: str) -> tuple[DistContext, Optional[torch.device]]:
     """Initialise the process group if launched by torchrun.
 
@@ -94,6 +91,7 @@ def setup(device_pref: str) -> tuple[DistContext, Optional[torch.device]]:
     env = torchrun_env()
     if env is None:
         return DistContext(), None
+    import torch
     import torch.distributed as dist
 
     use_cuda = torch.cuda.is_available() and device_pref in ("auto", "cuda") or device_pref.startswith("cuda:")

@@ -5,14 +5,14 @@ The model runs in eval mode, without augmentation, with the training normalisati
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
 
 from .config import CIFAR_MEAN, CIFAR_STD
+from .device import autocast_for, resolve_device
 
 
 @dataclass
@@ -39,15 +39,11 @@ class EvalResult:
 
 
 def normalize(x_uint8: torch.Tensor, mean=CIFAR_MEAN, std=CIFAR_STD) -> torch.Tensor:
+    """uint8 images -> the float input the network was trained on (the one normalisation
+    of inference; training's :class:`engine.data.Augmenter` applies the same constants)."""
     m = torch.tensor(mean, device=x_uint8.device).view(1, 3, 1, 1)
     s = torch.tensor(std, device=x_uint8.device).view(1, 3, 1, 1)
     return (x_uint8.float().div(255) - m) / s
-
-
-def autocast_for(device: torch.device, enabled: bool = True):
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 @torch.no_grad()
@@ -119,14 +115,26 @@ def evaluate(
 # ------------------------------------------------------------- checkpoints and data
 
 
-def resolve_device_name(name: str = "auto") -> torch.device:
-    from .trainer import resolve_device
+@dataclass
+class CheckpointEvaluation:
+    """A checkpoint evaluated on labelled images: the numbers, and what the gallery needs."""
 
-    return resolve_device(name)
+    checkpoint: str
+    epoch: Optional[int]
+    source: str  # the data, e.g. "/data/cifar10.zip:test"
+    classes: list[str]
+    result: EvalResult
+    images: Any  # engine.data.ImageSet the result was computed on
+    notes: list[str]
+
+    def to_dict(self) -> dict:
+        """The JSON record (``cifar-tui eval --json`` and the stored result)."""
+        return {**self.result.to_dict(self.classes), "data_source": self.source, "checkpoint": self.checkpoint,
+                "epoch": self.epoch, "notes": list(self.notes)}
 
 
 def eval_images(source: Optional[str], ckpt: dict):
-    """The labelled images to evaluate ``ckpt`` on, as ``(ImageSet, description)``.
+    """The labelled images to evaluate ``ckpt`` on, as ``(ImageSet, description, bundle)``.
 
     ``source`` None: the test split of the checkpoint's own data source. A folder or
     zip with a ``test/`` folder: ``test/``; one whose class folders sit at its top:
@@ -134,8 +142,9 @@ def eval_images(source: Optional[str], ckpt: dict):
     """
     from .data import DataError, load_data
 
-    src = source or ckpt.get("data_source") or ckpt.get("config", {}).get("data")
-    if not src:
+    cfg = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    src = source or ckpt.get("data_source") or cfg.get("data")
+    if not src or not isinstance(src, str):
         raise DataError("the checkpoint does not say which data it was trained on; name it with --data")
     bundle = load_data(src)
     if bundle.flat:
@@ -155,6 +164,20 @@ def eval_images(source: Optional[str], ckpt: dict):
     return images, f"{bundle.source}:{split}", bundle
 
 
+def _inference_model(path: str, device: str):
+    """(checkpoint record, its network in eval mode on the device, the device, its fingerprint)."""
+    from .checkpoint import build_model_from_checkpoint, load_checkpoint, resolve_checkpoint
+    from .runs import checkpoint_fingerprint
+
+    dev = resolve_device(device)  # a bad --device is refused before anything is read
+    file = resolve_checkpoint(path, "inference")
+    before = checkpoint_fingerprint(file)
+    ckpt = load_checkpoint(file, purpose="inference")
+    model = build_model_from_checkpoint(ckpt).to(dev)
+    fingerprint = {**before, "save_id": ckpt.get("save_id"), "global_step": ckpt.get("global_step")}
+    return ckpt, model, dev, fingerprint
+
+
 def evaluate_checkpoint(
     path: str,
     source: Optional[str] = None,
@@ -162,32 +185,23 @@ def evaluate_checkpoint(
     batch_size: int = 500,
     progress: Optional[Callable[[int, int], None]] = None,
     store: bool = True,
-) -> dict:
-    """Evaluate a checkpoint on labelled test images; store the result beside it."""
-    from .checkpoint import build_model_from_checkpoint, load_checkpoint, store_eval_result
+) -> CheckpointEvaluation:
+    """Evaluate a checkpoint on labelled test images; store the result beside it, tied to
+    the exact file evaluated."""
+    from .runs import store_evaluation
 
-    ckpt = load_checkpoint(path)
-    model = build_model_from_checkpoint(ckpt)
-    dev = resolve_device_name(device)
-    model.to(dev)
+    ckpt, model, dev, fingerprint = _inference_model(path, device)
     images, described, bundle = eval_images(source, ckpt)
     classes = list(ckpt.get("classes") or bundle.classes)
-    tta = bool(ckpt.get("config", {}).get("tta_flip", False))
+    tta = bool(ckpt["config"].get("tta_flip", False))
     r = evaluate(model, images.x, images.y, len(classes), dev, batch_size=batch_size, progress=progress, tta_flip=tta)
-    result = r.to_dict(classes)
-    result.update({"data_source": described, "checkpoint": ckpt["path"], "epoch": ckpt.get("epoch"),
-                   "notes": list(bundle.notes)})
+    out = CheckpointEvaluation(ckpt["path"], ckpt.get("epoch"), described, classes, r, images, list(bundle.notes))
     if store:
         try:
-            import datetime as _dt
-
-            store_eval_result(ckpt["path"], described, {**result, "evaluated": _dt.datetime.now().astimezone().isoformat(timespec="seconds")})
+            store_evaluation(ckpt["path"], described, out.to_dict(), fingerprint)
         except OSError:
-            result["notes"].append("could not store the result beside the checkpoint (read-only folder?)")
-    result["_predictions"] = r.predictions
-    result["_confidence"] = r.confidence
-    result["_images"] = images
-    return result
+            out.notes.append("could not store the result beside the checkpoint (read-only folder?)")
+    return out
 
 
 def load_predict_inputs(inputs: list[str]):
@@ -268,13 +282,8 @@ def load_predict_inputs(inputs: list[str]):
 def predict_checkpoint(path: str, images: torch.Tensor, device: str = "auto", batch_size: int = 500,
                        progress: Optional[Callable[[int, int], None]] = None):
     """Class probabilities (N, classes) for uint8 images, and the checkpoint's class names."""
-    from .checkpoint import build_model_from_checkpoint, load_checkpoint
-
-    ckpt = load_checkpoint(path)
-    model = build_model_from_checkpoint(ckpt)
-    dev = resolve_device_name(device)
-    model.to(dev)
-    tta = bool(ckpt.get("config", {}).get("tta_flip", False))
+    ckpt, model, dev, _ = _inference_model(path, device)
+    tta = bool(ckpt["config"].get("tta_flip", False))
     logits = predict_logits(model, images, dev, batch_size, progress=progress, tta_flip=tta)
     classes = list(ckpt.get("classes") or [str(i) for i in range(logits.shape[1])])
     return logits.softmax(1).cpu(), classes

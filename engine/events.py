@@ -21,6 +21,10 @@ from typing import Any, Literal, Optional
 
 State = Literal["running", "paused", "stopping", "finished", "failed"]
 MixupSource = Literal["schedule", "user"]
+Outcome = Literal["completed", "stopped", "failed"]
+CheckpointKind = Literal["last", "best", "epoch", "manual", "stop"]
+CHECKPOINT_KINDS: tuple[str, ...] = ("last", "best", "epoch", "manual", "stop")
+OUTCOMES: tuple[str, ...] = ("completed", "stopped", "failed")
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,7 @@ class CheckpointSaved(Event):
     path: str
     epoch: int
     val_acc: Optional[float]
-    kind: str = "last"  # last | best | epoch | manual | stop
+    kind: CheckpointKind = "last"
     step_in_epoch: int = 0  # > 0: saved part-way through epoch ``epoch + 1``
     global_step: int = 0
 
@@ -121,6 +125,25 @@ class Failed(Event):
     message: str
 
 
+@dataclass(frozen=True)
+class RunFinished(Event):
+    """The run's last event, always (also written as the last line of ``metrics.jsonl``).
+
+    ``outcome`` is data: completed (every planned epoch), stopped (by a command or a
+    signal), failed (an error; ``reason`` says which). ``last_checkpoint`` is the latest
+    checkpoint written (None if none was); ``save_error`` is set when the last attempt
+    to write a checkpoint failed, so the run's end is not on disk.
+    """
+
+    outcome: Outcome
+    reason: str = ""
+    last_checkpoint: Optional[str] = None
+    save_error: Optional[str] = None
+    best_checkpoint: Optional[str] = None
+    epochs_done: int = 0
+    global_step: int = 0
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.__name__: cls
     for cls in (
@@ -133,6 +156,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         StateChanged,
         Warning,
         Failed,
+        RunFinished,
     )
 }
 
@@ -148,20 +172,54 @@ def event_to_dict(event: Event) -> dict[str, Any]:
     return data
 
 
+# What a JSON value may be for each annotation used above (checked when reading events
+# back from a file another process wrote: a damaged or hostile line is refused whole).
+_NUM = (int, float)
+_CHECKS: dict[str, Any] = {
+    "float": lambda v: isinstance(v, _NUM) and not isinstance(v, bool),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+    "dict": lambda v: isinstance(v, dict),
+    "tuple": lambda v: isinstance(v, (list, tuple)),
+    "State": lambda v: v in ("running", "paused", "stopping", "finished", "failed"),
+    "MixupSource": lambda v: v in ("schedule", "user"),
+    "Outcome": lambda v: v in OUTCOMES,
+    "CheckpointKind": lambda v: v in CHECKPOINT_KINDS,
+}
+
+
+def _value_ok(annotation: str, value: Any) -> bool:
+    if annotation.startswith("Optional[") and annotation.endswith("]"):
+        return value is None or _value_ok(annotation[9:-1], value)
+    check = _CHECKS.get(annotation)
+    return True if check is None else bool(check(value))
+
+
 def event_from_dict(data: dict[str, Any]) -> Event:
     """Inverse of :func:`event_to_dict`. Unknown keys are ignored (forward compatible).
 
-    Raises ``ValueError`` for an unknown event name.
+    Raises ``ValueError`` for an unknown event name, a missing field, or a field of the
+    wrong type (``"loss": "abc"``).
     """
     name = data.get("event")
-    cls = EVENT_TYPES.get(name)  # type: ignore[arg-type]
+    cls = EVENT_TYPES.get(name) if isinstance(name, str) else None
     if cls is None:
         raise ValueError(f"unknown event {name!r}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {k: v for k, v in data.items() if k in names}
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if not _value_ok(str(f.type), value):
+            raise ValueError(f"{name}.{f.name}: unexpected value {value!r:.40}")
+        kwargs[f.name] = value
     if "classes" in kwargs and isinstance(kwargs["classes"], list):
-        kwargs["classes"] = tuple(kwargs["classes"])
-    return cls(**kwargs)
+        kwargs["classes"] = tuple(str(c) for c in kwargs["classes"])
+    try:
+        return cls(**kwargs)
+    except TypeError as e:  # a required field is missing
+        raise ValueError(f"{name}: {e}") from None
 
 
 def event_to_json(event: Event) -> str:
@@ -195,7 +253,11 @@ class Resume(Command):
 
 @dataclass(frozen=True)
 class Stop(Command):
+    """Stop training (saving a checkpoint first unless ``save`` is False). ``reason`` says
+    who stopped it, e.g. "stopped because the terminal closed (SIGHUP)"."""
+
     save: bool = True
+    reason: Optional[str] = None
 
 
 @dataclass(frozen=True)

@@ -1,174 +1,316 @@
-"""The run catalogue and small files of a run folder, without torch.
+"""The run catalogue: every run folder with its status, checkpoints and stored evaluations.
 
-Listing runs, reading ``config.json`` / ``metrics.jsonl`` / checkpoint summaries
-and stored evaluations, and atomic writes of small files: everything a UI needs
-to show runs quickly, importable without paying torch's import time.
+Reads only small files (config.json, the tail of metrics.jsonl, the JSON beside
+each checkpoint, the lock), never a checkpoint, and imports no torch: listing
+runs is instant, in the CLI and in the app.
+
+A run's status:
+
+* ``running``: a live process holds its lock;
+* ``completed`` / ``stopped`` / ``failed``: its last event is ``RunFinished`` with
+  that outcome;
+* ``interrupted``: no live process and no final event (killed, power loss, a
+  closed terminal). Resuming it continues from its last checkpoint.
+
+A stored evaluation is tied to the exact checkpoint file it was computed on (see
+:func:`checkpoint_fingerprint`); when the file has changed since, the result is
+reported as stale and not as that checkpoint's accuracy.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import math
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
+
+from .files import atomic_write_json, read_json_dict
+from .rundir import RunDir, default_runs_dir, now_iso
+
+RunStatus = Literal["running", "completed", "stopped", "failed", "interrupted"]
+RUN_STATUSES: tuple[str, ...] = ("running", "completed", "stopped", "failed", "interrupted")
+# a run whose lock is held on another host: trusted as running while its metrics move
+REMOTE_QUIET_SECONDS = 600
 
 
-def default_runs_dir() -> Path:
-    env = os.environ.get("CIFAR_TUI_RUNS_DIR")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("cifar-tui", appauthor=False)) / "runs"
+def _num(v: Any) -> Optional[float]:
+    """A finite number from a JSON value, else None (files may hold anything)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v) if math.isfinite(v) else None
 
 
+def _int(v: Any) -> Optional[int]:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
 
-# --------------------------------------------------------------------- atomic writes
+
+def _str(v: Any) -> Optional[str]:
+    return v if isinstance(v, str) else None
 
 
-def _fsync_dir(path: Path) -> None:
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
+# --------------------------------------------------------------- evaluations
+
+
+def checkpoint_fingerprint(checkpoint: Path, save_id: Optional[str] = None,
+                           global_step: Optional[int] = None) -> dict[str, Any]:
+    """What identifies one version of a checkpoint file: its size and modification time
+    (and the ``save_id`` written into it at save time, which survives a copy)."""
+    st = Path(checkpoint).stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "save_id": save_id, "global_step": global_step}
+
+
+def _fresh(stored: dict[str, Any], checkpoint: Path, summary: dict[str, Any], evaluated: Optional[str]) -> bool:
+    """Was ``stored`` (a fingerprint) computed on the file that is at ``checkpoint`` now?"""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        st = checkpoint.stat()
     except OSError:
-        return
+        return False
+    if stored:
+        if stored.get("size") == st.st_size and stored.get("mtime_ns") == st.st_mtime_ns:
+            return True
+        sid = stored.get("save_id")
+        return bool(sid) and sid == summary.get("save_id") and stored.get("size") == st.st_size
+    # an evaluation stored before fingerprints existed: fresh only if computed after the file was written
+    if not evaluated:
+        return False
     try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        import datetime as _dt
+
+        return _dt.datetime.fromisoformat(evaluated).timestamp() + 1 >= st.st_mtime
+    except ValueError:
+        return False
 
 
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call ``write(fileobj)`` on a temporary file beside ``path``, fsync it, then rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
+@dataclass(frozen=True)
+class StoredEval:
+    """One stored evaluation of a checkpoint on one data source."""
+
+    source: str
+    accuracy: Optional[float]
+    loss: Optional[float]
+    images: Optional[int]
+    evaluated: Optional[str]
+    epoch: Optional[int]
+    stale: bool  # the checkpoint file changed since: not this file's result
+    result: dict[str, Any] = field(repr=False, default_factory=dict)
+    has_predictions: bool = False
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_bytes(path, lambda fh: fh.write((json.dumps(data, indent=2, default=str) + "\n").encode()))
-
-
-# --------------------------------------------------------------------- run folders
-
-
-def read_config_json(run_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((Path(run_dir) / "config.json").read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def read_metrics(path: Path) -> tuple[list[dict], int]:
-    """Read ``metrics.jsonl``; returns (events as dicts, number of unreadable lines skipped)."""
-    events, bad = [], 0
-    try:
-        with open(path, "r", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    d = json.loads(line)
-                except ValueError:
-                    bad += 1
-                    continue
-                if isinstance(d, dict) and "event" in d:
-                    events.append(d)
-                else:
-                    bad += 1
-    except FileNotFoundError:
-        pass
-    return events, bad
-
-
-# ------------------------------------------------------------------------ catalogue
-
-
-def eval_results_path(checkpoint: Path) -> Path:
-    """Where evaluations of ``checkpoint`` are stored (a small JSON beside it)."""
+def read_evaluations(checkpoint: str | Path) -> list[StoredEval]:
+    """The stored evaluations of a checkpoint, oldest first, each marked fresh or stale."""
     checkpoint = Path(checkpoint)
-    return checkpoint.with_name(checkpoint.stem + ".eval.json")
-
-
-def read_eval_results(checkpoint: Path) -> dict[str, Any]:
-    """Stored evaluations of a checkpoint: ``{data source: result dict}`` (empty if none)."""
-    try:
-        data = json.loads(eval_results_path(checkpoint).read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def store_eval_result(checkpoint: Path, source: str, result: dict[str, Any]) -> None:
-    results = read_eval_results(checkpoint)
-    results[source] = result
-    atomic_write_json(eval_results_path(checkpoint), results)
-
-
-def list_runs(runs_dir: Optional[str | Path] = None) -> list[dict[str, Any]]:
-    """Every run under ``runs_dir`` with its checkpoints, newest run first.
-
-    Reads only the small JSON files (config.json, the summary beside each
-    checkpoint, stored evaluations), never a checkpoint itself, so it is fast.
-    Each run: ``{"run_id", "path", "created", "preset", "data", "width", "params",
-    "epochs", "checkpoints": [{"name", "path", "epoch", "val_acc", "test_acc",
-    "test_source", "size", "kind", "mtime"}]}``.
-    """
-    root = Path(runs_dir).expanduser() if runs_dir else default_runs_dir()
-    if not root.is_dir():
-        return []
-    runs = []
-    for d in sorted(root.iterdir(), reverse=True):
-        if not d.is_dir() or not (d / "checkpoints").is_dir() and not (d / "config.json").is_file():
+    data = read_json_dict(RunDir.eval_path(checkpoint))
+    summary = RunDir.read_summary(checkpoint)
+    out = []
+    for source, res in data.items():
+        if not isinstance(res, dict):
             continue
-        info = read_config_json(d)
-        cfg = info.get("config", {}) if isinstance(info.get("config"), dict) else {}
-        ckpts = []
-        cdir = d / "checkpoints"
-        for p in sorted(cdir.glob("*.pt")) if cdir.is_dir() else []:
-            if p.name.startswith("."):
-                continue
-            try:
-                summary = json.loads(p.with_suffix(".json").read_text())
-                if not isinstance(summary, dict):
-                    summary = {}
-            except (OSError, ValueError):
-                summary = {}
-            evals = read_eval_results(p)
-            test_acc, test_source = None, None
-            for src, res in evals.items():
-                if isinstance(res, dict) and isinstance(res.get("accuracy"), (int, float)):
-                    test_acc, test_source = res["accuracy"], src
-            try:
-                st = p.stat()
-            except OSError:
-                continue
-            ckpts.append({
-                "name": p.name, "path": str(p), "epoch": summary.get("epoch"), "val_acc": summary.get("val_acc"),
-                "test_acc": test_acc, "test_source": test_source, "size": st.st_size,
-                "kind": summary.get("kind", ""), "mtime": st.st_mtime, "step_in_epoch": summary.get("step_in_epoch", 0),
-            })
-        runs.append({
-            "run_id": d.name, "path": str(d), "created": info.get("created", ""),
-            "preset": cfg.get("preset"), "data": (info.get("data") or {}).get("source", cfg.get("data")),
-            "width": cfg.get("width"), "epochs": cfg.get("epochs"),
-            "params": (info.get("model") or {}).get("params"), "device": info.get("device"),
-            "config": info, "checkpoints": ckpts,
-        })
+        evaluated = _str(res.get("evaluated"))
+        fresh = _fresh(_dict(res.get("fingerprint")), checkpoint, summary, evaluated)
+        out.append(StoredEval(
+            source=str(source), accuracy=_num(res.get("accuracy")), loss=_num(res.get("loss")),
+            images=_int(res.get("images")), evaluated=evaluated, epoch=_int(res.get("epoch")),
+            stale=not fresh, result=res, has_predictions=isinstance(res.get("predictions"), list),
+        ))
+    out.sort(key=lambda e: e.evaluated or "")
+    return out
+
+
+def latest_evaluation(checkpoint: str | Path, *, include_stale: bool = False) -> Optional[StoredEval]:
+    evals = [e for e in read_evaluations(checkpoint) if include_stale or not e.stale]
+    return evals[-1] if evals else None
+
+
+def store_evaluation(checkpoint: str | Path, source: str, result: dict[str, Any],
+                     fingerprint: dict[str, Any]) -> None:
+    """Store ``result`` beside ``checkpoint`` under ``source``, tied to ``fingerprint``
+    (taken when the evaluated file was read). Other sources' results are kept."""
+    checkpoint = Path(checkpoint)
+    results = read_json_dict(RunDir.eval_path(checkpoint))
+    results[source] = {**result, "fingerprint": fingerprint, "evaluated": now_iso()}
+    atomic_write_json(RunDir.eval_path(checkpoint), results)
+
+
+# ------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    name: str
+    path: str
+    kind: str
+    epoch: Optional[int]  # finished epochs
+    step_in_epoch: int  # > 0: saved part-way through epoch ``epoch + 1``
+    global_step: Optional[int]
+    val_acc: Optional[float]
+    size: int
+    mtime: float
+    test_acc: Optional[float]  # from a stored evaluation of exactly this file, else None
+    test_source: Optional[str]
+    test_stale: bool = False  # a stored evaluation exists but the file changed since
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "path": self.path, "kind": self.kind, "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch, "global_step": self.global_step, "val_acc": self.val_acc,
+            "test_acc": self.test_acc, "test_source": self.test_source, "test_stale": self.test_stale,
+            "size": self.size,
+        }
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    path: str
+    status: RunStatus
+    reason: str  # the final event's reason, or why the status is what it is
+    created: str
+    preset: Optional[str]
+    data: Optional[str]
+    width: Optional[float]
+    params: Optional[int]
+    device: Optional[str]
+    epochs: Optional[int]  # planned
+    epochs_done: int
+    best_val_acc: Optional[float]
+    best_epoch: Optional[int]
+    train_images: Optional[int]
+    val_images: Optional[int]
+    test_images: Optional[int]
+    config: dict[str, Any]  # the run's TrainConfig as a dict (``{}`` if unreadable)
+    checkpoints: tuple[CheckpointInfo, ...]
+    problems: tuple[str, ...] = ()  # files of the run that could not be read
+
+    @property
+    def run_dir(self) -> RunDir:
+        return RunDir(self.path)
+
+    @property
+    def last_update(self) -> Optional[float]:
+        """When the run last wrote its metrics (seconds since the epoch)."""
+        try:
+            return RunDir(self.path).metrics_path.stat().st_mtime
+        except OSError:
+            return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "path": self.path, "status": self.status, "reason": self.reason,
+            "created": self.created, "preset": self.preset, "data": self.data, "width": self.width,
+            "params": self.params, "device": self.device, "epochs_done": self.epochs_done,
+            "epochs": self.epochs, "best_val_acc": self.best_val_acc, "best_epoch": self.best_epoch,
+            "checkpoints": [c.to_dict() for c in self.checkpoints], "problems": list(self.problems),
+        }
+
+
+# ------------------------------------------------------------------- status
+
+
+def run_status(run: RunDir, epochs_planned: Optional[int] = None,
+               epochs_done: int = 0) -> tuple[RunStatus, str]:
+    """(status, reason) of a run folder, from its lock and its metrics' last events."""
+    owner = run.lock_owner()
+    if owner is not None and owner.alive:
+        return "running", f"written by {owner.describe()}"
+    if owner is not None and owner.alive is None and owner.pid is not None:
+        try:
+            quiet = time.time() - run.metrics_path.stat().st_mtime
+        except OSError:
+            quiet = math.inf
+        if quiet < REMOTE_QUIET_SECONDS:
+            return "running", f"written by {owner.describe()}"
+    tail = run.last_events()
+    for d in reversed(tail):
+        name = d.get("event")
+        if name == "RunFinished" and d.get("outcome") in ("completed", "stopped", "failed"):
+            return d["outcome"], str(d.get("reason") or "")
+        if name == "RunStarted":
+            break  # started (again) and never finished
+        if name == "StateChanged" and d.get("state") in ("finished", "failed") and not _has_run_finished(tail):
+            return _legacy_outcome(d, epochs_planned, epochs_done)
+    if owner is not None and owner.pid is None:
+        return "running", "starting"
+    return "interrupted", "the process ended without finishing the run (killed, or its terminal closed)"
+
+
+def _has_run_finished(events: list[dict]) -> bool:
+    return any(d.get("event") == "RunFinished" for d in events)
+
+
+def _legacy_outcome(d: dict, planned: Optional[int], done: int) -> tuple[RunStatus, str]:
+    """Runs written before RunFinished existed end on StateChanged(finished|failed)."""
+    reason = str(d.get("reason") or "")
+    if d.get("state") == "failed":
+        return "failed", reason
+    if planned is not None and done >= planned:
+        return "completed", reason
+    return "stopped", reason
+
+
+# ----------------------------------------------------------------- catalogue
+
+
+def _checkpoint_info(p: Path) -> Optional[CheckpointInfo]:
+    try:
+        st = p.stat()
+    except OSError:
+        return None
+    summary = RunDir.read_summary(p)
+    evals = read_evaluations(p)
+    fresh = [e for e in evals if not e.stale and e.accuracy is not None]
+    test = fresh[-1] if fresh else None
+    return CheckpointInfo(
+        name=p.name, path=str(p), kind=_str(summary.get("kind")) or "", epoch=_int(summary.get("epoch")),
+        step_in_epoch=_int(summary.get("step_in_epoch")) or 0, global_step=_int(summary.get("global_step")),
+        val_acc=_num(summary.get("val_acc")), size=st.st_size, mtime=st.st_mtime,
+        test_acc=test.accuracy if test else None, test_source=test.source if test else None,
+        test_stale=test is None and any(e.stale for e in evals),
+    )
+
+
+def read_run(path: str | Path) -> RunSummary:
+    """The catalogue record of one run folder (never raises for damaged files: they are
+    listed in ``problems``)."""
+    run = RunDir(path)
+    problems = []
+    info = run.read_config()
+    if run.config_path.exists() and not info:
+        problems.append(f"{run.config_path.name} is unreadable")
+    cfg, data, model = _dict(info.get("config")), _dict(info.get("data")), _dict(info.get("model"))
+    ckpts = tuple(c for c in (_checkpoint_info(p) for p in run.checkpoints()) if c is not None)
+    done = max((c.epoch for c in ckpts if c.kind in ("last", "stop", "") and c.epoch is not None), default=0)
+    best = next((c for c in ckpts if c.name == run.best_checkpoint.name), None)
+    planned = _int(cfg.get("epochs"))
+    status, reason = run_status(run, planned, done)
+    return RunSummary(
+        run_id=run.run_id, path=str(run.path), status=status, reason=reason,
+        created=_str(info.get("created")) or "", preset=_str(cfg.get("preset")),
+        data=_str(data.get("source")) or _str(cfg.get("data")), width=_num(cfg.get("width")),
+        params=_int(model.get("params")), device=_str(info.get("device")), epochs=planned, epochs_done=done,
+        best_val_acc=best.val_acc if best else None, best_epoch=best.epoch if best else None,
+        train_images=_int(data.get("train_images")), val_images=_int(data.get("val_images")),
+        test_images=_int(data.get("test_images")), config=cfg, checkpoints=ckpts, problems=tuple(problems),
+    )
+
+
+def list_runs(runs_dir: Optional[str | Path] = None) -> list[RunSummary]:
+    """Every run under ``runs_dir`` (default: :func:`default_runs_dir`), newest first."""
+    root = Path(runs_dir).expanduser() if runs_dir else default_runs_dir()
+    try:
+        dirs = [d for d in root.iterdir() if d.is_dir() and RunDir.is_run_dir(d)]
+    except OSError:
+        return []
+    runs = [read_run(d) for d in dirs]
+    runs.sort(key=lambda r: (r.created, r.run_id), reverse=True)
     return runs
 
 
+def find_run(run_dir: str | Path) -> Optional[RunSummary]:
+    """The record of one run folder, or None if ``run_dir`` is not one."""
+    p = Path(run_dir).expanduser()
+    return read_run(p) if p.is_dir() and RunDir.is_run_dir(p) else None

@@ -21,3 +21,9 @@ def lr_at(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -
     return cfg.lr
 
 
+
+
+def mixup_scheduled(cfg: TrainConfig, epoch: int, draw: bool) -> bool:
+    """Does the schedule use mixup in ``epoch`` (1-based), given the epoch's random draw
+    (true with probability ``mixup_prob``)? Never in the last ``mixup_off_epochs`` epochs."""
+    return bool(cfg.mixup and draw and epoch <= cfg.epochs - cfg.mixup_off_epochs)

@@ -1,9 +1,17 @@
 """The training loop.
 
-One :class:`Trainer` runs one run: it loads the data, builds the model, and
-trains step by step. Between steps it applies the commands it was sent
-(:mod:`engine.events`); everything it does is announced as an event to its
-listeners and appended to the run directory's ``metrics.jsonl``.
+One :class:`Trainer` runs one run. It reads top to bottom:
+
+1. :meth:`Trainer._setup`: the settings (a checkpoint's when resuming), the data,
+   the model and optimiser, the run folder; announces ``RunStarted``;
+2. :meth:`Trainer._train_epoch`: the steps of one epoch; between two steps it
+   applies the commands it was sent (:mod:`engine.events`);
+3. :meth:`Trainer._end_epoch`: validation, the epoch's record, checkpoints;
+4. :meth:`Trainer._finish`: the final checkpoint of a stop, and the outcome;
+
+and ``RunFinished`` is always the last event. Everything the trainer does is an
+event to its listeners; the run folder's ``metrics.jsonl`` is written by one of
+them (:class:`engine.rundir.MetricsWriter`).
 
 It runs in the caller's thread (:meth:`Trainer.run`) or in a background thread
 (:meth:`Trainer.start`). Listeners are called from the training thread and must
@@ -12,16 +20,12 @@ return quickly (queue the event, don't draw).
 
 from __future__ import annotations
 
-import datetime as _dt
-import json
 import math
-import os
-import platform
 import queue
-import shutil
 import threading
 import time
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional
 
@@ -29,54 +33,37 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import events as ev
-from .checkpoint import (
-    CheckpointError,
-    atomic_write_json,
-    load_checkpoint,
-    load_weights,
-    new_run_dir,
-    save_checkpoint,
-)
-from .config import ConfigError, TrainConfig
-from .schedule import lr_at
 from . import distributed as dd
-from .checkpoint import RunLock
-from .data import Augmenter, DataBundle, DataError, load_data, make_epoch_plan, mixup_permutation, split_indices
-from .evaluate import autocast_for, evaluate
+from . import events as ev
+from .checkpoint import CheckpointError, CheckpointStore, load_checkpoint, load_weights
+from .config import ConfigError, TrainConfig
+from .data import Augmenter, DataBundle, DataError, ImageSet, load_data, make_epoch_plan, mixup_permutation, split_indices
+from .device import autocast_for, device_name, resolve_device, versions
+from .ema import WeightEMA, ema_decay_at  # noqa: F401  (ema_decay_at re-exported)
+from .evaluate import evaluate
 from .model import SEResNet, arch_info, count_parameters
+from .rundir import MetricsWriter, RunDir, RunDirError, RunLock, now_iso, resume_target
+from .schedule import lr_at, mixup_scheduled
 
 Listener = Callable[[ev.Event], None]
 
-# Settings a resumed run may change; anything else must match the checkpoint's config.
-RESUME_MUTABLE = {"epochs", "device", "runs_dir", "log_every", "save_every", "compile"}
+# Settings a resumed run may change (recorded in the run's resume history); anything
+# else must match the checkpoint's config. runs_dir is where forks of this invocation go.
+RESUME_MUTABLE = {"epochs", "device", "runs_dir", "log_every", "log_seconds", "save_every", "compile",
+                  "lr", "weight_decay", "label_smoothing", "grad_clip_value", "mixup"}
+USER_ERRORS = (ConfigError, DataError, CheckpointError, RunDirError)
 
 
 class TrainingError(Exception):
     """Raised for problems the user can fix (bad data, bad checkpoint, bad setting)."""
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {name}: no CUDA GPU is visible here; use --device cpu or auto")
-        idx = int(name.split(":")[1]) if ":" in name else 0
-        if idx >= torch.cuda.device_count():
-            raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("--device mps: Apple's MPS is not available here; use --device cpu or auto")
-    return torch.device(name)
-
-
 def check_resume_overrides(stored: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
-    """Apply the overrides a resumed run allows; refuse ones that contradict the stored config."""
-    changes = {}
+    """Apply the overrides a resumed run allows; refuse ones that contradict the stored config.
+
+    A stored ``runs_dir`` is history, never a destination: only this invocation's counts.
+    """
+    changes: dict[str, Any] = {"runs_dir": overrides.get("runs_dir")}
     for key, value in overrides.items():
         if value is None:
             continue
@@ -88,8 +75,128 @@ def check_resume_overrides(stored: TrainConfig, overrides: dict[str, Any]) -> Tr
                 f"{flag} {value} contradicts the resumed run's {flag} {getattr(stored, key)}; "
                 "drop it, or start a new run"
             )
-    cfg = stored.replace(**changes).validate() if changes else stored
-    return cfg
+    return stored.replace(**changes).validate()
+
+
+def resume_changes(stored: TrainConfig, cfg: TrainConfig) -> dict[str, list]:
+    """The settings a resume changed, ``{name: [before, after]}`` (for the resume history)."""
+    out = {}
+    for key in sorted(RESUME_MUTABLE - {"runs_dir", "device"}):
+        a, b = getattr(stored, key), getattr(cfg, key)
+        if a != b:
+            out[key] = [a, b]
+    return out
+
+
+# ------------------------------------------------------------------ run state
+
+
+@dataclass
+class _Setup:
+    """What a run is made of; fixed once training starts."""
+
+    cfg: TrainConfig
+    device: torch.device
+    dist: dd.DistContext
+    bundle: DataBundle
+    classes: list[str]
+    train: ImageSet  # on the training device
+    val: ImageSet  # this rank's share of the validation images
+    n_val: int
+    batch: int  # the global batch
+    steps_per_epoch: int
+    model: torch.nn.Module
+    forward: "_Forward"
+    opt: torch.optim.Optimizer
+    ema: Optional[WeightEMA]
+    aug: Augmenter
+    params: int
+    run: Optional[RunDir]  # None on ranks other than 0
+    store: Optional[CheckpointStore]
+    resumed_from: Optional[str]
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.cfg.epochs
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+
+@dataclass
+class _Progress:
+    """Where the run is; what a checkpoint records."""
+
+    epochs_done: int = 0
+    first_step: int = 0  # step within the next epoch to start at (a mid-epoch resume)
+    global_step: int = 0
+    history: list[dict] = field(default_factory=list)
+    best_acc: Optional[float] = None
+    best_epoch: Optional[int] = None
+    mixup_override: Optional[bool] = None
+    last_checkpoint: Optional[str] = None
+    best_checkpoint: Optional[str] = None
+    save_error: Optional[str] = None
+    stopped_at: Optional[tuple[int, int]] = None  # (epoch, step in epoch) of a stop
+
+
+@dataclass
+class _Epoch:
+    """One epoch's running sums (on the device) and the last values read from them."""
+
+    number: int
+    steps: int
+    mixup: bool
+    sched_mixup: bool
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    seen: int = 0
+    g_loss: float = 0.0
+    g_correct: float = 0.0
+    g_seen: float = 0.0
+    win_t: float = field(default_factory=time.perf_counter)
+    win_seen: float = 0.0
+    last_log: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=time.perf_counter)
+    paused: float = 0.0
+
+
+class _Forward:
+    """The model's forward pass, through torch.compile when asked; falls back to eager
+    if compilation fails at the first call."""
+
+    def __init__(self, model: torch.nn.Module, compile_it: bool, warn: Callable[[str], None]):
+        self.eager = self.fn = model
+        self.pending = False
+        self.warn = warn
+        if compile_it:
+            try:
+                self.fn = torch.compile(model)
+                self.pending = True  # compilation happens (and may fail) at the first forward
+            except Exception as e:  # pragma: no cover - depends on the platform
+                warn(f"torch.compile unavailable ({_first_line(e)}); training without it")
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.pending:
+            return self.fn(x)
+        try:
+            out = self.fn(x)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except Exception as e:  # pragma: no cover - needs a GPU without a working compiler
+            self.warn(f"torch.compile failed ({_first_line(e)}); training without it")
+            self.fn = self.eager
+            out = self.fn(x)
+        self.pending = False
+        return out
+
+
+# -------------------------------------------------------------------- trainer
 
 
 class Trainer:
@@ -110,23 +217,23 @@ class Trainer:
         self.listeners: list[Listener] = list(listeners)
         self.resume_path = resume
         self._data = data
-        self._fixed_run_dir = Path(run_dir) if run_dir else None
+        self._fixed_run = RunDir(run_dir) if run_dir else None
         self.commands: "queue.Queue[ev.Command]" = queue.Queue()
         self.run_dir: Optional[Path] = None
         self.state: str = "idle"
-        self.result_reason: str = ""
-        self.best_checkpoint: Optional[Path] = None
-        self.exit_state: Optional[str] = None  # completed | stopped | failed
+        self.model: Optional[torch.nn.Module] = None  # the trained network (unwrapped), afterwards
+        self.result: Optional[ev.RunFinished] = None  # the final event, once the run has ended
         self._thread: Optional[threading.Thread] = None
-        self._metrics_fh = None
+        self._writer: Optional[MetricsWriter] = None
+        self._early: list[ev.Event] = []  # events before the metrics file exists
+        self._lock: Optional[RunLock] = None
         self._paused = False
         self._stop = False
         self._stop_save = True
-        self._mixup_override: Optional[bool] = None
+        self._stop_reason = "stopped by request"
         self._dist = dd.DistContext()
-        self.model: Optional[torch.nn.Module] = None
-        self.last_save_error: Optional[str] = None  # set while the latest checkpoint save has failed
-        self._lock: Optional[RunLock] = None
+        self._progress = _Progress()
+        self._reason = ""
 
     # ------------------------------------------------------------------ public API
     def add_listener(self, fn: Listener) -> None:
@@ -149,505 +256,540 @@ class Trainer:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    def run(self) -> str:
+        """Train to the end (or until stopped/failed). Returns completed | stopped | failed."""
+        outcome = "failed"
+        try:
+            outcome = self._run()
+        except USER_ERRORS + (TrainingError,) as e:
+            outcome = self._fail(str(e))
+        except Exception as e:  # an engine bug or a runtime failure (e.g. out of memory)
+            outcome = self._fail(self._describe_crash(e))
+        finally:
+            self._close(outcome)
+        return outcome
+
     # ------------------------------------------------------------------- plumbing
     def _emit(self, event: ev.Event) -> None:
         if not self._dist.is_main and not isinstance(event, (ev.Failed, ev.Warning)):
-            return  # only rank 0 reports (and writes metrics); others speak up only about problems
-        if self._metrics_fh is not None:
-            try:
-                self._metrics_fh.write(ev.event_to_json(event) + "\n")
-                self._metrics_fh.flush()
-            except (OSError, ValueError):
-                pass  # a full disk must not kill training; checkpoints report their own errors
+            return  # only rank 0 reports; the others speak up only about problems
+        if self._writer is not None:
+            self._writer(event)
+        elif self._dist.is_main:
+            self._early.append(event)
         for fn in list(self.listeners):
             try:
                 fn(event)
             except Exception:  # a broken listener must not stop training
                 pass
 
-    def _set_state(self, state: str, reason: str = "") -> None:
+    def _warn(self, message: str) -> None:
+        self._emit(ev.Warning(message=message))
+
+    def _set_state(self, state: ev.State, reason: str = "") -> None:
         self.state = state
         self._emit(ev.StateChanged(state=state, reason=reason))
 
     def _fail(self, message: str) -> str:
         if self._dist.enabled and not self._dist.is_main:
             message = f"rank {self._dist.rank}: {message}"
-        self.result_reason = message
-        self.exit_state = "failed"
+        self._reason = message
         self._emit(ev.Failed(message=message))
         self._set_state("failed", message)
         return "failed"
 
-    # ---------------------------------------------------------------------- run
-    def run(self) -> str:
-        """Train to the end (or until stopped/failed). Returns completed | stopped | failed."""
+    def _describe_crash(self, e: Exception) -> str:
+        msg = f"{type(e).__name__}: {_first_line(e)}"
+        if isinstance(e, torch.cuda.OutOfMemoryError):
+            msg = "the GPU ran out of memory; use a smaller --batch-size or --width"
+        if self.run_dir is not None:
+            try:
+                RunDir(self.run_dir).error_log_path.write_text(traceback.format_exc())
+                msg += f" (details in {RunDir(self.run_dir).error_log_path})"
+            except OSError:
+                pass
+        return msg
+
+    def _close(self, outcome: str) -> None:
+        """The final event, then release what the run holds (in this order: a reader that
+        sees the lock gone also sees RunFinished)."""
+        p = self._progress
+        self.result = ev.RunFinished(
+            outcome=outcome if outcome in ev.OUTCOMES else "failed", reason=self._reason,  # type: ignore[arg-type]
+            last_checkpoint=p.last_checkpoint, save_error=p.save_error, best_checkpoint=p.best_checkpoint,
+            epochs_done=p.epochs_done, global_step=p.global_step,
+        )
         try:
-            return self._run()
-        except (ConfigError, DataError, CheckpointError, TrainingError) as e:
-            return self._fail(str(e))
-        except Exception as e:  # an engine bug or a runtime failure (e.g. out of memory)
-            msg = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-            if isinstance(e, torch.cuda.OutOfMemoryError):
-                msg = "the GPU ran out of memory; use a smaller --batch-size or --width"
-            if self.run_dir is not None:
-                try:
-                    (self.run_dir / "error.log").write_text(traceback.format_exc())
-                    msg += f" (details in {self.run_dir / 'error.log'})"
-                except OSError:
-                    pass
-            return self._fail(msg)
+            self._emit(self.result)
         finally:
-            if self._metrics_fh is not None:
-                try:
-                    self._metrics_fh.close()
-                except OSError:
-                    pass
-                self._metrics_fh = None
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None
             self._dist.close()
 
+    # ------------------------------------------------------------------------ run
     def _run(self) -> str:
-        cfg = self.config
-        ckpt = None
-        if self.resume_path is not None:
-            ckpt = load_checkpoint(self.resume_path)
-            try:
-                stored = TrainConfig.from_dict(ckpt["config"])
-            except TypeError:
-                raise CheckpointError(f"{ckpt['path']}: the stored settings are not readable") from None
-            cfg = check_resume_overrides(stored, self.resume_overrides)
-            self.config = cfg
-        cfg.validate()
+        s = self._setup()
+        if s is None:
+            return self._stopped("stopped before training started")
+        p = self._progress
+        s.model.train()
+        for epoch in range(p.epochs_done + 1, s.cfg.epochs + 1):
+            e = self._train_epoch(s, epoch)
+            if e is None:  # stopped mid-epoch
+                break
+            self._end_epoch(s, e)
+            if s.dist.enabled and self._stop:  # a stop seen at the epoch's last sync
+                p.stopped_at = (epoch + 1, 0)
+                break
+        return self._finish(s)
+
+    # ---------------------------------------------------------------------- setup
+    def _setup(self) -> Optional[_Setup]:
+        """Everything before the first step. Returns None if a Stop arrived while loading."""
+        ckpt = self._load_resume()
+        cfg = self.config.validate()
         self._dist, dist_device = dd.setup(cfg.device)
-        dist = self._dist
         device = dist_device if dist_device is not None else resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
-
-        # ---- data (before anything is written: bad data leaves no run folder behind)
         bundle = self._data if self._data is not None else load_data(cfg.data)
         for note in bundle.notes:
-            self._emit(ev.Warning(message=note))
+            self._warn(note)
         if self._stop_requested_early():
-            self.exit_state, self.result_reason = "stopped", "stopped before training started"
-            self._set_state("finished", self.result_reason)
-            return "stopped"
+            return None
+        train, val = self._split(cfg, bundle)
+        batch, steps = self._batches(cfg, len(train))
+        model = SEResNet(width=cfg.width, num_classes=len(bundle.classes))
+        params = count_parameters(model)
+        self.model = model
+        opt = self._optimiser(cfg, model)
+        ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay is not None else None
+        if ckpt is not None:
+            self._restore(cfg, ckpt, model, opt, ema, len(bundle.classes))
+        model = self._place(cfg, model, ema, device)
+        run = self._open_run_dir(cfg, ckpt)
+        s = _Setup(
+            cfg=cfg, device=device, dist=self._dist, bundle=bundle, classes=list(bundle.classes),
+            train=ImageSet(train.x.to(device), train.y.to(device)), val=self._val_shard(val), n_val=len(val),
+            batch=batch, steps_per_epoch=steps, model=model, forward=_Forward(self._wrap(cfg, model, device),
+            cfg.compile and device.type == "cuda", self._warn), opt=opt, ema=ema,
+            aug=Augmenter(cfg.crop_padding, device, use_gray=cfg.grayscale_p > 0, use_autocontrast=cfg.autocontrast_p > 0),
+            params=params, run=run, store=CheckpointStore(run) if run is not None else None,
+            resumed_from=str(ckpt["path"]) if ckpt is not None else None,
+        )
+        self._announce(s)
+        return s
+
+    def _load_resume(self) -> Optional[dict]:
+        if self.resume_path is None:
+            return None
+        ckpt = load_checkpoint(self.resume_path, purpose="resume")
+        try:
+            stored = TrainConfig.from_dict(ckpt["config"]).validate()
+        except (TypeError, ConfigError) as e:
+            raise CheckpointError(f"{ckpt['path']}: the stored settings are not usable ({e})") from None
+        self.config = check_resume_overrides(stored, self.resume_overrides)
+        self._resume_changes = resume_changes(stored, self.config)
+        if ckpt["epoch"] >= self.config.epochs and ckpt.get("step_in_epoch", 0) == 0:
+            raise ConfigError(
+                f"the run already has {ckpt['epoch']} of {self.config.epochs} epochs; "
+                f"pass --epochs N with N > {ckpt['epoch']} to train further"
+            )
+        return ckpt
+
+    def _split(self, cfg: TrainConfig, bundle: DataBundle) -> tuple[ImageSet, ImageSet]:
         train_idx, val_idx, notes = split_indices(bundle.train.y, cfg.val_size, cfg.subset, cfg.seed)
         for note in notes:
-            self._emit(ev.Warning(message=note))
-        train = bundle.train.select(train_idx)
-        val = bundle.train.select(val_idx)
-        classes = list(bundle.classes)
-        n_train = len(train)
-        batch = min(cfg.batch_size, n_train)  # the global batch; each rank takes its share
+            self._warn(note)
+        return bundle.train.select(train_idx), bundle.train.select(val_idx)
+
+    def _batches(self, cfg: TrainConfig, n_train: int) -> tuple[int, int]:
+        """(global batch, steps per epoch). Under torchrun each rank takes a share of a batch."""
+        dist = self._dist
+        batch = min(cfg.batch_size, n_train)
         if dist.enabled and batch < 2 * dist.world:
-            raise ConfigError(f"--batch-size {cfg.batch_size} is too small for {dist.world} processes; use at least {2 * dist.world}")
-        steps_per_epoch = n_train // batch
-        rem = n_train - steps_per_epoch * batch
+            raise ConfigError(f"--batch-size {cfg.batch_size} is too small for {dist.world} processes; "
+                              f"use at least {2 * dist.world}")
+        steps, rem = divmod(n_train, batch)
         if rem and (not dist.enabled or rem >= 2 * dist.world):
-            steps_per_epoch += 1  # a final, smaller batch
+            steps += 1  # a final, smaller batch
         elif rem:
-            self._emit(ev.Warning(message=f"{rem} image(s) per epoch are skipped: too few to share among {dist.world} processes"))
-        total_steps = steps_per_epoch * cfg.epochs
+            self._warn(f"{rem} image(s) per epoch are skipped: too few to share among {dist.world} processes")
+        return batch, steps
 
-        # ---- model and optimiser
-        model = SEResNet(width=cfg.width, num_classes=len(classes))
-        params = count_parameters(model)
-        self.model = model  # the trained network (unwrapped), for callers that want it afterwards
-        if ckpt is not None:
-            if len(classes) != int(ckpt["arch"].get("num_classes", -1)):
-                raise TrainingError(f"the checkpoint has {ckpt['arch'].get('num_classes')} classes but --data has {len(classes)}")
-            load_weights(model, ckpt)
-        cuda = device.type == "cuda"
-        model.to(device)
-        if cuda and cfg.channels_last:
-            model.to(memory_format=torch.channels_last)
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                              weight_decay=cfg.weight_decay, nesterov=cfg.nesterov and cfg.momentum > 0)
-        start_epoch, first_step, global_step = 0, 0, 0
-        history: list[dict] = []
-        best_acc, best_epoch = None, None
-        if ckpt is not None:
+    @staticmethod
+    def _optimiser(cfg: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                               weight_decay=cfg.weight_decay, nesterov=cfg.nesterov and cfg.momentum > 0)
+
+    def _restore(self, cfg: TrainConfig, ckpt: dict, model: torch.nn.Module, opt: torch.optim.Optimizer,
+                 ema: Optional[WeightEMA], n_classes: int) -> None:
+        """Weights, optimiser, EMA, progress and RNG state from a checkpoint."""
+        if n_classes != ckpt["arch"]["num_classes"]:
+            raise TrainingError(f"the checkpoint has {ckpt['arch']['num_classes']} classes but --data has {n_classes}")
+        load_weights(model, ckpt)
+        try:
+            opt.load_state_dict(ckpt["optimizer"])
+        except (KeyError, ValueError, RuntimeError, TypeError):
+            raise TrainingError(f"{ckpt['path']}: optimizer state does not fit; the checkpoint is damaged") from None
+        if ema is not None and isinstance(ckpt.get("ema"), dict):
             try:
-                opt.load_state_dict(ckpt["optimizer"])
-            except (KeyError, ValueError, RuntimeError):
-                raise TrainingError(f"{ckpt['path']}: optimizer state does not fit; the checkpoint is damaged") from None
-            start_epoch = int(ckpt["epoch"])
-            first_step = int(ckpt.get("step_in_epoch", 0))
-            global_step = int(ckpt.get("global_step", 0))
-            summary = ckpt.get("metrics", {})
-            history = list(summary.get("history", []))
-            best_acc, best_epoch = summary.get("best_val_acc"), summary.get("best_epoch")
-            self._mixup_override = ckpt.get("mixup_override")
-            rng = ckpt.get("rng", {})
-            if "torch" in rng:
+                ema.load_state_dict(ckpt["ema"], ckpt.get("ema_n", 1))
+            except (RuntimeError, KeyError, TypeError):
+                raise TrainingError(f"{ckpt['path']}: its weight average does not fit; the checkpoint is damaged") from None
+        summary = ckpt.get("metrics") if isinstance(ckpt.get("metrics"), dict) else {}
+        p = self._progress
+        p.epochs_done, p.first_step, p.global_step = ckpt["epoch"], ckpt.get("step_in_epoch", 0), ckpt.get("global_step", 0)
+        p.history = [h for h in summary.get("history", []) if isinstance(h, dict)]
+        best = summary.get("best_val_acc")
+        p.best_acc = float(best) if isinstance(best, (int, float)) and not isinstance(best, bool) else None
+        p.best_epoch = summary.get("best_epoch") if isinstance(summary.get("best_epoch"), int) else None
+        override = ckpt.get("mixup_override")
+        p.mixup_override = override if isinstance(override, bool) else None
+        rng = ckpt.get("rng") if isinstance(ckpt.get("rng"), dict) else {}
+        if "torch" in rng:
+            try:
                 torch.set_rng_state(rng["torch"])
-            if start_epoch >= cfg.epochs and first_step == 0:
-                raise ConfigError(
-                    f"the run already has {start_epoch} of {cfg.epochs} epochs; pass --epochs N with N > {start_epoch} to train further"
-                )
-        ema = None
-        ema_count = {"n": 0}  # updates so far, on the host: the decay warm-up needs no GPU sync
-        if cfg.ema_decay is not None:
-            from torch.optim.swa_utils import AveragedModel
+            except (RuntimeError, TypeError):
+                raise TrainingError(f"{ckpt['path']}: its random-number state is damaged; "
+                                    "resume from another checkpoint") from None
 
-            decay = float(cfg.ema_decay)
-
-            @torch.no_grad()
-            def ema_update(ema_params, params, _num_averaged):
-                if not ema_params[0].is_floating_point():  # e.g. BatchNorm's step counters
-                    for e, p in zip(ema_params, params):
-                        e.copy_(p)
-                    return
-                torch._foreach_lerp_(ema_params, params, 1.0 - ema_decay_at(ema_count["n"], decay))
-
-            ema = AveragedModel(model, multi_avg_fn=ema_update, use_buffers=True)
-            if ckpt is not None and isinstance(ckpt.get("ema"), dict):
-                ema.module.load_state_dict(ckpt["ema"])
-                ema_count["n"] = int(ckpt.get("ema_n", 1))
-                ema.n_averaged.fill_(max(1, ema_count["n"]))
-        eval_model = ema.module if ema is not None else model
-        train_model = model
-        if dist.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            train_model = DDP(model, device_ids=[device.index] if cuda else None)
-        eager_model = train_model
-        compile_pending = False
-        if cfg.compile and cuda:
-            try:
-                train_model = torch.compile(train_model)
-                compile_pending = True  # compilation happens (and may fail) at the first forward
-            except Exception as e:  # pragma: no cover - depends on the platform
-                self._emit(ev.Warning(message=f"torch.compile unavailable ({_first_line(e)}); training without it"))
-
-        def forward(x: torch.Tensor) -> torch.Tensor:
-            nonlocal train_model, compile_pending
-            if not compile_pending:
-                return train_model(x)
-            try:
-                out = train_model(x)
-            except torch.cuda.OutOfMemoryError:
-                raise
-            except Exception as e:  # pragma: no cover - needs a GPU without a working compiler
-                self._emit(ev.Warning(message=f"torch.compile failed ({_first_line(e)}); training without it"))
-                train_model = eager_model
-                out = train_model(x)
-            compile_pending = False
-            return out
-
-        # ---- the run directory
-        ckpt_file = Path(ckpt["path"]).resolve() if ckpt is not None else None
-        in_run = (ckpt_file is not None and ckpt_file.parent.name == "checkpoints"
-                  and (ckpt_file.parent.parent / "config.json").is_file())
-        if not dist.is_main:
-            run_dir = None
-        elif in_run and _is_latest(ckpt_file, int(ckpt.get("global_step", 0))):
-            run_dir = ckpt_file.parent.parent  # continue in the run's own folder
-        elif in_run and self._fixed_run_dir is None:
-            # an older checkpoint (say best.pt) of a run that went further: continuing in place
-            # would overwrite the run's later checkpoints, so the continuation is a new run
-            run_dir = new_run_dir(cfg.runs_dir or ckpt_file.parent.parent.parent, cfg.preset)
-            self._emit(ev.Warning(message=f"{ckpt_file.name} is older than the run's last.pt; continuing in a new run "
-                                          f"folder {run_dir} so the original run stays as it is"))
-        elif ckpt_file is not None and self._fixed_run_dir is None:
-            run_dir = new_run_dir(cfg.runs_dir, cfg.preset)
-            self._emit(ev.Warning(message=f"{ckpt_file} is not inside a run folder; continuing in a new run folder {run_dir}"))
-        elif self._fixed_run_dir is not None:
-            run_dir = self._fixed_run_dir
-            (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        else:
-            run_dir = new_run_dir(cfg.runs_dir, cfg.preset)
-        self.run_dir = run_dir
-        if run_dir is not None:
-            self._lock = RunLock(run_dir)
-            self._lock.acquire()  # refuses a run folder another live process is writing
-            for note in self._lock.notes:
-                self._emit(ev.Warning(message=note))
-            ckpt_dir = run_dir / "checkpoints"
-            ckpt_dir.mkdir(exist_ok=True)
-            run_id = run_dir.name
-        else:
-            ckpt_dir, run_id = None, ""
-        info = {
-            "run_id": run_id,
-            "created": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "config": cfg.to_dict(),
-            "data": {
-                "source": bundle.source, "kind": bundle.kind, "classes": classes,
-                "train_images": n_train, "val_images": len(val),
-                "test_images": len(bundle.test) if bundle.test is not None else 0,
-                "notes": bundle.notes,
-            },
-            "model": {**arch_info(model), "params": params},
-            "device": str(device),
-            "world_size": dist.world,
-            "device_name": torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine(),
-            "versions": _versions(),
-        }
-        if ckpt is not None and run_dir is not None:
-            prev = {}
-            try:
-                prev = json.loads((run_dir / "config.json").read_text())
-            except (OSError, ValueError):
-                pass
-            info["created"] = prev.get("created", info["created"])
-            info["resumes"] = prev.get("resumes", []) + [{
-                "from": ckpt["path"], "at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-                "epochs": cfg.epochs, "device": str(device),
-            }]
-        if run_dir is not None:
-            atomic_write_json(run_dir / "config.json", info)
-            self._metrics_fh = _open_metrics(run_dir / "metrics.jsonl")
-
-        self._emit(ev.RunStarted(
-            config=cfg.to_dict(), run_dir=str(run_dir or ""), device=str(device) + (f" x{dist.world}" if dist.enabled else ""), params=params, run_id=run_id,
-            train_size=n_train, val_size=len(val), steps_per_epoch=steps_per_epoch, start_epoch=start_epoch,
-            resumed_from=str(ckpt["path"]) if ckpt is not None else None, classes=tuple(classes),
-        ))
-        self._set_state("running", "resumed" if ckpt is not None else "started")
-
-        # ---- device-resident data
-        train_x = train.x.to(device)
-        train_y = train.y.to(device)
-        aug = Augmenter(cfg.crop_padding, device, use_gray=cfg.grayscale_p > 0, use_autocontrast=cfg.autocontrast_p > 0)
-        criterion_ls = cfg.label_smoothing
-
-        def save(kind: str, epochs_done: int, step_in_epoch: int, val_acc: Optional[float], extra: dict) -> Optional[Path]:
-            if ckpt_dir is None:
-                return None  # not rank 0
-            state = {
-                "model": model.state_dict(),
-                **({"ema": ema.module.state_dict(), "ema_n": ema_count["n"]} if ema is not None else {}),
-                "optimizer": opt.state_dict(),
-                "scheduler": {"global_step": global_step, "total_steps": total_steps},
-                "epoch": epochs_done,
-                "step_in_epoch": step_in_epoch,
-                "global_step": global_step,
-                "config": cfg.to_dict(),
-                "arch": {**arch_info(model)},
-                "classes": classes,
-                "data_source": bundle.source,
-                "mixup_override": self._mixup_override,
-                "metrics": {"best_val_acc": best_acc, "best_epoch": best_epoch, "history": history, **extra},
-                "rng": {"torch": torch.get_rng_state()},
-                "run_id": run_id,
-                "world_size": dist.world,
-            }
-            summary = {
-                "run_id": run_id, "kind": kind, "epoch": epochs_done, "step_in_epoch": step_in_epoch,
-                "global_step": global_step, "val_acc": val_acc, "preset": cfg.preset, "data": bundle.source,
-                "width": cfg.width, "params": params,
-                "saved": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-                **{k: v for k, v in extra.items() if isinstance(v, (int, float, str, type(None)))},
-            }
-            names = {"last": "last.pt", "stop": "last.pt"}
-            path = ckpt_dir / names.get(kind, f"{kind}.pt")
-            if kind == "manual":
-                path = ckpt_dir / f"manual-e{epochs_done + (1 if step_in_epoch else 0):03d}-s{global_step:07d}.pt"
-            try:
-                save_checkpoint(path, state, summary)
-            except OSError as e:
-                self.last_save_error = f"could not save {path.name} ({e.strerror or e}); the previous checkpoint is intact"
-                self._emit(ev.Warning(message=self.last_save_error))
-                return None
-            self.last_save_error = None
-            self._emit(ev.CheckpointSaved(path=str(path), epoch=epochs_done, val_acc=val_acc, kind=kind,
-                                          step_in_epoch=step_in_epoch, global_step=global_step))
-            return path
-
-        def copy_checkpoint(src: Path, name: str, kind: str, epochs_done: int, val_acc: Optional[float]) -> Optional[Path]:
-            dst = ckpt_dir / name
-            tmp = ckpt_dir / f".{name}.tmp-{os.getpid()}"
-            try:
-                try:
-                    os.link(src, tmp)
-                except OSError:
-                    shutil.copyfile(src, tmp)
-                os.replace(tmp, dst)
-                js = json.loads(src.with_suffix(".json").read_text())
-                js["kind"] = kind
-                atomic_write_json(dst.with_suffix(".json"), js)
-            except OSError as e:
-                self._emit(ev.Warning(message=f"could not save {name} ({e.strerror or e})"))
-                return None
-            self._emit(ev.CheckpointSaved(path=str(dst), epoch=epochs_done, val_acc=val_acc, kind=kind,
-                                          global_step=global_step))
-            return dst
-
-        # ---- the loop
-        model.train()
-        log_every = cfg.log_every
-        epoch = start_epoch
-        stopped_at: Optional[tuple[int, int]] = None
-        val_shard = val.select(np.arange(dist.rank, len(val), dist.world)) if dist.enabled else val
-        for epoch in range(start_epoch + 1, cfg.epochs + 1):
-            plan = make_epoch_plan(n_train, batch, cfg.seed, epoch, cfg, device)
-            steps = steps_per_epoch
-            sched_mixup = bool(cfg.mixup and plan.mixup_draw and epoch <= cfg.epochs - cfg.mixup_off_epochs)
-            mixup = sched_mixup if self._mixup_override is None else self._mixup_override
-            source = "schedule" if self._mixup_override is None else "user"
-            self._emit(ev.EpochStarted(epoch=epoch, epochs=cfg.epochs, steps=steps, mixup=mixup, mixup_source=source))
-            t_epoch = time.perf_counter()
-            paused_time = 0.0
-            # Running sums on the device; read (and reduced across ranks) every log_every steps.
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device)
-            seen = 0
-            g_loss = g_correct = g_seen = 0.0  # the last values read (global under torchrun)
-            win_t, win_seen = time.perf_counter(), 0.0
-            step = first_step if epoch == start_epoch + 1 else 0
-            first_step = 0
-            while step < steps:
-                # ---- commands, between steps
-                if not self.commands.empty() or self._paused:
-                    t0 = time.perf_counter()
-                    new_mix = self._apply_commands(lambda: save("manual", epoch - 1, step, None, {}), epoch)
-                    if new_mix == "schedule":
-                        mixup = sched_mixup
-                        self._emit(ev.MixupChanged(epoch=epoch, on=mixup, source="schedule"))
-                    elif new_mix is not None:
-                        mixup = new_mix
-                    waited = time.perf_counter() - t0
-                    paused_time += waited
-                    win_t += waited
-                    if self._stop and not dist.enabled:  # under torchrun a stop waits for the next sync
-                        stopped_at = (epoch, step)
-                        break
-                # ---- one step on this rank's share of the global batch
-                lo, hi = step * batch, min(step * batch + batch, n_train)
-                if dist.enabled:
-                    lo, hi = dd.shard(lo, hi, dist.rank, dist.world)
-                idx = plan.order[lo:hi]
-                bsz = hi - lo
-                xb = aug(train_x[idx], plan.offsets[lo:hi], plan.flips[lo:hi], plan.gray[lo:hi], plan.autocontrast[lo:hi])
-                yb = train_y[idx]
-                if cuda and cfg.channels_last:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-                lr = lr_at(cfg, global_step, total_steps, steps_per_epoch)
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                with autocast_for(device, cfg.amp):
-                    if mixup:
-                        lam = float(plan.lam[step])
-                        perm = mixup_permutation(plan, step, bsz, device, salt=dist.rank)
-                        xb = lam * xb + (1.0 - lam) * xb[perm]
-                        out = forward(xb)
-                        yb2 = yb[perm]
-                        loss = lam * F.cross_entropy(out, yb, label_smoothing=criterion_ls) + (1.0 - lam) * F.cross_entropy(
-                            out, yb2, label_smoothing=criterion_ls)
-                    else:
-                        out = forward(xb)
-                        loss = F.cross_entropy(out, yb, label_smoothing=criterion_ls)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if cfg.grad_clip_value is not None:
-                    torch.nn.utils.clip_grad_value_(model.parameters(), cfg.grad_clip_value)
-                opt.step()
-                if ema is not None:
-                    ema.update_parameters(model)  # the first call copies the weights
-                    ema_count["n"] += 1
-                with torch.no_grad():
-                    pred = out.argmax(1)
-                    if mixup:
-                        correct += lam * (pred == yb).sum() + (1.0 - lam) * (pred == yb2).sum()
-                    else:
-                        correct += (pred == yb).sum()
-                    loss_sum += loss.detach().float() * bsz
-                seen += bsz
-                global_step += 1
-                step += 1
-                if step % log_every == 0 or step == steps:
-                    # The only host<->device sync of the loop, and the only collective besides DDP's.
-                    flags = torch.tensor([float(seen), 1.0 if self._stop else 0.0], device=device)
-                    stats = dist.all_sum(torch.cat([torch.stack([loss_sum.float(), correct.float()]), flags]))
-                    g_loss, g_correct, g_seen, g_stop = stats.tolist()
-                    mean_loss = g_loss / max(1.0, g_seen)
-                    if not math.isfinite(mean_loss):
-                        return self._fail(
-                            f"the loss became {'NaN' if math.isnan(mean_loss) else 'infinite'} at epoch {epoch} step {step} "
-                            f"(learning rate {lr:.3g}); nothing was saved after it: lower --lr and resume from the last checkpoint"
-                        )
-                    now = time.perf_counter()
-                    ips = (g_seen - win_seen) / max(now - win_t, 1e-9)
-                    win_t, win_seen = now, g_seen
-                    self._emit(ev.StepDone(
-                        epoch=epoch, step=global_step, loss=mean_loss, lr=lr, images_per_s=ips,
-                        step_in_epoch=step, steps_per_epoch=steps, train_acc=g_correct / max(1.0, g_seen),
-                    ))
-                    if dist.enabled and g_stop > 0:
-                        if not self._stop:
-                            self._stop, self._stop_save = True, True
-                            self._set_state("stopping", "another process asked to stop")
-                        if step < steps:
-                            stopped_at = (epoch, step)
-                            break
-            if stopped_at is not None:
-                break
-            # ---- end of epoch: validate, record, checkpoint
-            dist.average_buffers(model)  # identical models on every rank before validating and saving
-            if ema is not None:
-                dist.average_buffers(ema.module)
-            train_loss = g_loss / max(1.0, g_seen)
-            train_acc = g_correct / max(1.0, g_seen)
-            val_loss = val_acc = None
-            if len(val):
-                r = evaluate(eval_model, val_shard.x, val_shard.y, len(classes), device, amp=cfg.amp, tta_flip=cfg.tta_flip)
-                n_v = float(len(val_shard))
-                v = torch.tensor([r.loss * n_v if n_v else 0.0, r.accuracy * n_v if n_v else 0.0, n_v],
-                                 dtype=torch.float64 if device.type != "mps" else torch.float32, device=device)
-                vl, vc, vn = dist.all_sum(v).tolist()
-                val_loss, val_acc = vl / vn, vc / vn
-            score = val_acc if val_acc is not None else train_acc
-            improved = best_acc is None or score > best_acc
-            prev_best = (best_acc, best_epoch)
-            if improved:  # tentatively: undone below if best.pt cannot be written
-                best_acc, best_epoch = score, epoch
-            seconds = time.perf_counter() - t_epoch - paused_time
-            record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-                      "val_acc": val_acc, "lr": lr_at(cfg, max(global_step - 1, 0), total_steps, steps_per_epoch),
-                      "mixup": mixup, "seconds": seconds}
-            history.append(record)
-            extra = {"val_acc": val_acc, "val_loss": val_loss, "train_acc": train_acc, "train_loss": train_loss}
-            last = save("last", epoch, 0, val_acc, extra)
-            if improved and dist.is_main:
-                best = copy_checkpoint(last, "best.pt", "best", epoch, val_acc) if last is not None else None
-                if best is not None:
-                    self.best_checkpoint = best
-                else:
-                    best_acc, best_epoch = prev_best  # best.pt still holds the earlier best
-            if last is not None and cfg.save_every and epoch % cfg.save_every == 0:
-                copy_checkpoint(last, f"epoch-{epoch:03d}.pt", "epoch", epoch, val_acc)
-            self._emit(ev.EpochDone(
-                epoch=epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss, val_acc=val_acc,
-                seconds=seconds, lr=record["lr"], mixup=mixup, best_val_acc=best_acc, best_epoch=best_epoch,
-            ))
-            if dist.enabled and self._stop:  # a stop seen at the epoch's last sync
-                stopped_at = (epoch + 1, 0)
-                break
-        dist.average_buffers(model)  # (a mid-epoch stop saves the model below)
+    @staticmethod
+    def _place(cfg: TrainConfig, model: torch.nn.Module, ema: Optional[WeightEMA], device: torch.device) -> torch.nn.Module:
+        model.to(device)
+        if device.type == "cuda" and cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
         if ema is not None:
-            dist.average_buffers(ema.module)
-        dist.barrier()  # no rank leaves (and tears the group down) while another still saves
-        if self.best_checkpoint is None and run_dir is not None and (run_dir / "checkpoints" / "best.pt").exists():
-            self.best_checkpoint = run_dir / "checkpoints" / "best.pt"
+            ema.to(device)
+            if device.type == "cuda" and cfg.channels_last:
+                ema.to(memory_format=torch.channels_last)
+            ema.rebind(model)
+        return model
 
-        if stopped_at is not None:
-            ep, st = stopped_at
-            if self._stop_save and st > 0:
-                save("stop", ep - 1, st, None, {})
-            elif self._stop_save and ckpt_dir is not None and not (ckpt_dir / "last.pt").exists():
-                save("stop", ep - 1, st, None, {})
-            self.exit_state = "stopped"
-            self.result_reason = f"stopped by request at epoch {ep} step {st}"
-            self._set_state("finished", self.result_reason)
-            return "stopped"
-        self.exit_state = "completed"
-        self.result_reason = f"completed {cfg.epochs} epochs"
-        self._set_state("finished", self.result_reason)
-        return "completed"
+    def _wrap(self, cfg: TrainConfig, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        if not self._dist.enabled:
+            return model
+        from torch.nn.parallel import DistributedDataParallel as DDP
 
+        return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def _val_shard(self, val: ImageSet) -> ImageSet:
+        dist = self._dist
+        return val.select(np.arange(dist.rank, len(val), dist.world)) if dist.enabled else val
+
+    def _open_run_dir(self, cfg: TrainConfig, ckpt: Optional[dict]) -> Optional[RunDir]:
+        """The run folder (rank 0 only): new, or the one a resumed run continues in; locked."""
+        if not self._dist.is_main:
+            return None
+        if ckpt is not None:
+            target = resume_target(ckpt["path"], ckpt.get("global_step", 0), cfg.runs_dir, cfg.preset, self._fixed_run)
+            run = target.run
+            if target.note:
+                self._warn(target.note)
+        elif self._fixed_run is not None:
+            run = self._fixed_run
+            run.ensure_layout()
+        else:
+            run = RunDir.create(cfg.runs_dir, cfg.preset)
+        self.run_dir = run.path
+        self._lock = run.lock()
+        self._lock.acquire()  # refuses a run folder another live process is writing
+        for note in self._lock.notes:
+            self._warn(note)
+        return run
+
+    def _announce(self, s: _Setup) -> None:
+        """Write config.json, open metrics.jsonl (with what was said so far), say RunStarted."""
+        cfg, run = s.cfg, s.run
+        if run is not None:
+            run.write_config(self._run_info(s), resumed_from=s.resumed_from,
+                             resume_changes=getattr(self, "_resume_changes", None))
+            self._writer = run.metrics_writer()
+            for event in self._early:
+                self._writer(event)
+            self._early.clear()
+        dev = str(s.device) + (f" x{s.dist.world}" if s.dist.enabled else "")
+        self._emit(ev.RunStarted(
+            config=cfg.to_dict(), run_dir=str(run.path) if run else "", device=dev, params=s.params,
+            run_id=run.run_id if run else "", train_size=s.n_train, val_size=s.n_val,
+            steps_per_epoch=s.steps_per_epoch, start_epoch=self._progress.epochs_done,
+            resumed_from=s.resumed_from, classes=tuple(s.classes),
+        ))
+        self._set_state("running", "resumed" if s.resumed_from else "started")
+
+    def _run_info(self, s: _Setup) -> dict[str, Any]:
+        b = s.bundle
+        return {
+            "run_id": s.run.run_id if s.run else "",
+            "created": now_iso(),
+            "config": s.cfg.to_dict(),
+            "data": {"source": b.source, "kind": b.kind, "classes": s.classes, "train_images": s.n_train,
+                     "val_images": s.n_val, "test_images": len(b.test) if b.test is not None else 0, "notes": b.notes},
+            "model": {**arch_info(s.model), "params": s.params},
+            "device": str(s.device),
+            "world_size": s.dist.world,
+            "device_name": device_name(s.device),
+            "versions": versions(),
+        }
+
+    # ---------------------------------------------------------------------- epoch
+    def _train_epoch(self, s: _Setup, epoch: int) -> Optional[_Epoch]:
+        """The steps of one epoch. Returns the epoch's record, or None if a stop ended it."""
+        cfg, p = s.cfg, self._progress
+        plan = make_epoch_plan(s.n_train, s.batch, cfg.seed, epoch, cfg, s.device)
+        sched = mixup_scheduled(cfg, epoch, plan.mixup_draw)
+        mixup = sched if p.mixup_override is None else p.mixup_override
+        self._emit(ev.EpochStarted(epoch=epoch, epochs=cfg.epochs, steps=s.steps_per_epoch, mixup=mixup,
+                                   mixup_source="schedule" if p.mixup_override is None else "user"))
+        e = _Epoch(epoch, s.steps_per_epoch, mixup, sched, torch.zeros((), device=s.device),
+                   torch.zeros((), device=s.device))
+        step, p.first_step = p.first_step, 0
+        while step < e.steps:
+            if not self.commands.empty() or self._paused:
+                self._between_steps(s, e, step)
+                if self._stop and not s.dist.enabled:  # under torchrun a stop waits for the next sync
+                    p.stopped_at = (epoch, step)
+                    return None
+            self._step(s, e, plan, step)
+            step += 1
+            if self._log_due(s, e, step) and self._log(s, e, step) and step < e.steps:
+                p.stopped_at = (epoch, step)  # torchrun: every rank agreed to stop
+                return None
+        return e
+
+    def _step(self, s: _Setup, e: _Epoch, plan, step: int) -> None:
+        """One optimisation step on this rank's share of the global batch."""
+        cfg, p = s.cfg, self._progress
+        lo, hi = step * s.batch, min(step * s.batch + s.batch, s.n_train)
+        if s.dist.enabled:
+            lo, hi = dd.shard(lo, hi, s.dist.rank, s.dist.world)
+        idx = plan.order[lo:hi]
+        xb = s.aug(s.train.x[idx], plan.offsets[lo:hi], plan.flips[lo:hi], plan.gray[lo:hi], plan.autocontrast[lo:hi])
+        yb = s.train.y[idx]
+        if s.device.type == "cuda" and cfg.channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        lr = lr_at(cfg, p.global_step, s.total_steps, s.steps_per_epoch)
+        for g in s.opt.param_groups:
+            g["lr"] = lr
+        ls = cfg.label_smoothing
+        with autocast_for(s.device, cfg.amp):
+            if e.mixup:
+                lam = float(plan.lam[step])
+                perm = mixup_permutation(plan, step, hi - lo, s.device, salt=s.dist.rank)
+                out = s.forward(lam * xb + (1.0 - lam) * xb[perm])
+                yb2 = yb[perm]
+                loss = lam * F.cross_entropy(out, yb, label_smoothing=ls) + (1.0 - lam) * F.cross_entropy(
+                    out, yb2, label_smoothing=ls)
+            else:
+                out = s.forward(xb)
+                loss = F.cross_entropy(out, yb, label_smoothing=ls)
+        s.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip_value is not None:
+            torch.nn.utils.clip_grad_value_(s.model.parameters(), cfg.grad_clip_value)
+        s.opt.step()
+        if s.ema is not None:
+            s.ema.update()
+        with torch.no_grad():
+            pred = out.argmax(1)
+            if e.mixup:
+                e.correct += lam * (pred == yb).sum() + (1.0 - lam) * (pred == yb2).sum()
+            else:
+                e.correct += (pred == yb).sum()
+            e.loss_sum += loss.detach().float() * (hi - lo)
+        e.seen += hi - lo
+        p.global_step += 1
+
+    def _log_due(self, s: _Setup, e: _Epoch, step: int) -> bool:
+        """Read the metrics now? Every ``log_every`` steps, at the end of the epoch, and
+        (alone, not under torchrun, where every rank must agree) after the first step of
+        an epoch and every ``log_seconds``, so a slow run shows progress at once."""
+        if step % s.cfg.log_every == 0 or step == e.steps:
+            return True
+        if s.dist.enabled or not s.cfg.log_seconds:
+            return False
+        return step == 1 or time.monotonic() - e.last_log >= s.cfg.log_seconds
+
+    def _log(self, s: _Setup, e: _Epoch, step: int) -> bool:
+        """Read the running sums (the loop's only host-device sync; under torchrun the only
+        collective besides DDP's) and announce StepDone. Returns True if every rank agreed
+        to stop. Raises TrainingError on a non-finite loss."""
+        p = self._progress
+        flags = torch.tensor([float(e.seen), 1.0 if self._stop else 0.0], device=s.device)
+        stats = s.dist.all_sum(torch.cat([torch.stack([e.loss_sum.float(), e.correct.float()]), flags]))
+        e.g_loss, e.g_correct, e.g_seen, g_stop = stats.tolist()
+        mean_loss = e.g_loss / max(1.0, e.g_seen)
+        lr = lr_at(s.cfg, p.global_step - 1, s.total_steps, s.steps_per_epoch)
+        if not math.isfinite(mean_loss):
+            raise TrainingError(self._nonfinite_message(mean_loss, e.number, step, lr))
+        now = time.perf_counter()
+        ips = (e.g_seen - e.win_seen) / max(now - e.win_t, 1e-9)
+        e.win_t, e.win_seen, e.last_log = now, e.g_seen, time.monotonic()
+        self._emit(ev.StepDone(
+            epoch=e.number, step=p.global_step, loss=mean_loss, lr=lr, images_per_s=ips, step_in_epoch=step,
+            steps_per_epoch=e.steps, train_acc=e.g_correct / max(1.0, e.g_seen),
+        ))
+        if s.dist.enabled and g_stop > 0:
+            if not self._stop:
+                self._stop, self._stop_save = True, True
+                self._set_state("stopping", "another process asked to stop")
+            return True
+        return False
+
+    def _nonfinite_message(self, loss: float, epoch: int, step: int, lr: float) -> str:
+        what = "NaN" if math.isnan(loss) else "infinite"
+        last = self._progress.last_checkpoint
+        if last:
+            advice = (f"nothing was saved after it; resume from {last} with a lower --lr "
+                      f"(cifar-tui train --resume {last} --lr {lr / 10:.3g})")
+        else:
+            advice = "nothing was saved yet; start a new run with a lower --lr"
+        return f"the loss became {what} at epoch {epoch} step {step} (learning rate {lr:.3g}); {advice}"
+
+    def _between_steps(self, s: _Setup, e: _Epoch, step: int) -> None:
+        """Apply queued commands (blocks while paused); paused time is not training time."""
+        t0 = time.perf_counter()
+        new_mix = self._apply_commands(lambda: self._save(s, "manual", e.number - 1, step, None, {}), e.number)
+        if new_mix == "schedule":
+            e.mixup = e.sched_mixup
+            self._emit(ev.MixupChanged(epoch=e.number, on=e.mixup, source="schedule"))
+        elif new_mix is not None:
+            e.mixup = bool(new_mix)
+        waited = time.perf_counter() - t0
+        e.paused += waited
+        e.win_t += waited
+
+    # ---------------------------------------------------------------- end of epoch
+    def _end_epoch(self, s: _Setup, e: _Epoch) -> None:
+        """Validate, record the epoch, write last.pt (and best.pt, epoch-NNN.pt)."""
+        p, cfg = self._progress, s.cfg
+        s.dist.average_buffers(s.model)  # identical models on every rank before validating and saving
+        if s.ema is not None:
+            s.dist.average_buffers(s.ema.module)
+        train_loss, train_acc = e.g_loss / max(1.0, e.g_seen), e.g_correct / max(1.0, e.g_seen)
+        val_loss, val_acc = self._validate(s)
+        score = val_acc if val_acc is not None else train_acc
+        improved = p.best_acc is None or score > p.best_acc
+        prev_best = (p.best_acc, p.best_epoch)
+        if improved:  # tentatively: undone below if best.pt cannot be written
+            p.best_acc, p.best_epoch = score, e.number
+        seconds = time.perf_counter() - e.started - e.paused
+        lr = lr_at(cfg, max(p.global_step - 1, 0), s.total_steps, s.steps_per_epoch)
+        p.history.append({"epoch": e.number, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
+                          "val_acc": val_acc, "lr": lr, "mixup": e.mixup, "seconds": seconds})
+        p.epochs_done = e.number
+        extra = {"val_acc": val_acc, "val_loss": val_loss, "train_acc": train_acc, "train_loss": train_loss}
+        last = self._save(s, "last", e.number, 0, val_acc, extra)
+        if improved and s.store is not None:
+            if last is None or self._copy(s, last, "best", e.number, val_acc) is None:
+                p.best_acc, p.best_epoch = prev_best  # best.pt still holds the earlier best
+        if last is not None and cfg.save_every and e.number % cfg.save_every == 0:
+            self._copy(s, last, "epoch", e.number, val_acc)
+        self._emit(ev.EpochDone(
+            epoch=e.number, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss, val_acc=val_acc,
+            seconds=seconds, lr=lr, mixup=e.mixup, best_val_acc=p.best_acc, best_epoch=p.best_epoch,
+        ))
+
+    def _validate(self, s: _Setup) -> tuple[Optional[float], Optional[float]]:
+        if not s.n_val:
+            return None, None
+        r = evaluate(s.eval_model, s.val.x, s.val.y, len(s.classes), s.device, amp=s.cfg.amp, tta_flip=s.cfg.tta_flip)
+        n = float(len(s.val))
+        dtype = torch.float64 if s.device.type != "mps" else torch.float32
+        v = torch.tensor([r.loss * n if n else 0.0, r.accuracy * n if n else 0.0, n], dtype=dtype, device=s.device)
+        vl, vc, vn = s.dist.all_sum(v).tolist()
+        return vl / vn, vc / vn
+
+    # ---------------------------------------------------------------- checkpoints
+    def _state(self, s: _Setup, epochs_done: int, step_in_epoch: int, extra: dict) -> dict:
+        p = self._progress
+        return {
+            "model": s.model.state_dict(),
+            **({"ema": s.ema.state_dict(), "ema_n": s.ema.n} if s.ema is not None else {}),
+            "optimizer": s.opt.state_dict(),
+            "scheduler": {"global_step": p.global_step, "total_steps": s.total_steps},
+            "epoch": epochs_done,
+            "step_in_epoch": step_in_epoch,
+            "global_step": p.global_step,
+            "config": s.cfg.to_dict(),
+            "arch": arch_info(s.model),
+            "classes": s.classes,
+            "data_source": s.bundle.source,
+            "mixup_override": p.mixup_override,
+            "metrics": {"best_val_acc": p.best_acc, "best_epoch": p.best_epoch, "history": p.history, **extra},
+            "rng": {"torch": torch.get_rng_state()},
+            "run_id": s.run.run_id if s.run else "",
+            "world_size": s.dist.world,
+        }
+
+    def _save(self, s: _Setup, kind: ev.CheckpointKind, epochs_done: int, step_in_epoch: int,
+              val_acc: Optional[float], extra: dict) -> Optional[Path]:
+        """Write a checkpoint (rank 0). A failed write is a warning: training goes on and
+        the previous file stays intact."""
+        if s.store is None:
+            return None
+        p = self._progress
+        summary = {
+            "run_id": s.run.run_id, "epoch": epochs_done, "step_in_epoch": step_in_epoch,
+            "global_step": p.global_step, "val_acc": val_acc, "preset": s.cfg.preset, "data": s.bundle.source,
+            "width": s.cfg.width, "params": s.params, "saved": now_iso(),
+            **{k: v for k, v in extra.items() if isinstance(v, (int, float, str, type(None)))},
+        }
+        try:
+            path = s.store.save(kind, self._state(s, epochs_done, step_in_epoch, extra), summary,
+                                epoch=epochs_done, global_step=p.global_step, step_in_epoch=step_in_epoch)
+        except OSError as e:
+            name = s.run.checkpoint_path(kind, epoch=epochs_done, global_step=p.global_step,
+                                         step_in_epoch=step_in_epoch).name
+            p.save_error = f"could not save {name} ({e.strerror or e}); the previous checkpoint is intact"
+            self._warn(p.save_error)
+            return None
+        p.save_error = None
+        p.last_checkpoint = str(path)
+        self._emit(ev.CheckpointSaved(path=str(path), epoch=epochs_done, val_acc=val_acc, kind=kind,
+                                      step_in_epoch=step_in_epoch, global_step=p.global_step))
+        return path
+
+    def _copy(self, s: _Setup, src: Path, kind: ev.CheckpointKind, epoch: int, val_acc: Optional[float]) -> Optional[Path]:
+        try:
+            dst = s.store.copy(src, kind, epoch=epoch)
+        except OSError as e:
+            self._warn(f"could not save {s.run.checkpoint_path(kind, epoch=epoch).name} ({e.strerror or e})")
+            return None
+        if kind == "best":
+            self._progress.best_checkpoint = str(dst)
+        self._emit(ev.CheckpointSaved(path=str(dst), epoch=epoch, val_acc=val_acc, kind=kind,
+                                      global_step=self._progress.global_step))
+        return dst
+
+    # --------------------------------------------------------------------- finish
+    def _finish(self, s: _Setup) -> str:
+        """After the last epoch or a stop: the stop's checkpoint, then the outcome."""
+        p = self._progress
+        s.dist.average_buffers(s.model)  # (a mid-epoch stop saves the model below)
+        if s.ema is not None:
+            s.dist.average_buffers(s.ema.module)
+        s.dist.barrier()  # no rank leaves (and tears the group down) while another still saves
+        if s.run is not None and p.best_checkpoint is None and s.run.best_checkpoint.exists():
+            p.best_checkpoint = str(s.run.best_checkpoint)
+        if p.stopped_at is None:
+            self._reason = f"completed {s.cfg.epochs} epoch{'s' if s.cfg.epochs != 1 else ''}"
+            self._set_state("finished", self._reason)
+            return "completed"
+        ep, st = p.stopped_at
+        if self._stop_save and (st > 0 or (s.run is not None and not s.run.last_checkpoint.exists())):
+            self._save(s, "stop", ep - 1, st, None, {})
+        return self._stopped(f"{self._stop_reason} at epoch {ep} step {st}")
+
+    def _stopped(self, reason: str) -> str:
+        self._reason = reason
+        self._set_state("finished", reason)
+        return "stopped"
+
+    # -------------------------------------------------------------------- commands
     def _stop_requested_early(self) -> bool:
         """Before training starts (data loading can be long): honour a Stop, keep the rest queued."""
         keep, stop = [], False
@@ -664,9 +806,10 @@ class Trainer:
             self.commands.put(cmd)
         return stop
 
-    def _apply_commands(self, save_now: Callable[[], Any], epoch: int) -> Optional[bool]:
-        """Apply queued commands; blocks while paused. Returns a new mixup value, if set."""
-        new_mix: Optional[bool] = None
+    def _apply_commands(self, save_now: Callable[[], Any], epoch: int) -> Optional[bool | str]:
+        """Apply queued commands; blocks while paused. Returns a new mixup value, "schedule"
+        when mixup went back to the schedule, or None."""
+        new_mix: Optional[bool | str] = None
         while True:
             try:
                 if self._paused and not self._stop:
@@ -677,83 +820,32 @@ class Trainer:
                 if self._paused and not self._stop:
                     continue
                 return new_mix
-            if isinstance(cmd, ev.Pause) and self._dist.enabled:
-                self._emit(ev.Warning(message="pause is not available under torchrun; use stop and --resume"))
-            elif isinstance(cmd, ev.Pause):
-                if not self._paused:
-                    self._paused = True
-                    self._set_state("paused", "paused by request")
-            elif isinstance(cmd, ev.Resume):
-                if self._paused:
-                    self._paused = False
-                    self._set_state("running", "resumed by request")
-            elif isinstance(cmd, ev.Stop):
-                if not self._stop:
-                    self._stop = True
-                    self._stop_save = cmd.save
-                    self._paused = False
-                    self._set_state("stopping", "stop requested" + (", saving a checkpoint" if cmd.save else ""))
-            elif isinstance(cmd, ev.SaveCheckpoint):
+            if isinstance(cmd, ev.SaveCheckpoint):
                 save_now()
             elif isinstance(cmd, ev.SetMixup):
-                self._mixup_override = cmd.on
+                self._progress.mixup_override = cmd.on
+                new_mix = "schedule" if cmd.on is None else cmd.on
                 if cmd.on is not None:
-                    new_mix = cmd.on
                     self._emit(ev.MixupChanged(epoch=epoch, on=cmd.on, source="user"))
-                else:
-                    new_mix = "schedule"  # type: ignore[assignment]  # the caller knows the schedule's value
+            else:
+                self._apply_state_command(cmd)
 
-
-def ema_decay_at(n: int, decay: float) -> float:
-    """The EMA decay after ``n`` updates: ramps up as (1 + n) / (10 + n) to ``decay``, so early
-    averages are not dominated by the random initial weights."""
-    return min(decay, (1.0 + n) / (10.0 + n))
-
-
-def _is_latest(ckpt_file: Path, global_step: int) -> bool:
-    """Is this checkpoint at least as far as its run's last.pt (by the small JSON beside it)?"""
-    last = ckpt_file.parent / "last.pt"
-    if ckpt_file.name == "last.pt" or not last.exists():
-        return True
-    try:
-        return global_step >= int(json.loads(last.with_suffix(".json").read_text()).get("global_step", 0))
-    except (OSError, ValueError, TypeError):
-        return True
+    def _apply_state_command(self, cmd: ev.Command) -> None:
+        if isinstance(cmd, ev.Pause) and self._dist.enabled:
+            self._warn("pause is not available under torchrun; use stop and --resume")
+        elif isinstance(cmd, ev.Pause) and not self._paused:
+            self._paused = True
+            self._set_state("paused", "paused by request")
+        elif isinstance(cmd, ev.Resume) and self._paused:
+            self._paused = False
+            self._set_state("running", "resumed by request")
+        elif isinstance(cmd, ev.Stop) and not self._stop:
+            self._stop, self._stop_save, self._paused = True, cmd.save, False
+            if cmd.reason:
+                self._stop_reason = str(cmd.reason)[:200]
+            self._set_state("stopping", "stop requested" + (", saving a checkpoint" if cmd.save else ""))
 
 
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0][:200] if text else type(e).__name__
-
-
-def _open_metrics(path: Path):
-    """Open metrics.jsonl for appending; a torn last line (a killed writer) is closed off first."""
-    fh = open(path, "a+b")
-    try:
-        fh.seek(0, os.SEEK_END)
-        if fh.tell() > 0:
-            fh.seek(-1, os.SEEK_END)
-            if fh.read(1) != b"\n":
-                fh.write(b"\n")
-    finally:
-        fh.close()
-    return open(path, "a", encoding="utf-8")
-
-
-def _versions() -> dict[str, str]:
-    import sys
-
-    out = {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__}
-    for mod in ("torchvision", "cifar_tui"):
-        try:
-            if mod == "cifar_tui":
-                from importlib.metadata import version
-
-                out[mod] = version("cifar-tui")
-            else:
-                out[mod] = __import__(mod).__version__
-        except Exception:
-            pass
-    if torch.cuda.is_available():
-        out["cuda"] = str(torch.version.cuda)
-    return out

@@ -33,7 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from engine.checkpoint import CheckpointError, load_checkpoint, read_metrics  # noqa: E402
+from engine.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from engine.rundir import read_metrics  # noqa: E402
 
 TRAIN = ["--no-ui", "train", "--data", "synthetic", "--preset", "tiny", "--width", "0.125", "--subset", "384",
          "--val-size", "64", "--batch-size", "64", "--save-every", "1"]

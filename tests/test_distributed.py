@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.checkpoint import load_checkpoint, read_metrics
+from engine.checkpoint import load_checkpoint
+from engine.rundir import read_metrics
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 ROOT = Path(__file__).resolve().parent.parent

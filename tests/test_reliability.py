@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine.checkpoint import load_checkpoint, read_metrics
+from engine.checkpoint import load_checkpoint
+from engine.rundir import read_metrics
 from tui_trainer.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent

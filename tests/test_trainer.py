@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from engine import events as ev
-from engine.checkpoint import CheckpointError, load_checkpoint, read_metrics
+from engine.checkpoint import CheckpointError, load_checkpoint
+from engine.rundir import read_metrics
 from engine.config import ConfigError
 from engine.trainer import Trainer, check_resume_overrides
 
@@ -65,9 +66,18 @@ def test_run_directory_and_events(small, tmp_path):
 
 def test_metrics_are_read_every_k_steps_only(small):
     seen, listen = collect()
-    Trainer(small(subset=640, batch_size=32, log_every=7, epochs=1), listeners=[listen]).run()
+    Trainer(small(subset=640, batch_size=32, log_every=7, log_seconds=0, epochs=1), listeners=[listen]).run()
     in_epoch = [e.step_in_epoch for e in of(seen, ev.StepDone)]
     assert in_epoch == [7, 14, 20]  # every 7th step, plus the epoch's last
+
+
+def test_the_first_step_reports_at_once_then_by_time(small):
+    seen, listen = collect()
+    Trainer(small(subset=640, batch_size=32, log_every=7, log_seconds=3600, epochs=1), listeners=[listen]).run()
+    assert [e.step_in_epoch for e in of(seen, ev.StepDone)] == [1, 7, 14, 20]  # step 1: feedback at once
+    seen, listen = collect()
+    Trainer(small(subset=640, batch_size=32, log_every=7, log_seconds=1e-9, epochs=1), listeners=[listen]).run()
+    assert [e.step_in_epoch for e in of(seen, ev.StepDone)] == list(range(1, 21))  # every step is "due" by time
 
 
 def test_pause_really_stops_steps_and_resume_continues(small):
@@ -83,7 +93,7 @@ def test_pause_really_stops_steps_and_resume_continues(small):
     assert trainer.alive
     trainer.send(ev.Resume())
     trainer.join(60)
-    assert trainer.exit_state == "completed"
+    assert trainer.result.outcome == "completed"
     assert len(of(seen, ev.StepDone)) == 15
     states = [e.state for e in of(seen, ev.StateChanged)]
     assert states == ["running", "paused", "running", "finished"]

@@ -85,7 +85,7 @@ def test_plots_fill_as_epochs_finish(tmp_path):
             assert loss.points["val"] == 2 and loss.points["train (smoothed)"] >= 4
             assert lr.points["lr"] == loss.points["train (smoothed)"]
             text = status_text(app)
-            assert "finished" in text and "2 / 2" in text and "79,339" in text and "cpu" in text
+            assert "✔ completed" in text and "2 / 2" in text and "79,339" in text and "cpu" in text
             assert "Best val" in text and "(epoch" in text
             assert any("saved last.pt (epoch 2" in line for line in dash.event_log.lines_written)
             # redraws are coalesced: never more than once per tick (plus resizes)
@@ -133,7 +133,8 @@ def test_keys_send_commands_and_status_follows_events(tmp_path):
             await key("x", ev.Stop(save=True))
             await wait_for(pilot, lambda: st.state == "finished", what="stopped")
             await pilot.pause(0.4)
-            assert "finished" in status_text(app) and "stopped by request" in status_text(app)
+            assert "■ stopped" in status_text(app) and "stopped by request" in status_text(app)
+            assert "✔" not in status_text(app)  # a stopped run does not look like a completed one
             assert app.return_code is None  # x keeps the app open
             # commands are greyed out once the run is over
             assert dash.check_action("pause", ()) is None
@@ -257,7 +258,7 @@ class ScriptedTrainer:
     def __init__(self, config, listeners=(), resume=None, resume_overrides=None):
         self.listeners = list(listeners)
         self.received: list = []
-        self.exit_state = None
+        self.result = None
         self._end = threading.Event()
         ScriptedTrainer.instances.append(self)
 
@@ -274,8 +275,9 @@ class ScriptedTrainer:
         return t
 
     def finish(self, state="completed"):
-        self.exit_state = state
-        self.emit(ev.StateChanged(state="finished", reason="done"))
+        self.result = ev.RunFinished(outcome=state, reason="done")
+        self.emit(ev.StateChanged(state="failed" if state == "failed" else "finished", reason="done"))
+        self.emit(self.result)
         self._end.set()
 
 
@@ -309,9 +311,10 @@ def test_status_changes_only_when_the_engine_confirms(tmp_path):
                 assert key in titles[title].rsplit("(key: ", 1)[1].rstrip(")").split(", "), titles[title]
             assert "Mixup: schedule" in titles
             fake.emit(ev.StateChanged(state="stopping", reason="stop requested, saving a checkpoint"))
-            await wait_for(pilot, lambda: "stopping, saving..." in status_text(app), what="stopping")
+            await wait_for(pilot, lambda: "stopping..." in status_text(app) and "saving a checkpoint" in status_text(app),
+                           what="stopping")
             fake.finish()
-            await wait_for(pilot, lambda: "finished" in status_text(app), what="finished")
+            await wait_for(pilot, lambda: "✔ completed" in status_text(app), what="finished")
             await pilot.press("q")
             await wait_for(pilot, lambda: app.return_code is not None, what="exit")
 
@@ -352,7 +355,9 @@ def test_watch_follows_a_growing_metrics_file(tmp_path):
     (run_dir / "checkpoints").mkdir(parents=True)
     events = demo_events(epochs_done=3, epochs=4, steps_per_epoch=10, log_every=5, run_dir=str(run_dir))
     events.append(ev.StateChanged(state="finished", reason="completed 4 epochs", time=events[-1].time + 1))
+    events.append(ev.RunFinished(outcome="completed", reason="completed 4 epochs", time=events[-1].time))
     lines = [ev.event_to_json(e) + "\n" for e in events]
+    hold_lock(run_dir)  # a live writer (this process) holds the run
     metrics = run_dir / "metrics.jsonl"
     first = next(i for i, e in enumerate(events) if isinstance(e, ev.EpochDone) and e.epoch == 1) + 1
     metrics.write_text("".join(lines[:first]) + lines[first][:15])  # ends in a torn line
@@ -373,7 +378,7 @@ def test_watch_follows_a_growing_metrics_file(tmp_path):
                 fh.writelines(lines[first + 1:])
             await wait_for(pilot, lambda: dash.run_state.events_seen == len(events), what="the rest")
             await wait_for(pilot, lambda: acc.points.get("val") == 3, what="three epochs plotted")
-            await wait_for(pilot, lambda: "finished" in status_text(app), what="finished")
+            await wait_for(pilot, lambda: "✔ completed" in status_text(app), what="finished")
             assert dash.source.follower.bad_lines == 0
             await pilot.press("c")
             await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen), what="checkpoints")
@@ -382,6 +387,13 @@ def test_watch_follows_a_growing_metrics_file(tmp_path):
         assert app.return_code == 0
 
     run(main())
+
+
+def hold_lock(run_dir: Path) -> None:
+    import os
+    import socket
+
+    (run_dir / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": "now"}))
 
 
 def test_watch_without_metrics_is_an_error(tmp_path, capsys):
@@ -393,7 +405,7 @@ def test_watch_without_metrics_is_an_error(tmp_path, capsys):
 # ---------------------------------------------------------- start and checkpoints
 
 
-def fake_run(runs_dir: Path, name: str, *, epochs=10, done=3, val=0.5, state="finished", reason="completed"):
+def fake_run(runs_dir: Path, name: str, *, epochs=10, done=3, val=0.5, outcome="stopped", reason="stopped by request"):
     d = runs_dir / name
     (d / "checkpoints").mkdir(parents=True)
     (d / "config.json").write_text(json.dumps({"run_id": name, "created": name, "config": {
@@ -402,7 +414,9 @@ def fake_run(runs_dir: Path, name: str, *, epochs=10, done=3, val=0.5, state="fi
         (d / "checkpoints" / f"{kind}.pt").write_bytes(b"x" * 2048)
         (d / "checkpoints" / f"{kind}.json").write_text(json.dumps(
             {"kind": kind, "epoch": done, "val_acc": val, "saved": "2024-01-02T03:04:05+00:00"}))
-    (d / "metrics.jsonl").write_text(ev.event_to_json(ev.StateChanged(state=state, reason=reason)) + "\n")
+    state = "failed" if outcome == "failed" else "finished"
+    (d / "metrics.jsonl").write_text(ev.event_to_json(ev.StateChanged(state=state, reason=reason)) + "\n"
+                                     + ev.event_to_json(ev.RunFinished(outcome=outcome, reason=reason)) + "\n")
     return d
 
 
@@ -410,18 +424,23 @@ def test_checkpoint_catalogue(tmp_path):
     d = fake_run(tmp_path, "r1")
     (d / "checkpoints" / "manual-e002-s0000020.pt").write_bytes(b"")  # no .json beside it
     (d / "checkpoints" / ".last.pt.tmp-1").write_bytes(b"")  # a temporary file is not listed
-    (d / "checkpoints" / "best.eval.json").write_text(json.dumps({"cifar10": {"accuracy": 0.61}}))
+    (d / "checkpoints" / "best.eval.json").write_text(json.dumps(
+        {"cifar10": {"accuracy": 0.61, "evaluated": "2099-01-01T00:00:00+00:00"}}))
+    (d / "checkpoints" / "last.eval.json").write_text(json.dumps(  # evaluated before the file was written
+        {"cifar10": {"accuracy": 0.55, "evaluated": "2000-01-01T00:00:00+00:00"}}))
     (run,) = list_runs(tmp_path)
-    rows = {c["name"]: c for c in run["checkpoints"]}
+    rows = {c.name: c for c in run.checkpoints}
     assert sorted(rows) == ["best.pt", "last.pt", "manual-e002-s0000020.pt"]
-    assert rows["last.pt"]["epoch"] == 3 and rows["last.pt"]["val_acc"] == 0.5
-    assert rows["best.pt"]["test_acc"] == 0.61 and rows["last.pt"]["test_acc"] is None
+    assert rows["last.pt"].epoch == 3 and rows["last.pt"].val_acc == 0.5
+    # an evaluation stored before results were tied to their file counts only if newer than the file
+    assert rows["best.pt"].test_acc == 0.61 and not rows["best.pt"].test_stale
+    assert rows["last.pt"].test_acc is None and rows["last.pt"].test_stale
 
 
 def test_start_screen_form_runs_and_start(tmp_path):
     runs = tmp_path / "runs"
     fake_run(runs, "20240101-000000-tiny", val=0.42)
-    fake_run(runs, "20240102-000000-tiny", state="failed", reason="boom")
+    fake_run(runs, "20240102-000000-tiny", outcome="failed", reason="boom")
 
     async def main():
         app = CifarTuiApp("start", runs_dir=str(runs))
@@ -432,7 +451,7 @@ def test_start_screen_form_runs_and_start(tmp_path):
 
             table = start.query_one("#runs-table", DataTable)
             assert table.row_count == 2
-            assert [r["status"] for r in start.runs] == ["failed", "finished"]
+            assert [r.status for r in start.runs] == ["failed", "stopped"]
             assert start.query_one("#f-data", Input).value == "cifar10"
             assert start.query_one("#f-epochs", Input).value == "200"
             start.query_one("#f-preset", Select).value = "tiny"
@@ -445,7 +464,7 @@ def test_start_screen_form_runs_and_start(tmp_path):
             await pilot.click("#f-start")
             await pilot.pause(0.1)
             err = start.query_one("#form-error")
-            assert err.display and "--epochs must be a whole number of at least 1 (got 0)" in str(err.render())
+            assert not err.has_class("-hidden") and "--epochs must be a whole number of at least 1 (got 0)" in str(err.render())
             start.query_one("#f-epochs", Input).value = "two"
             await pilot.click("#f-start")
             await pilot.pause(0.1)
@@ -464,7 +483,7 @@ def test_start_screen_form_runs_and_start(tmp_path):
             start.query_one("#f-start").press()
             await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="dashboard")
             dash = app.screen
-            assert not err.display
+            assert err.has_class("-hidden")
             assert dash.source.config.epochs == 1 and dash.source.config.width == 0.125
             assert dash.check_action("back", ()) is None  # can't leave a running run behind
             await wait_for(pilot, lambda: dash.run_state.state == "running", what="the run to start")

@@ -138,7 +138,7 @@ class _InstantTrainer:
     def __init__(self, config, listeners=(), resume=None, resume_overrides=None):
         self.listeners = list(listeners)
         self.received = []
-        self.exit_state = None
+        self.result = None
 
     def send(self, cmd):
         self.received.append(cmd)
@@ -148,7 +148,9 @@ class _InstantTrainer:
             for e in demo_events(epochs_done=1, epochs=2, steps_per_epoch=4, log_every=2):
                 for fn in self.listeners:
                     fn(e)
-            self.exit_state = "completed"
+            self.result = ev.RunFinished(outcome="completed", reason="done")
+            for fn in self.listeners:
+                fn(self.result)
 
         t = threading.Thread(target=run, daemon=True)
         t.start()
@@ -169,7 +171,7 @@ def test_live_source_holds_commands_until_the_trainer_exists():
     src.send(ev.Pause())  # before start: held
     src.start(_Host())
     assert src.wait(10)
-    assert src.exit_state == "completed" and not src.active
+    assert src.outcome == "completed" and not src.active
     assert src.trainer.received == [ev.Pause()] and src.sent == [ev.Pause()]
     assert any(isinstance(e, ev.EpochDone) for e in src.poll())
 
@@ -182,8 +184,9 @@ def test_live_source_reports_a_trainer_that_cannot_be_built():
     src.start(_Host())
     assert src.wait(10)
     events = src.poll()
-    assert src.exit_state == "failed"
-    assert isinstance(events[-1], ev.StateChanged) and events[-1].state == "failed"
+    assert src.outcome == "failed"
+    assert isinstance(events[-2], ev.StateChanged) and events[-2].state == "failed"
+    assert isinstance(events[-1], ev.RunFinished) and events[-1].outcome == "failed"
     assert "no torch here" in events[-1].reason
 
 

@@ -9,6 +9,7 @@ from textual.widgets import DataTable, Static
 
 from engine.config import make_config
 from engine.trainer import Trainer
+from tui_trainer.messages import StartRun
 from tui_trainer.screens.browser import BrowserScreen
 from tui_trainer.widgets.evaluation import Gallery, ImageTile
 
@@ -36,8 +37,8 @@ class Host(App):
     def on_mount(self) -> None:
         self.push_screen(BrowserScreen(self.root, select=self.select))
 
-    def start_training(self, config, **kw):
-        self.started.append((config, kw))
+    def on_start_run(self, message: StartRun) -> None:
+        self.started.append((message.config, {"resume": message.resume}))
 
 
 async def wait_eval(pilot, screen, timeout=60.0):
@@ -62,7 +63,7 @@ def test_evaluate_then_filter_the_gallery(runs):
             await pilot.pause(0.2)
             screen = app.screen
             assert isinstance(screen, BrowserScreen)
-            assert screen.current()["path"] == str(run_dir / "checkpoints" / "best.pt")
+            assert screen.current().path == str(run_dir / "checkpoints" / "best.pt")
             assert len(screen.rows) == 3  # best.pt and last.pt of the run, and the broken one
             await pilot.press("e")
             await wait_eval(pilot, screen)
@@ -97,14 +98,14 @@ def test_a_broken_checkpoint_gives_a_message_and_the_browser_keeps_working(runs)
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.pause(0.2)
             screen = app.screen
-            assert "broken" in screen.current()["run_id"]
+            assert "broken" in screen.current().run.run_id
             await pilot.press("e")
             await wait_eval(pilot, screen)
             assert "Evaluation failed" in text_of(screen, "#eval-summary")
             assert "not a readable checkpoint" in text_of(screen, "#eval-summary")
             screen.sort_by("val")  # sortable, and still alive
             await pilot.pause(0.1)
-            assert screen.rows[0]["val_acc"] is not None
+            assert screen.rows[0].ckpt.val_acc is not None
 
     asyncio.run(go())
 
@@ -123,7 +124,7 @@ def test_resume_and_new_run_from_a_checkpoint(runs, tmp_path):
                                                  epochs=2, runs_dir=str(root))).config
             screen = app.screen
             table = screen.query_one(DataTable)
-            table.move_cursor(row=[r["name"] for r in screen.rows].index("last.pt"))
+            table.move_cursor(row=[r.ckpt.name for r in screen.rows].index("last.pt"))
             await pilot.pause(0.1)
             await pilot.press("r")  # last.pt of a run that finished its epochs: a message, no resume
             await pilot.pause(0.1)

@@ -25,6 +25,7 @@ from textual.screen import Screen
 from engine import events as ev
 
 from .bridge import LiveSource, StaticSource, WatchSource
+from .messages import OpenBrowser, StartRun, WatchRun
 from .screens import BrowserScreen, DashboardScreen, StartScreen
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABANDONED = 0, 1, 2, 130
@@ -35,6 +36,7 @@ class CifarTuiApp(App):
     """One app for the three ways in: ``start``, ``train`` and ``watch`` (and ``replay``)."""
 
     TITLE = "cifar-tui"
+    CSS_PATH = "app.tcss"
     BINDINGS = [
         Binding("q", "quit", "Quit", tooltip="Quit (a running training is stopped and saved first)"),
         Binding("ctrl+c", "quit", "Quit", show=False),
@@ -105,6 +107,17 @@ class CifarTuiApp(App):
     def open_watch(self, run_dir: Path, *, can_go_back: bool = False) -> None:
         self.push_screen(DashboardScreen(WatchSource(run_dir), clock=self.clock, can_go_back=can_go_back))
 
+    # -------------------------------------------------------------- messages
+    def on_start_run(self, message: StartRun) -> None:
+        self.start_training(message.config, resume=message.resume, resume_overrides=message.resume_overrides,
+                            can_go_back=message.can_go_back)
+
+    def on_watch_run(self, message: WatchRun) -> None:
+        self.open_watch(message.run_dir, can_go_back=message.can_go_back)
+
+    def on_open_browser(self, message: OpenBrowser) -> None:
+        self.push_screen(BrowserScreen(message.runs_dir, select=message.select))
+
     # ---------------------------------------------------------- command palette
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         # every key in the footer (and the few hidden extras) that is usable now, with its keys
@@ -162,7 +175,7 @@ class CifarTuiApp(App):
             return EXIT_ABANDONED
         if self.session is None:
             return EXIT_OK
-        return EXIT_FAILED if self.session.exit_state == "failed" else EXIT_OK
+        return EXIT_FAILED if self.session.outcome == "failed" else EXIT_OK
 
 
 # --------------------------------------------------------------------- entry points

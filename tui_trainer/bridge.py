@@ -6,8 +6,7 @@ drains that deque from a Textual timer a few times a second, applies all the
 events at once and redraws what changed: however fast the steps come, the UI
 does a bounded amount of work.
 
-Three event sources share one small interface (``poll() -> list[Event]``,
-``kind``, ``active``, ``can_command``):
+Three event sources share one small interface, :class:`EventSource`:
 
 * :class:`LiveSource`: a :class:`engine.trainer.Trainer` started from a Textual
   thread worker; it also carries the commands the UI sends.
@@ -23,11 +22,34 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Protocol
 
 from engine import events as ev
+
+
+class EventSource(Protocol):
+    """What the dashboard reads events from and sends commands to."""
+
+    kind: str  # live | watch | replay
+    can_command: bool  # keys send commands (a live run)
+    run_dir: Optional[Path]
+
+    @property
+    def active(self) -> bool:
+        """A run this app drives is still in its thread (quitting must wait for it)."""
+        ...
+
+    def poll(self) -> list[ev.Event]: ...
+
+    def send(self, command: ev.Command) -> None: ...
+
+    def liveness(self) -> Optional[str]:
+        """For a run written by another process: its catalogue status (running,
+        interrupted, ...); None when the source cannot tell or need not."""
+        ...
 
 
 class EventQueue:
@@ -85,7 +107,8 @@ class LiveSource:
         self.queue = EventQueue()
         self.trainer: Any = None
         self.sent: list[ev.Command] = []  # every command the UI sent, in order
-        self.exit_state: Optional[str] = None  # completed | stopped | failed | abandoned
+        self.outcome: Optional[str] = None  # RunFinished's outcome, or "abandoned"
+        self.run_dir: Optional[Path] = None
         self.worker: Any = None
         self._pending: list[ev.Command] = []
         self._lock = threading.Lock()
@@ -125,8 +148,7 @@ class LiveSource:
             except Exception as e:  # e.g. torch missing or a bad argument: show it, don't crash the UI
                 msg = f"{type(e).__name__}: {e}".strip()
                 self._synthesise_failure(f"could not start training ({msg})")
-                self.exit_state = "failed"
-                return "failed"
+                return self.outcome
             with self._lock:
                 self.trainer = trainer
                 pending, self._pending = self._pending, []
@@ -140,20 +162,23 @@ class LiveSource:
                     trainer.send(ev.Stop(save=True))
                     self._abandon.set()
                 if self._abandon.is_set():
-                    self.exit_state = "abandoned"
-                    return "abandoned"
+                    self.outcome = "abandoned"
+                    return self.outcome
                 thread.join(0.1)
-            self.exit_state = getattr(trainer, "exit_state", None)
-            if self.exit_state is None:  # the thread died without saying why (should not happen)
+            result = getattr(trainer, "result", None)
+            if isinstance(result, ev.RunFinished):
+                self.outcome = result.outcome
+            else:  # the thread died without its final event (should not happen)
                 self._synthesise_failure("the training thread ended unexpectedly")
-                self.exit_state = "failed"
-            return self.exit_state
+            return self.outcome
         finally:
             self._done.set()
 
     def _synthesise_failure(self, message: str) -> None:
         self.queue.put(ev.Failed(message=message))
         self.queue.put(ev.StateChanged(state="failed", reason=message))
+        self.queue.put(ev.RunFinished(outcome="failed", reason=message))
+        self.outcome = "failed"
 
     # -------------------------------------------------------------- protocol
     def send(self, command: ev.Command) -> None:
@@ -167,7 +192,14 @@ class LiveSource:
         trainer.send(command)
 
     def poll(self) -> list[ev.Event]:
-        return self.queue.drain()
+        events = self.queue.drain()
+        for e in events:
+            if isinstance(e, ev.RunStarted) and e.run_dir:
+                self.run_dir = Path(e.run_dir)
+        return events
+
+    def liveness(self) -> Optional[str]:
+        return None  # this process is the writer
 
 
 def _current_worker() -> Any:
@@ -266,13 +298,31 @@ class WatchSource:
     kind = "watch"
     can_command = False
     active = False  # nothing here to stop or wait for
+    LIVENESS_SECONDS = 1.0  # how often the writer's lock is looked at
 
-    def __init__(self, run_dir: str | Path) -> None:
+    def __init__(self, run_dir: str | Path, clock: Callable[[], float] = time.monotonic) -> None:
+        from engine.rundir import RunDir
+
         self.run_dir = Path(run_dir)
-        self.follower = MetricsFollower(self.run_dir / "metrics.jsonl")
+        self.follower = MetricsFollower(RunDir(self.run_dir).metrics_path)
+        self._clock = clock
+        self._checked_at: Optional[float] = None
+        self._status: Optional[str] = None
 
     def poll(self) -> list[ev.Event]:
         return self.follower.poll()
+
+    def liveness(self) -> Optional[str]:
+        """The run's catalogue status, looked up at most once a second (a stat and a
+        small read: the lock and the tail of the metrics file)."""
+        now = self._clock()
+        if self._checked_at is None or now - self._checked_at >= self.LIVENESS_SECONDS:
+            from engine.rundir import RunDir
+            from engine.runs import run_status
+
+            self._checked_at = now
+            self._status = run_status(RunDir(self.run_dir))[0]
+        return self._status
 
     def send(self, command: ev.Command) -> None:  # pragma: no cover - the UI hides commands when watching
         raise RuntimeError("a watched run belongs to another process; it takes no commands")
@@ -295,3 +345,6 @@ class StaticSource:
 
     def send(self, command: ev.Command) -> None:  # pragma: no cover
         raise RuntimeError("a replay takes no commands")
+
+    def liveness(self) -> Optional[str]:
+        return None

@@ -6,7 +6,6 @@ that ``cifar-tui --help`` answers at once. Heavy modules load inside commands.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -94,7 +93,9 @@ def train(
     resume_overrides = {k: v for k, v in overrides.items() if v is not None} if resume else None
 
     if not no_ui:
-        if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        from engine.distributed import torchrun_env
+
+        if torchrun_env() is not None:
             fail("the dashboard cannot run under torchrun; add --no-ui (cifar-tui --no-ui train ...) "
                  "and watch the job with: cifar-tui watch RUN_FOLDER", 2)
         from .app import run_train_app
@@ -120,12 +121,9 @@ def _engine_errors():
     from engine.checkpoint import CheckpointError
     from engine.config import ConfigError
     from engine.data import DataError
+    from engine.rundir import RunDirError
 
-    return (CheckpointError, ConfigError, DataError)
-
-
-def _fmt_pct(v) -> str:
-    return "-" if v is None or v != v else f"{100 * v:.2f}%"
+    return (CheckpointError, ConfigError, DataError, RunDirError)
 
 
 @app.command("eval")
@@ -151,11 +149,9 @@ def eval_cmd(
         with progress_callback(err, "evaluating", enabled=not as_json) as cb:
             from engine.evaluate import evaluate_checkpoint
 
-            result = evaluate_checkpoint(path, data, device=device, batch_size=batch_size, progress=cb)
+            result = evaluate_checkpoint(path, data, device=device, batch_size=batch_size, progress=cb).to_dict()
     except _engine_errors() as e:
         fail(str(e), 1)
-    for key in [k for k in result if k.startswith("_")]:
-        result.pop(key)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -165,12 +161,15 @@ def eval_cmd(
 
 
 def _checkpoint_arg(checkpoint: str) -> str:
+    """The checkpoint file an eval/predict argument names (a run folder: its best.pt)."""
+    from engine.rundir import RunDir
+
     p = Path(checkpoint).expanduser()
     if p.is_dir():
-        for cand in (p / "checkpoints" / "best.pt", p / "checkpoints" / "last.pt", p / "best.pt", p / "last.pt"):
-            if cand.is_file():
-                return str(cand)
-        fail(f"{checkpoint}: a folder without checkpoints/best.pt or last.pt; give a .pt file", 1)
+        found = RunDir(p.parent if p.name == "checkpoints" else p).checkpoint_for("inference")
+        if found is None:
+            fail(f"{checkpoint}: a folder without checkpoints/best.pt or last.pt; give a .pt file", 1)
+        return str(found)
     if not p.exists():
         fail(f"{checkpoint}: no such checkpoint", 1)
     return str(p)
@@ -204,58 +203,72 @@ def predict(
 
     try:
         from engine.checkpoint import load_checkpoint
+        from engine.device import resolve_device
         from engine.evaluate import load_predict_inputs, predict_checkpoint
 
-        load_checkpoint(path)  # refuse a bad checkpoint before decoding any input
+        resolve_device(device)  # refuse a bad --device, then a bad checkpoint, before decoding any input
+        load_checkpoint(path, purpose="inference")
         images, names, notes = load_predict_inputs(inputs)
         with progress_callback(err, "predicting", enabled=output is not None) as cb:
             probs, classes = predict_checkpoint(path, images, device=device, batch_size=batch_size, progress=cb)
     except _engine_errors() as e:
         fail(str(e), 1)
     for note in notes:
-        err.print(f"note: {note}")
+        err.print(f"note: {note}", markup=False, highlight=False)
     pred = probs.argmax(1).tolist()
     if output is not None:
-        import csv
-
-        from engine.checkpoint import atomic_write_bytes
-
-        def write(fh):
-            import io
-
-            buf = io.StringIO()
-            w = csv.writer(buf, lineterminator="\n")
-            w.writerow(["ID", "Labels"])
-            for i, c in enumerate(pred):
-                w.writerow([i, c])
-            fh.write(buf.getvalue().encode())
-
-        try:
-            atomic_write_bytes(Path(output).expanduser(), write)
-        except OSError as e:
-            fail(f"cannot write {output} ({e.strerror or e})", 1)
-        err.print(f"wrote {len(pred)} predictions to {output}")
+        _write_predictions_csv(Path(output).expanduser(), pred)
+        err.print(f"wrote {len(pred)} predictions to {output}", markup=False, highlight=False)
         return
     from .headless import render_predictions
 
     render_predictions(Console(), names, probs, classes, top_k)
 
 
+def _write_predictions_csv(path: Path, pred: list[int]) -> None:
+    import csv
+    import io
+
+    from engine.files import atomic_write_text
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["ID", "Labels"])
+    for i, c in enumerate(pred):
+        w.writerow([i, c])
+    try:
+        atomic_write_text(path, buf.getvalue())
+    except OSError as e:
+        fail(f"cannot write {path} ({e.strerror or e})", 1)
+
+
 @app.command()
-def runs(runs_dir: Optional[str] = typer.Argument(None, help="The runs folder (default: the user data folder).")) -> None:
-    """List runs and their checkpoints (epoch, validation and test accuracy, size)."""
+def runs(
+    runs_dir: Optional[str] = typer.Argument(None, help="The runs folder (default: the user data folder)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the runs as one JSON document (a list)."),
+) -> None:
+    """List runs with their status and checkpoints (epoch, validation and test accuracy, size)."""
+    import json
+
     from rich.console import Console
 
-    from engine.checkpoint import default_runs_dir, list_runs
+    from engine.runs import default_runs_dir, list_runs
 
     root = Path(runs_dir).expanduser() if runs_dir else default_runs_dir()
     if runs_dir and not root.exists():
         fail(f"{runs_dir}: no such folder", 1)
     if root.exists() and not root.is_dir():
         fail(f"{runs_dir}: a file, not a runs folder", 1)
+    found = list_runs(root)
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in found], indent=2))
+        return
     from .headless import render_runs
 
-    render_runs(Console(), list_runs(root), root)
+    console = Console(highlight=False)
+    if not console.is_terminal:  # piped: whole run ids and paths, whatever the width
+        console = Console(highlight=False, width=1000)
+    render_runs(console, found, root)
 
 
 @app.command()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 
 def format_size(n: float) -> str:
     """A file size in a few characters: 512B, 9.5K, 706K, 2.5M."""
@@ -10,3 +12,10 @@ def format_size(n: float) -> str:
             return f"{n:.0f}{unit}" if unit == "B" or n >= 10 else f"{n:.1f}{unit}"
         n /= 1024
     return f"{n:.0f}G"  # pragma: no cover
+
+
+def fmt_pct(v: Optional[float], digits: int = 1, missing: str = "-", sign: bool = True) -> str:
+    """A fraction as a percentage: 0.8734 -> "87.3%" (``sign=False``: "87.3"); None or NaN -> ``missing``."""
+    if v is None or v != v:
+        return missing
+    return f"{100.0 * v:.{digits}f}" + ("%" if sign else "")

@@ -24,9 +24,19 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from rich.text import Text
+
 from engine import events as ev
 
 from .formatting import format_size
+
+# Signals that stop a foreground run gracefully (a checkpoint first), and what the run says.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOP_REASONS = {
+    signal.SIGINT: "stopped by Ctrl+C (SIGINT)",
+    signal.SIGTERM: "stopped by SIGTERM",
+    signal.SIGHUP: "stopped because the terminal closed (SIGHUP)",
+}
 
 
 def _pct(v: Optional[float]) -> str:
@@ -37,6 +47,12 @@ def _num(v: Optional[float], fmt: str = ".4f") -> str:
     return "n/a" if v is None else format(v, fmt)
 
 
+def styled(*parts: str | tuple[str, str]) -> Text:
+    """A line from plain strings and (string, style) pairs. Strings are never parsed as
+    markup: paths, class names and messages from files may hold ``[`` and ``]``."""
+    return Text.assemble(*parts)
+
+
 class HeadlessRenderer:
     """Draws events on a rich console. Call :meth:`handle` from one thread only."""
 
@@ -44,10 +60,10 @@ class HeadlessRenderer:
         self.console = console or Console(stderr=False, highlight=False)
         self.progress = Progress(
             SpinnerColumn(),
-            TextColumn("[bold]{task.description}"),
+            TextColumn("{task.description}", style="bold", markup=False),
             BarColumn(bar_width=24),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"),
+            TextColumn("{task.fields[stats]}", markup=False),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
@@ -61,77 +77,66 @@ class HeadlessRenderer:
         self.steps_per_epoch = 0
         self.run_dir: Optional[str] = None
         self.best: Optional[ev.CheckpointSaved] = None
-        self.best_acc: Optional[float] = None
-        self.best_epoch: Optional[int] = None
-        self.failed: Optional[str] = None
-        self.final_state: Optional[ev.StateChanged] = None
+        self.finished: Optional[ev.RunFinished] = None
         self.started = False
-        self.last_checkpoint: Optional[str] = None
+
+    def say(self, *parts: str | tuple[str, str]) -> None:
+        self.progress.console.print(styled(*parts), soft_wrap=True)
 
     # -------------------------------------------------------------------------------
     def handle(self, e: ev.Event) -> None:
-        p, c = self.progress, self.console
         if isinstance(e, ev.RunStarted):
-            self.run_dir = e.run_dir
-            self.epochs = int(e.config.get("epochs", 0))
-            self.start_epoch = e.start_epoch
-            self.steps_per_epoch = e.steps_per_epoch
-            cfg = e.config
-            what = "resuming" if e.resumed_from else "training"
-            c.print(
-                f"[bold]{what}[/] {e.run_id}: SEResNet width {cfg.get('width')} ({e.params:,} parameters) on {e.device}; "
-                f"data {cfg.get('data')} ({e.train_size:,} train / {e.val_size:,} val images); preset {cfg.get('preset')}, "
-                f"{self.epochs} epochs, batch {cfg.get('batch_size')}, lr {cfg.get('lr')}",
-                soft_wrap=True,
-            )
-            if e.resumed_from:
-                c.print(f"  from {e.resumed_from} (epoch {e.start_epoch} done)")
-            c.print(f"  run folder: {e.run_dir}", soft_wrap=True)
-            c.print("[dim]epoch summaries: train loss acc | validation loss acc | learning rate | mixup | seconds[/]")
-            if not self.started:
-                p.start()
-                self.started = True
-            total = max(1, (self.epochs - self.start_epoch) * self.steps_per_epoch)
-            self.run_task = p.add_task("run  ", total=total, stats="steps")
+            self._on_started(e)
         elif isinstance(e, ev.EpochStarted):
+            p = self.progress
             if self.epoch_task is not None:
                 p.remove_task(self.epoch_task)
-            mix = "mixup on" if e.mixup else "mixup off"
-            if e.mixup_source == "user":
-                mix += " (user)"
+            mix = ("mixup on" if e.mixup else "mixup off") + (" (user)" if e.mixup_source == "user" else "")
             self.epoch_task = p.add_task(f"epoch {e.epoch}/{e.epochs}", total=e.steps, stats=mix)
         elif isinstance(e, ev.StepDone):
             stats = f"loss {e.loss:.3f} acc {100 * e.train_acc:4.1f}% {e.images_per_s:,.0f} img/s"
             if self.epoch_task is not None:
-                p.update(self.epoch_task, completed=e.step_in_epoch, stats=stats)
+                self.progress.update(self.epoch_task, completed=e.step_in_epoch, stats=stats)
             if self.run_task is not None:
                 done = (e.epoch - 1 - self.start_epoch) * self.steps_per_epoch + e.step_in_epoch
-                p.update(self.run_task, completed=done)
+                self.progress.update(self.run_task, completed=done)
         elif isinstance(e, ev.EpochDone):
-            self.best_acc, self.best_epoch = e.best_val_acc, e.best_epoch
-            p.console.print(
-                f"epoch {e.epoch:>3}/{self.epochs}  train {e.train_loss:.4f} {_pct(e.train_acc)}  "
-                f"val {_num(e.val_loss)} {_pct(e.val_acc)}  lr {e.lr:.2e}  "
-                f"mixup {'on ' if e.mixup else 'off'} {e.seconds:6.1f}s",
-                soft_wrap=True,
-            )
+            self.say(f"epoch {e.epoch:>3}/{self.epochs}  train {e.train_loss:.4f} {_pct(e.train_acc)}  "
+                     f"val {_num(e.val_loss)} {_pct(e.val_acc)}  lr {e.lr:.2e}  "
+                     f"mixup {'on ' if e.mixup else 'off'} {e.seconds:6.1f}s")
         elif isinstance(e, ev.CheckpointSaved):
-            self.last_checkpoint = e.path
             if e.kind == "best":
                 self.best = e
-            elif e.kind in ("manual", "stop"):
-                p.console.print(f"[green]saved[/] {e.path}")
+            elif e.kind == "manual":
+                self.say(("saved ", "green"), e.path)
         elif isinstance(e, ev.MixupChanged):
-            p.console.print(f"mixup {'on' if e.on else 'off'} ({e.source})")
+            self.say(f"mixup {'on' if e.on else 'off'} ({e.source})")
         elif isinstance(e, ev.Warning):
-            p.console.print(f"[yellow]warning:[/] {e.message}", markup=True, highlight=False)
-        elif isinstance(e, ev.Failed):
-            self.failed = e.message
-        elif isinstance(e, ev.StateChanged):
-            if e.state in ("stopping",):
-                p.console.print(f"[yellow]{e.reason}[/]")
-            if e.state in ("finished", "failed"):
-                self.final_state = e
+            self.say(("warning: ", "yellow"), e.message)
+        elif isinstance(e, ev.StateChanged) and e.state == "stopping":
+            self.say((e.reason, "yellow"))
+        elif isinstance(e, ev.RunFinished):
+            self.finished = e
+
+    def _on_started(self, e: ev.RunStarted) -> None:
+        self.run_dir = e.run_dir
+        self.epochs = int(e.config.get("epochs", 0))
+        self.start_epoch = e.start_epoch
+        self.steps_per_epoch = e.steps_per_epoch
+        cfg = e.config
+        self.say(("resuming" if e.resumed_from else "training", "bold"),
+                 f" {e.run_id}: SEResNet width {cfg.get('width')} ({e.params:,} parameters) on {e.device}; "
+                 f"data {cfg.get('data')} ({e.train_size:,} train / {e.val_size:,} val images); preset {cfg.get('preset')}, "
+                 f"{self.epochs} epoch{'s' if self.epochs != 1 else ''}, batch {cfg.get('batch_size')}, lr {cfg.get('lr')}")
+        if e.resumed_from:
+            self.say(f"  from {e.resumed_from} (epoch {e.start_epoch} done)")
+        self.say(f"  run folder: {e.run_dir}")
+        self.say(("epoch summaries: train loss acc | validation loss acc | learning rate | mixup | seconds", "dim"))
+        if not self.started:
+            self.progress.start()
+            self.started = True
+        total = max(1, (self.epochs - self.start_epoch) * self.steps_per_epoch)
+        self.run_task = self.progress.add_task("run  ", total=total, stats="steps")
 
     def close(self) -> None:
         if self.started:
@@ -139,51 +144,58 @@ class HeadlessRenderer:
             self.started = False
 
     def summary(self) -> None:
-        c = self.console
-        if self.failed:
-            c.print(f"[bold red]error:[/] {self.failed}", highlight=False)
+        """After the run: what happened, where things are, how to go on."""
+        c, f = self.console, self.finished
+        if f is None:
+            return
+        if f.outcome == "failed":
+            c.print(styled(("error: ", "bold red"), f.reason), soft_wrap=True)
         if self.run_dir:
-            c.print(f"run folder:      {self.run_dir}")
+            c.print(styled(f"run folder:      {self.run_dir}"), soft_wrap=True)
         if self.best is not None:
-            c.print(f"best checkpoint: {self.best.path}  (val acc {_pct(self.best.val_acc).strip()} at epoch {self.best.epoch})")
-        elif self.last_checkpoint:
-            c.print(f"last checkpoint: {self.last_checkpoint}")
-        st = self.final_state
-        if st is not None and st.state == "finished" and st.reason.startswith("stopped") and self.run_dir:
-            last = Path(self.run_dir) / "checkpoints" / "last.pt"
-            if last.exists():
-                c.print(f"{st.reason}; saved in {last}", soft_wrap=True)
-                c.print(f"continue with: cifar-tui --no-ui train --resume {self.run_dir}", soft_wrap=True)
-
-
-def _torchrun_rank() -> int:
-    import os
-
-    try:
-        return int(os.environ.get("RANK", "0")) if "WORLD_SIZE" in os.environ else 0
-    except ValueError:
-        return 0
+            c.print(styled(f"best checkpoint: {self.best.path}  (val acc {_pct(self.best.val_acc).strip()} "
+                           f"at epoch {self.best.epoch})"), soft_wrap=True)
+        if f.save_error:
+            c.print(styled(("error: ", "bold red"), f"training ended but its last checkpoint was not written: {f.save_error}"),
+                    soft_wrap=True)
+        elif f.outcome == "stopped" and f.last_checkpoint and self.run_dir:
+            c.print(styled(f"{f.reason}; saved in {f.last_checkpoint}"), soft_wrap=True)
+            c.print(styled(f"continue with: cifar-tui --no-ui train --resume {self.run_dir}"), soft_wrap=True)
+        elif f.last_checkpoint and self.best is None:
+            c.print(styled(f"last checkpoint: {f.last_checkpoint}"), soft_wrap=True)
 
 
 class _QuietRenderer(HeadlessRenderer):
     """For ranks other than 0 under torchrun: only warnings and failures, no progress."""
 
     def handle(self, e: ev.Event) -> None:
-        if isinstance(e, ev.Failed):
-            self.failed = e.message
-        elif isinstance(e, ev.Warning):
+        if isinstance(e, ev.Warning):
             self.console.print(f"warning: {e.message}", markup=False)
+        elif isinstance(e, ev.RunFinished):
+            self.finished = e
 
     def summary(self) -> None:
-        if self.failed:
-            self.console.print(f"error: {self.failed}", markup=False)
+        if self.finished is not None and self.finished.outcome == "failed":
+            self.console.print(f"error: {self.finished.reason}", markup=False)
+
+
+def exit_code(finished: Optional[ev.RunFinished], signalled: Optional[int]) -> int:
+    """0 completed (or stopped by a command), 1 failed or the last checkpoint not written,
+    128 + the signal number when a signal stopped it after saving."""
+    if finished is None or finished.outcome == "failed" or finished.save_error:
+        return 1
+    if finished.outcome == "stopped" and signalled:
+        return signalled
+    return 0
 
 
 def run_headless(config=None, resume: Optional[str] = None, resume_overrides: Optional[dict[str, Any]] = None,
                  console: Optional[Console] = None, install_signals: bool = True) -> int:
-    """Train with rich progress. Returns the exit code: 0 done, 1 failed, 130/143 stopped by a signal."""
+    """Train with rich progress. Returns the exit code (see :func:`exit_code`)."""
+    from engine.distributed import torchrun_env
+
     console = console or Console(highlight=False, soft_wrap=True)
-    rank = _torchrun_rank()
+    rank = (torchrun_env() or {}).get("rank", 0)
     if rank:  # under torchrun only rank 0 draws; the others report problems only
         console = Console(highlight=False, soft_wrap=True, stderr=True, force_terminal=False)
     with console.status("loading torch and the data..."):
@@ -198,12 +210,12 @@ def run_headless(config=None, resume: Optional[str] = None, resume_overrides: Op
         if signalled:
             raise KeyboardInterrupt  # second signal: quit at once
         signalled["code"] = 128 + signum
-        trainer.send(ev.Stop(save=True))
-        console.print("[yellow]stopping: saving a checkpoint (press Ctrl+C again to quit at once)...[/]")
+        trainer.send(ev.Stop(save=True, reason=STOP_REASONS.get(signum, "stopped by a signal")))
+        console.print(styled(("stopping: saving a checkpoint (press Ctrl+C again to quit at once)...", "yellow")))
 
     old = {}
     if install_signals and threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             old[sig] = signal.signal(sig, on_signal)
     status = console.status("loading data...")
     if not rank:
@@ -217,13 +229,13 @@ def run_headless(config=None, resume: Optional[str] = None, resume_overrides: Op
                 if not trainer.alive and events.empty():
                     break
                 continue
-            if isinstance(e, ev.RunStarted) or isinstance(e, ev.Failed):
+            if isinstance(e, (ev.RunStarted, ev.Failed)):
                 status.stop()
             renderer.handle(e)
     except KeyboardInterrupt:
         status.stop()
         renderer.close()
-        console.print("[red]interrupted: quit without waiting for a checkpoint[/]")
+        console.print(styled(("interrupted: quit without waiting for a checkpoint", "red")))
         if trainer.alive:
             # The training thread is mid-step inside torch; leaving through the interpreter's
             # normal shutdown would abort in C++. Checkpoints on disk are complete (atomic writes).
@@ -240,15 +252,7 @@ def run_headless(config=None, resume: Optional[str] = None, resume_overrides: Op
             signal.signal(sig, handler)
     renderer.close()
     renderer.summary()
-    if trainer.exit_state == "failed":
-        return 1
-    if trainer.last_save_error:
-        console.print(f"[bold red]error:[/] training ended but its last checkpoint was not written: {trainer.last_save_error}",
-                      highlight=False)
-        return 1
-    if trainer.exit_state == "stopped":
-        return signalled.get("code", 0)
-    return 0
+    return exit_code(renderer.finished or trainer.result, signalled.get("code"))
 
 
 # ------------------------------------------------------------ eval / predict / runs
@@ -286,32 +290,28 @@ def render_eval(console: Console, result: dict) -> None:
     from rich.table import Table
 
     classes = result.get("classes") or [str(i) for i in range(len(result["per_class_accuracy"]))]
-    console.print(
-        f"[bold]{_pct(result['accuracy']).strip()}[/] accuracy, loss {result['loss']:.4f} on {result['images']:,} images "
-        f"of {result['data_source']} (checkpoint {result['checkpoint']}, epoch {result.get('epoch')})",
-        soft_wrap=True,
-    )
+    console.print(styled((f"{_pct(result['accuracy']).strip()}", "bold"),
+                         f" accuracy, loss {result['loss']:.4f} on {result['images']:,} images of {result['data_source']} "
+                         f"(checkpoint {result['checkpoint']}, epoch {result.get('epoch')})"), soft_wrap=True)
     for note in result.get("notes", []):
-        console.print(f"note: {note}")
+        console.print(styled(f"note: {note}"))
     per = Table(title="per-class accuracy", show_edge=False)
     per.add_column("class")
     per.add_column("accuracy", justify="right")
     per.add_column("images", justify="right")
     cm = result["confusion_matrix"]
     for i, c in enumerate(classes):
-        per.add_row(c, _pct(result["per_class_accuracy"][i]).strip(), f"{sum(cm[i]):,}")
+        per.add_row(Text(c), _pct(result["per_class_accuracy"][i]).strip(), f"{sum(cm[i]):,}")
     console.print(per)
     grid = Table(title="confusion matrix (rows: true class, columns: predicted)", show_edge=False, padding=(0, 1))
     grid.add_column("")
     for c in classes:
-        grid.add_column(c[:5], justify="right")
+        grid.add_column(Text(c[:5]), justify="right")
     for i, c in enumerate(classes):
         total = max(1, sum(cm[i]))
-        cells = []
-        for j, v in enumerate(cm[i]):
-            style = "bold green" if i == j else ("red" if v / total > 0.05 else "dim")
-            cells.append(f"[{style}]{v}[/]")
-        grid.add_row(c[:10], *cells)
+        cells = [Text(str(v), style="bold green" if i == j else ("red" if v / total > 0.05 else "dim"))
+                 for j, v in enumerate(cm[i])]
+        grid.add_row(Text(c[:10]), *cells)
     console.print(grid)
 
 
@@ -326,42 +326,54 @@ def render_predictions(console: Console, names: list, probs, classes: list, top_
     for r in range(k):
         table.add_column(f"#{r + 1}")
     for i, name in enumerate(names):
-        table.add_row(str(i), str(name), *[f"{classes[int(c)]} {100 * float(p):.1f}%" for p, c in zip(top_p[i], top_i[i])])
+        table.add_row(str(i), Text(str(name)),
+                      *[Text(f"{classes[int(c)]} {100 * float(p):.1f}%") for p, c in zip(top_p[i], top_i[i])])
     console.print(table)
 
 
+STATUS_STYLE = {"running": "bold green", "completed": "cyan", "stopped": "yellow", "failed": "bold red",
+                "interrupted": "red"}
+
+
 def render_runs(console: Console, runs: list, root) -> None:
+    """Runs and their checkpoints as a table (a list of :class:`engine.runs.RunSummary`)."""
+    from rich import box
     from rich.table import Table
 
     if not runs:
-        console.print(f"no runs in {root} yet; start one with: cifar-tui --no-ui train --data synthetic --preset tiny")
+        console.print(styled(f"no runs in {root} yet; start one with: cifar-tui --no-ui train --data synthetic --preset tiny"))
         return
-    from rich import box
-
-    table = Table(title=f"runs in {root} (run ids end with the preset)", box=box.SIMPLE_HEAD, padding=(0, 1),
-                  title_justify="left")
-    table.add_column("run", no_wrap=True)
-    table.add_column("data", overflow="ellipsis", no_wrap=True, max_width=18)
-    table.add_column("checkpoint", overflow="ellipsis", no_wrap=True, max_width=16)
-    table.add_column("ep", justify="right", min_width=3, no_wrap=True)
-    table.add_column("val", justify="right", min_width=6, no_wrap=True)
-    table.add_column("test", justify="right", min_width=6, no_wrap=True)
-    table.add_column("size", justify="right", no_wrap=True, min_width=5)
+    piped = not console.is_terminal
+    table = Table(title=Text(f"runs in {root}"), box=box.SIMPLE_HEAD, padding=(0, 1), title_justify="left")
+    table.add_column("run", no_wrap=True, overflow="fold" if piped else "ellipsis")
+    table.add_column("status", no_wrap=True)
+    table.add_column("data", overflow="ellipsis", no_wrap=True, max_width=None if piped else 14)
+    table.add_column("checkpoint", overflow="ellipsis", no_wrap=True)
+    table.add_column("ep", justify="right", no_wrap=True)
+    table.add_column("val", justify="right", no_wrap=True)
+    table.add_column("test", justify="right", no_wrap=True)
+    table.add_column("size", justify="right", no_wrap=True)
     for run in runs:
-        data = str(run.get("data") or "")
-        if len(data) > 18:
-            data = "…" + data[-17:]
-        ckpts = run["checkpoints"] or [None]
+        data = run.data or ""
+        if not piped:
+            data = Path(data).name if "/" in data or "\\" in data else data
+        ckpts = run.checkpoints or (None,)
         for i, c in enumerate(ckpts):
             first = i == 0
+            test = ""
+            if c is not None and c.test_acc is not None:
+                test = _pct(c.test_acc).strip()
+            elif c is not None and c.test_stale:
+                test = "stale"
             table.add_row(
-                run["run_id"] if first else "",
-                data if first else "",
-                c["name"] if c else "(no checkpoints)",
-                "" if not c or c["epoch"] is None else str(c["epoch"]),
-                _pct(c["val_acc"]).strip() if c and c["val_acc"] is not None else "",
-                _pct(c["test_acc"]).strip() if c and c["test_acc"] is not None else "",
-                format_size(c["size"]) if c else "",
+                Text(run.run_id) if first else "",
+                Text(run.status, style=STATUS_STYLE.get(run.status, "")) if first else "",
+                Text(data) if first else "",
+                Text(c.name) if c else Text("(no checkpoints)", style="dim"),
+                "" if c is None or c.epoch is None else f"{c.epoch}{'+' if c.step_in_epoch else ''}",
+                _pct(c.val_acc).strip() if c is not None and c.val_acc is not None else "",
+                Text(test, style="dim" if test == "stale" else ""),
+                format_size(c.size) if c else "",
                 end_section=i == len(ckpts) - 1,
             )
     console.print(table)

@@ -69,6 +69,8 @@ class RunState:
         self.best_epoch: Optional[int] = None
         self.state = "starting"
         self.reason = ""
+        self.outcome: Optional[str] = None  # from RunFinished: completed | stopped | failed
+        self.finished: Optional[ev.RunFinished] = None
         self.failure: Optional[str] = None
         self.started_at: Optional[float] = None
         self.ended_at: Optional[float] = None
@@ -174,6 +176,34 @@ class RunState:
         elif isinstance(e, ev.Failed):
             self.failure = e.message
             log(LogLine(e.time, f"failed: {e.message}", "bold red"))
+        elif isinstance(e, ev.RunFinished):
+            self._on_finished(e)
+
+    def _on_finished(self, e: ev.RunFinished) -> None:
+        self.finished, self.outcome = e, e.outcome
+        if self.state in ACTIVE_STATES or self.state == "interrupted":
+            self.state = "failed" if e.outcome == "failed" else "finished"
+            self.reason = e.reason
+        self.ended_at = self.ended_at or e.time
+        if e.save_error:
+            self._log.append(LogLine(e.time, f"the last checkpoint was not written: {e.save_error}", "bold red"))
+        elif e.outcome == "stopped" and e.last_checkpoint:
+            name = e.last_checkpoint.replace("\\", "/").rsplit("/", 1)[-1]
+            self._log.append(LogLine(e.time, f"stopped; {name} holds the run so far (resume it to continue)", "bold"))
+        self.state_dirty = True
+
+    def mark_interrupted(self) -> None:
+        """The writer of a watched run is gone without a final event (killed, or its
+        terminal closed): the run is not running, whatever its last state said."""
+        if self.state == "interrupted" or self.finished is not None:
+            return
+        self.state = "interrupted"
+        self.reason = "its process ended without finishing the run"
+        self.ended_at = self.last_event_at or self.clock()
+        self.state_dirty = True
+        where = self.run_dir or "RUN_FOLDER"
+        self._log.append(LogLine(self.clock(), "the run's process is gone (killed, or its terminal closed); "
+                                 f"continue it with: cifar-tui train --resume {where}", "bold red"))
 
     def _on_run_started(self, e: ev.RunStarted) -> None:
         resumed = self.started_at is not None or e.start_epoch > 0
@@ -192,6 +222,7 @@ class RunState:
         self.started_at = e.time
         self.ended_at = None
         self.failure = None
+        self.outcome, self.finished = None, None
         self._speed = None
         self.images_per_s = None
         # a resumed run continues from its checkpoint: drop what came after it

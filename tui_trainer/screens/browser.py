@@ -8,8 +8,9 @@ the test accuracy next time without recomputing.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 from rich.text import Text
 from textual import on, work
@@ -29,53 +30,50 @@ from textual.widgets import (
     TabPane,
 )
 
-from ..formatting import format_size
+from engine.runs import CheckpointInfo, RunSummary, latest_evaluation
+
+from ..formatting import fmt_pct, format_size
+from ..messages import StartRun
 from ..widgets.evaluation import Gallery, confusion_renderable
 
-COLUMNS = [  # key, title, sort key of a row dict
-    ("run", "Run", lambda r: r["run_id"]),
-    ("data", "Data", lambda r: str(r["data"] or "")),
-    ("ckpt", "Checkpoint", lambda r: r["name"]),
-    ("epoch", "Ep", lambda r: r["epoch"] if r["epoch"] is not None else -1),
-    ("val", "Val %", lambda r: r["val_acc"] if r["val_acc"] is not None else -1.0),
-    ("test", "Test %", lambda r: r["test_acc"] if r["test_acc"] is not None else -1.0),
-    ("size", "Size", lambda r: r["size"]),
+@dataclass(frozen=True)
+class Row:
+    """One checkpoint of the table, with its run."""
+
+    run: RunSummary
+    ckpt: CheckpointInfo
+
+    @property
+    def path(self) -> str:
+        return self.ckpt.path
+
+
+COLUMNS: list[tuple[str, str, Callable[[Row], Any]]] = [  # key, title, sort key
+    ("run", "Run", lambda r: r.run.run_id),
+    ("data", "Data", lambda r: r.run.data or ""),
+    ("ckpt", "Checkpoint", lambda r: r.ckpt.name),
+    ("epoch", "Ep", lambda r: r.ckpt.epoch if r.ckpt.epoch is not None else -1),
+    ("val", "Val %", lambda r: r.ckpt.val_acc if r.ckpt.val_acc is not None else -1.0),
+    ("test", "Test %", lambda r: r.ckpt.test_acc if r.ckpt.test_acc is not None else -1.0),
+    ("size", "Size", lambda r: r.ckpt.size),
 ]
 
 
 def _pct(v: Optional[float]) -> str:
-    return "" if v is None else f"{100 * v:.2f}"
+    return fmt_pct(v, 2, missing="", sign=False)
 
 
 def _short(text: str, n: int) -> str:
     return text if len(text) <= n else "…" + text[-(n - 1):]
 
 
-def flatten(runs: list[dict]) -> list[dict]:
-    """One row per checkpoint, carrying its run's fields."""
-    rows = []
-    for run in runs:
-        for c in run["checkpoints"]:
-            rows.append({**c, "run_id": run["run_id"], "run_path": run["path"], "data": run["data"],
-                         "preset": run["preset"], "created": run["created"], "run": run})
-    return rows
+def flatten(runs: list[RunSummary]) -> list[Row]:
+    """One row per checkpoint, carrying its run."""
+    return [Row(run, c) for run in runs for c in run.checkpoints]
 
 
 class BrowserScreen(Screen):
     """Runs and checkpoints; evaluate, look at predictions, resume or start from one."""
-
-    DEFAULT_CSS = """
-    BrowserScreen #browser-where { height: auto; padding: 0 1; color: $text-muted; }
-    BrowserScreen #browser-table { height: 40%; min-height: 5; }
-    BrowserScreen TabbedContent { height: 1fr; }
-    BrowserScreen TabPane { padding: 0 1; }
-    BrowserScreen #eval-bar { height: auto; }
-    BrowserScreen #eval-data { width: 1fr; }
-    BrowserScreen #eval-go { min-width: 12; }
-    BrowserScreen #eval-progress { height: 1; }
-    BrowserScreen #eval-summary { height: auto; }
-    BrowserScreen #run-info { height: auto; }
-    """
 
     BINDINGS = [
         Binding("escape", "back", "Back"),
@@ -92,7 +90,7 @@ class BrowserScreen(Screen):
         super().__init__()
         self.runs_dir = Path(runs_dir) if runs_dir else None
         self.select = select  # a run folder or checkpoint to put the cursor on
-        self.rows: list[dict] = []
+        self.rows: list[Row] = []
         self.sort_key = "run"
         self.sort_reverse = True
         self.evaluating: Optional[str] = None
@@ -152,15 +150,17 @@ class BrowserScreen(Screen):
         self.rows.sort(key=keyfn, reverse=self.sort_reverse)
         table.clear()
         for r in self.rows:
+            c = r.ckpt
+            test = _pct(c.test_acc) if c.test_acc is not None else ("stale" if c.test_stale else "")
             table.add_row(
-                _short(r["run_id"], 24), _short(str(r["data"] or ""), 14), r["name"],
-                "" if r["epoch"] is None else str(r["epoch"]) + ("+" if r.get("step_in_epoch") else ""),
-                _pct(r["val_acc"]), _pct(r["test_acc"]), format_size(r["size"]), key=r["path"],
+                Text(_short(r.run.run_id, 24)), Text(_short(r.run.data or "", 14)), Text(c.name),
+                "" if c.epoch is None else str(c.epoch) + ("+" if c.step_in_epoch else ""),
+                _pct(c.val_acc), test, format_size(c.size), key=r.path,
             )
         target = keep or self._initial_target()
         if target is not None:
             for i, r in enumerate(self.rows):
-                if r["path"] == target:
+                if r.path == target:
                     table.move_cursor(row=i)
                     break
         if self.rows:
@@ -172,9 +172,9 @@ class BrowserScreen(Screen):
         sel = str(Path(self.select))
         self.select = None
         for r in self.rows:  # prefer the run's best.pt, then any of its checkpoints
-            if r["path"] == sel or (r["run_path"] == sel and r["name"] == "best.pt"):
-                return r["path"]
-        return next((r["path"] for r in self.rows if r["run_path"] == sel), None)
+            if r.path == sel or (r.run.path == sel and r.ckpt.path == str(r.run.run_dir.best_checkpoint)):
+                return r.path
+        return next((r.path for r in self.rows if r.run.path == sel), None)
 
     @on(DataTable.HeaderSelected)
     def _sort(self, event: DataTable.HeaderSelected) -> None:
@@ -187,9 +187,9 @@ class BrowserScreen(Screen):
         else:
             self.sort_key, self.sort_reverse = key, key in ("val", "test", "epoch", "run", "size")
         cur = self.current()
-        self._fill(keep=cur["path"] if cur else None)
+        self._fill(keep=cur.path if cur else None)
 
-    def current(self) -> Optional[dict]:
+    def current(self) -> Optional[Row]:
         table = self.query_one(DataTable)
         if not self.rows or table.cursor_row is None or table.cursor_row >= len(self.rows):
             return None
@@ -201,48 +201,44 @@ class BrowserScreen(Screen):
         if row is not None:
             self._show_run(row)
 
-    def _show_run(self, row: Optional[dict], show_eval: bool = True) -> None:
+    def _show_run(self, row: Optional[Row], show_eval: bool = True) -> None:
         if row is None:
             return
-        info = row["run"].get("config") or {}
-        cfg = info.get("config") or {}
+        run, c = row.run, row.ckpt
         text = Text()
-        text.append(f"{row['path']}\n", style="bold")
-        text.append(f"run {row['run_id']}  created {info.get('created', '?')}  device {info.get('device', '?')}\n")
-        model = info.get("model") or {}
-        if model:
-            text.append(f"model {model.get('name')} width {model.get('width')}, {model.get('params', 0):,} parameters\n")
-        data = info.get("data") or {}
-        if data:
-            text.append(f"data {data.get('source')}: {data.get('train_images', '?')} train / "
-                        f"{data.get('val_images', '?')} val / {data.get('test_images', '?')} test images\n")
-        epoch = row.get("epoch")
-        text.append(f"checkpoint: epoch {epoch}" + (f" + {row['step_in_epoch']} steps" if row.get("step_in_epoch") else "")
-                    + f" of {cfg.get('epochs', '?')}, val acc {_pct(row['val_acc']) or '-'}%"
-                    + (f", test acc {_pct(row['test_acc'])}% on {row['test_source']}" if row.get("test_acc") is not None else "")
-                    + "\n\n")
-        text.append("settings: ", style="bold")
-        text.append(", ".join(f"{k}={v}" for k, v in cfg.items() if k not in ("runs_dir",)))
+        text.append(f"{c.path}\n", style="bold")
+        text.append(f"run {run.run_id} ({run.status})  created {run.created or '?'}  device {run.device or '?'}\n")
+        if run.params is not None:
+            text.append(f"model SEResNet width {run.width}, {run.params:,} parameters\n")
+        if run.data:
+            text.append(f"data {run.data}: {run.train_images or '?'} train / {run.val_images or '?'} val / "
+                        f"{run.test_images or '?'} test images\n")
+        text.append(f"checkpoint: epoch {c.epoch}" + (f" + {c.step_in_epoch} steps" if c.step_in_epoch else "")
+                    + f" of {run.epochs or '?'}, val acc {_pct(c.val_acc) or '-'}%")
+        if c.test_acc is not None:
+            text.append(f", test acc {_pct(c.test_acc)}% on {c.test_source}")
+        elif c.test_stale:
+            text.append(", test acc: stale (the file changed since it was evaluated; press e)", style="yellow")
+        text.append("\n\nsettings: ", style="bold")
+        text.append(", ".join(f"{k}={v}" for k, v in run.config.items() if k not in ("runs_dir",)))
         text.append("\n\nkeys: e evaluate   r resume this run   n new run with these settings", style="dim")
         self.query_one("#run-info", Static).update(text)
         # a stored evaluation is shown without recomputing
-        if self.evaluating is None and show_eval and row["path"] != self.fresh:
+        if self.evaluating is None and show_eval and row.path != self.fresh:
             self.fresh = None
             self._show_stored(row)
 
-    def _show_stored(self, row: dict) -> None:
-        from engine.runs import read_eval_results
-
-        stored = read_eval_results(Path(row["path"]))
+    def _show_stored(self, row: Row) -> None:
+        stored = latest_evaluation(row.path)
         summary = self.query_one("#eval-summary", Static)
         matrix = self.query_one("#eval-matrix", Static)
-        if not stored:
-            summary.update("Not evaluated yet: press e (or the button) to evaluate on the test split.")
+        if stored is None or "confusion_matrix" not in stored.result:
+            stale = latest_evaluation(row.path, include_stale=True) is not None
+            summary.update("The stored evaluation is of an earlier version of this file: press e to evaluate it."
+                           if stale else "Not evaluated yet: press e (or the button) to evaluate on the test split.")
             matrix.update("")
             return
-        source, result = list(stored.items())[-1]
-        if isinstance(result, dict) and "confusion_matrix" in result:
-            self._render_result(result, stored=True)
+        self._render_result(stored.result, stored=True)
 
     # ------------------------------------------------------------------ evaluation
     def action_evaluate(self) -> None:
@@ -253,13 +249,13 @@ class BrowserScreen(Screen):
         if self.evaluating is not None:
             self.notify("An evaluation is already running.", severity="warning")
             return
-        self.evaluating = row["path"]
+        self.evaluating = row.path
         data = self.query_one("#eval-data", Input).value.strip() or None
         self.query_one("#browser-tabs", TabbedContent).active = "tab-eval"
-        self.query_one("#eval-summary", Static).update(f"Evaluating {row['path']} ...")
+        self.query_one("#eval-summary", Static).update(Text(f"Evaluating {row.path} ..."))
         self.query_one("#eval-matrix", Static).update("")
         self.query_one(ProgressBar).update(total=None, progress=0)
-        self._evaluate(row["path"], data)
+        self._evaluate(row.path, data)
 
     @on(Button.Pressed, "#eval-go")
     def _eval_button(self) -> None:
@@ -282,7 +278,7 @@ class BrowserScreen(Screen):
 
             try:
                 result = evaluate_checkpoint(path, data, progress=progress)
-            except (CheckpointError, DataError, ConfigError) as e:
+            except (CheckpointError, DataError, ConfigError, OSError) as e:
                 self.app.call_from_thread(self._eval_failed, str(e))
                 return
         except Exception as e:  # the browser must keep working whatever happens
@@ -296,15 +292,14 @@ class BrowserScreen(Screen):
         self.query_one("#eval-summary", Static).update(Text(f"Evaluation failed: {message}", style="bold red"))
         self.notify(message, title="Evaluation failed", severity="error", timeout=10)
 
-    def _eval_done(self, path: str, result: dict) -> None:
+    def _eval_done(self, path: str, evaluation) -> None:
+        """``evaluation``: an :class:`engine.evaluate.CheckpointEvaluation`."""
         self.evaluating = None
         self.fresh = path
-        images = result.pop("_images")
-        preds = result.pop("_predictions")
-        conf = result.pop("_confidence")
-        self._render_result(result)
-        gallery = self.query_one(Gallery)
-        gallery.set_data(images.x, images.y.tolist(), preds.tolist(), conf.tolist(), result["classes"])
+        self._render_result(evaluation.to_dict())
+        r = evaluation.result
+        self.query_one(Gallery).set_data(evaluation.images.x, evaluation.images.y.tolist(), r.predictions.tolist(),
+                                         r.confidence.tolist(), evaluation.classes)
         self.action_reload_keep(path)
 
     def action_reload_keep(self, path: str) -> None:
@@ -356,15 +351,13 @@ class BrowserScreen(Screen):
         row = self.current()
         if row is None:
             return
-        cfg = (row["run"].get("config") or {}).get("config") or {}
-        planned = cfg.get("epochs")
-        if planned is not None and row.get("epoch") is not None and row["epoch"] >= planned and not row.get("step_in_epoch"):
+        planned, c = row.run.epochs, row.ckpt
+        if planned is not None and c.epoch is not None and c.epoch >= planned and not c.step_in_epoch:
             self.notify(f"This run finished its {planned} epochs. Press n for a new run with its settings, or extend it: "
-                        f"cifar-tui train --resume {row['path']} --epochs {planned * 2}", severity="warning", timeout=12)
+                        f"cifar-tui train --resume {c.path} --epochs {planned * 2}", severity="warning", timeout=12,
+                        markup=False)
             return
-        start = getattr(self.app, "start_training", None)
-        if start is not None:
-            start(None, resume=row["path"], resume_overrides={}, can_go_back=True)
+        self.post_message(StartRun(None, resume=c.path, resume_overrides={}))
 
     def action_new_run(self) -> None:
         row = self.current()
@@ -372,15 +365,12 @@ class BrowserScreen(Screen):
             return
         from engine.config import ConfigError, TrainConfig
 
-        cfg = (row["run"].get("config") or {}).get("config") or {}
         try:
-            config = TrainConfig.from_dict(cfg).validate()
+            config = TrainConfig.from_dict(row.run.config).validate()
         except (ConfigError, TypeError) as e:
-            self.notify(f"The run's settings cannot be used: {e}", severity="error")
+            self.notify(f"The run's settings cannot be used: {e}", severity="error", markup=False)
             return
-        start = getattr(self.app, "start_training", None)
-        if start is not None:
-            start(config, can_go_back=True)
+        self.post_message(StartRun(config))
 
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 1:

@@ -20,6 +20,8 @@ from textual.widgets import Footer, Header
 
 from engine import events as ev
 
+from ..bridge import EventSource
+from ..messages import OpenBrowser
 from ..runstate import RunState
 from ..widgets import EventLog, StatusPanel, TrainingPlots
 
@@ -28,13 +30,6 @@ COMMAND_ACTIONS = ("toggle_mixup", "mixup_schedule", "pause", "resume", "save", 
 
 
 class DashboardScreen(Screen):
-    DEFAULT_CSS = """
-    DashboardScreen #body { height: 1fr; }
-    DashboardScreen #side { width: 36; height: 1fr; }
-    DashboardScreen.-narrow #side { width: 32; }
-    DashboardScreen #plots { padding: 0 1 0 0; }
-    """
-
     BINDINGS = [
         Binding("m", "toggle_mixup", "Mixup", tooltip="Switch mixup on or off (overrides the schedule)"),
         Binding("M", "mixup_schedule", "Mixup: schedule", show=False, tooltip="Let the schedule decide mixup again"),
@@ -47,7 +42,7 @@ class DashboardScreen(Screen):
         Binding("escape", "back", "Back", tooltip="Back to the start screen"),
     ]
 
-    def __init__(self, source: Any, *, clock: Optional[Callable[[], float]] = None, can_go_back: bool = False,
+    def __init__(self, source: EventSource, *, clock: Optional[Callable[[], float]] = None, can_go_back: bool = False,
                  tick_seconds: float = TICK_SECONDS) -> None:
         super().__init__()
         self.source = source
@@ -83,8 +78,8 @@ class DashboardScreen(Screen):
         return self.query_one(EventLog)
 
     def on_mount(self) -> None:
-        kind = getattr(self.source, "kind", "live")
-        where = getattr(self.source, "run_dir", None)
+        kind = self.source.kind
+        where = self.source.run_dir
         self.sub_title = {"live": "training", "watch": f"watching {where}", "replay": "replay"}.get(kind, kind)
         self.tick()
         self.set_interval(self.tick_seconds, self.tick)
@@ -108,11 +103,13 @@ class DashboardScreen(Screen):
         lines = st.take_log()
         if lines:
             self.event_log.add(lines)
-        kind = getattr(self.source, "kind", "live")
+        kind = self.source.kind
         quiet = None
+        if kind == "watch" and st.active and self.source.liveness() == "interrupted":
+            st.mark_interrupted()
         if kind == "watch" and st.last_event_at is not None:
             quiet = self.clock() - st.last_event_at
-        self.status.show(st, source_kind=kind, quiet_for=quiet, quitting=bool(getattr(self.app, "quitting", False)))
+        self.status.show(st, source_kind=kind, quiet_for=quiet, quitting=self.app_quitting)
         if st.state_dirty:
             st.state_dirty = False
             if st.state in ("paused", "running", "finished", "failed"):
@@ -125,16 +122,18 @@ class DashboardScreen(Screen):
             if st.run_id and kind == "live":
                 self.sub_title = f"training {st.run_id}"
         # the footer's keys depend on the state, a pending pause and whether the trainer lives
-        key = (st.state, self._want_pause, getattr(self.source, "active", False))
+        key = (st.state, self._want_pause, self.source.active)
         if key != self._shown_state:
             self._shown_state = key
             self.refresh_bindings()
 
     def _load_history(self, started: ev.RunStarted) -> None:
         """A resumed run: show what its metrics.jsonl already holds (the epochs before this start)."""
+        from engine.rundir import RunDir
+
         from ..bridge import MetricsFollower
 
-        follower = MetricsFollower(Path(started.run_dir) / "metrics.jsonl")
+        follower = MetricsFollower(RunDir(started.run_dir).metrics_path)
         earlier: list[ev.Event] = []
         while True:
             batch = follower.poll()
@@ -154,10 +153,14 @@ class DashboardScreen(Screen):
         st.take_log()  # their lines are old news; the plots and best value are what matter
         st.note(f"loaded the run's history: {len(earlier)} earlier events from metrics.jsonl", at=started.time)
 
+    @property
+    def app_quitting(self) -> bool:
+        return bool(getattr(self.app, "quitting", False))
+
     # ----------------------------------------------------------------- actions
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in COMMAND_ACTIONS:
-            if not getattr(self.source, "can_command", False):
+            if not self.source.can_command:
                 return False  # watching or replaying: there is nothing to command
             if action in ("pause", "resume") and (action == "pause") == self._pause_wanted():
                 return False  # p shows the other meaning
@@ -167,7 +170,7 @@ class DashboardScreen(Screen):
         if action == "back":
             if not self.can_go_back:
                 return False
-            return None if getattr(self.source, "active", False) else True
+            return None if self.source.active else True
         return True
 
     def _send(self, command: ev.Command, note: str) -> None:
@@ -205,14 +208,12 @@ class DashboardScreen(Screen):
         self._send(ev.Stop(save=True), "» stop requested (a checkpoint will be saved)")
 
     def action_checkpoints(self) -> None:
-        run_dir = self.run_state.run_dir or getattr(self.source, "run_dir", None)
+        run_dir = self.run_state.run_dir or self.source.run_dir
         if not run_dir:
             self.notify("No run folder yet: the run has not started.", severity="warning")
             return
-        from .browser import BrowserScreen
-
-        self.app.push_screen(BrowserScreen(Path(run_dir).parent, select=str(run_dir)))
+        self.post_message(OpenBrowser(Path(run_dir).parent, select=str(run_dir)))
 
     def action_back(self) -> None:
-        if self.can_go_back and not getattr(self.source, "active", False):
+        if self.can_go_back and not self.source.active:
             self.dismiss(self.run_state.state)

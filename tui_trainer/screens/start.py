@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from pathlib import Path
 from typing import Any, Optional
 
@@ -14,87 +11,15 @@ from textual.binding import Binding
 from textual.containers import Grid, Vertical
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Label, Select, Static, Switch
+from rich.text import Text
 
 from engine.config import PRESETS, ConfigError, make_config
+from engine.runs import RunSummary, default_runs_dir, list_runs
+
+from ..formatting import fmt_pct
+from ..messages import OpenBrowser, StartRun, WatchRun
 
 DEFAULT_PRESET = "paper"
-RECENT_SECONDS = 120  # a run whose metrics changed this recently is probably still going
-
-
-# ---------------------------------------------------------------------- run list
-
-
-def _last_state(metrics: Path) -> Optional[tuple[str, str]]:
-    """The last StateChanged in a metrics file (reads only its tail)."""
-    try:
-        with open(metrics, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - 16384))
-            tail = fh.read().decode("utf-8", errors="replace")
-    except OSError:
-        return None
-    for line in reversed(tail.splitlines()):
-        if '"StateChanged"' not in line:
-            continue
-        try:
-            d = json.loads(line)
-        except ValueError:
-            continue
-        return str(d.get("state", "")), str(d.get("reason", ""))
-    return None
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        d = json.loads(path.read_text())
-        return d if isinstance(d, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def list_runs(runs_dir: Path, now: Optional[float] = None) -> list[dict[str, Any]]:
-    """Run folders (those with a config.json) under ``runs_dir``, newest first."""
-    now = time.time() if now is None else now
-    out = []
-    try:
-        dirs = [d for d in Path(runs_dir).iterdir() if d.is_dir() and (d / "config.json").is_file()]
-    except OSError:
-        return []
-    for d in dirs:
-        info = _read_json(d / "config.json")
-        cfg = info.get("config", {}) if isinstance(info.get("config"), dict) else {}
-        last = _read_json(d / "checkpoints" / "last.json")
-        best = _read_json(d / "checkpoints" / "best.json")
-        metrics = d / "metrics.jsonl"
-        st = _last_state(metrics)
-        if st is None:
-            status = "no events"
-        elif st[0] == "finished":
-            status = "stopped" if st[1].startswith("stopped") else "finished"
-        elif st[0] == "failed":
-            status = "failed"
-        else:
-            try:
-                recent = now - metrics.stat().st_mtime < RECENT_SECONDS
-            except OSError:
-                recent = False
-            # a writer holds <run>/.lock while it trains (engine.checkpoint.RunLock)
-            status = "running" if recent or (d / ".lock").exists() else "interrupted"
-        epochs = cfg.get("epochs")
-        done = last.get("epoch")
-        out.append({
-            "run_dir": str(d),
-            "run_id": info.get("run_id") or d.name,
-            "preset": cfg.get("preset", "?"),
-            "data": str(cfg.get("data", "?")),
-            "epochs": f"{done if done is not None else 0}/{epochs if epochs is not None else '?'}",
-            "best": best.get("val_acc"),
-            "status": status,
-            "created": info.get("created", ""),
-        })
-    out.sort(key=lambda r: (r["created"] or "", r["run_id"]), reverse=True)
-    return out
 
 
 # ------------------------------------------------------------------------- form
@@ -116,26 +41,6 @@ def parse_form(data: str, preset: Any, epochs: str, width: str, mixup: bool, run
 
 
 class StartScreen(Screen):
-    DEFAULT_CSS = """
-    StartScreen #form {
-        height: auto;
-        border: round $primary;
-        border-title-color: $text;
-        padding: 0 1;
-        grid-size: 4;
-        grid-columns: 8 1fr 8 1fr;
-        grid-rows: 3;
-        grid-gutter: 0 1;
-    }
-    StartScreen #form Label { height: 3; content-align: left middle; width: 100%; }
-    StartScreen #f-start { width: 100%; }
-    StartScreen #form-error { color: $error; padding: 0 2; height: auto; }
-    StartScreen #runs { height: 1fr; border: round $primary-darken-1; border-title-color: $text; }
-    StartScreen #runs DataTable { height: 1fr; }
-    StartScreen #runs-empty { padding: 0 1; color: $text-muted; height: auto; }
-    StartScreen #runs-hint { padding: 0 1; color: $text-muted; height: 1; }
-    """
-
     BINDINGS = [
         Binding("ctrl+s", "start", "Start"),
         Binding("ctrl+q", "app.quit", "Quit", priority=True),
@@ -148,7 +53,7 @@ class StartScreen(Screen):
         super().__init__()
         self.given_runs_dir = Path(runs_dir) if runs_dir else None
         self.runs_dir: Optional[Path] = self.given_runs_dir
-        self.runs: list[dict[str, Any]] = []
+        self.runs: list[RunSummary] = []
 
     def compose(self) -> ComposeResult:
         p = PRESETS[DEFAULT_PRESET]
@@ -177,27 +82,11 @@ class StartScreen(Screen):
     def on_mount(self) -> None:
         self.sub_title = "new run"
         self.query_one("#form").border_title = "New run"
-        self.query_one("#form-error").display = False
+        self.query_one("#form-error").add_class("-hidden")
         table = self.query_one("#runs-table", DataTable)
         table.add_columns("Run", "Preset", "Data", "Epochs", "Best val", "Status")
         if self.runs_dir is None:
-            # the engine may import torch to answer: find the default folder off the UI thread
-            self.query_one("#runs").border_title = "Earlier runs"
-            self.run_worker(self._find_runs_dir, thread=True, name="runs-dir")
-        else:
-            self.action_refresh()
-
-    def _find_runs_dir(self) -> None:
-        try:
-            from engine.runs import default_runs_dir  # torch-free, where the engine has it
-        except ImportError:
-            from engine.checkpoint import default_runs_dir
-
-        path = default_runs_dir()
-        self.app.call_from_thread(self._set_runs_dir, path)
-
-    def _set_runs_dir(self, path: Path) -> None:
-        self.runs_dir = Path(path)
+            self.runs_dir = default_runs_dir()
         self.action_refresh()
 
     def on_screen_resume(self) -> None:
@@ -227,7 +116,7 @@ class StartScreen(Screen):
     def show_error(self, message: str) -> None:
         err = self.query_one("#form-error", Static)
         err.update(message)
-        err.display = bool(message)
+        err.set_class(not message, "-hidden")
 
     @on(Button.Pressed, "#f-start")
     @on(Input.Submitted)
@@ -238,7 +127,7 @@ class StartScreen(Screen):
             self.show_error(str(e))
             return
         self.show_error("")
-        self.app.start_training(config, can_go_back=True)
+        self.post_message(StartRun(config, can_go_back=True))
 
     # ------------------------------------------------------------------ runs
     def action_refresh(self) -> None:
@@ -249,37 +138,43 @@ class StartScreen(Screen):
         table.clear()
         self.runs = list_runs(self.runs_dir)
         for r in self.runs:
-            best = "-" if r["best"] is None else f"{100 * r['best']:.1f}%"
-            table.add_row(r["run_id"], r["preset"], r["data"], r["epochs"], best, r["status"], key=r["run_dir"])
+            epochs = f"{r.epochs_done}/{r.epochs if r.epochs is not None else '?'}"
+            table.add_row(Text(r.run_id), Text(r.preset or "?"), Text(_short_data(r.data)), epochs,
+                          fmt_pct(r.best_val_acc, 1), Text(r.status), key=r.path)
         empty = self.query_one("#runs-empty", Static)
         empty.update("" if self.runs else "No runs yet. Fill in the form and start one.")
-        empty.display = not self.runs
-        table.display = bool(self.runs)
-        self.query_one("#runs-hint").display = bool(self.runs)
+        empty.set_class(bool(self.runs), "-hidden")
+        table.set_class(not self.runs, "-hidden")
+        self.query_one("#runs-hint").set_class(not self.runs, "-hidden")
 
     def _selected_run(self) -> Optional[Path]:
         table = self.query_one("#runs-table", DataTable)
         if not self.runs or table.row_count == 0:
             return None
         row = min(max(table.cursor_row, 0), len(self.runs) - 1)
-        return Path(self.runs[row]["run_dir"])
+        return Path(self.runs[row].path)
 
     @on(DataTable.RowSelected, "#runs-table")
     def _row_selected(self, event: DataTable.RowSelected) -> None:
-        self.app.open_watch(Path(str(event.row_key.value)), can_go_back=True)
+        self.post_message(WatchRun(Path(str(event.row_key.value))))
 
     def action_watch(self) -> None:
         run = self._selected_run()
         if run is None:
             self.notify("No run selected.", severity="warning")
             return
-        self.app.open_watch(run, can_go_back=True)
+        self.post_message(WatchRun(run))
 
     def action_checkpoints(self) -> None:
         run = self._selected_run()
         if run is None:
             self.notify("No run selected.", severity="warning")
             return
-        from .browser import BrowserScreen
+        self.post_message(OpenBrowser(run.parent, select=str(run)))
 
-        self.app.push_screen(BrowserScreen(Path(run).parent, select=str(run)))
+
+def _short_data(data: Optional[str]) -> str:
+    """A data source in a few characters: a path's file name."""
+    if not data:
+        return "?"
+    return Path(data).name if "/" in data or "\\" in data else data

@@ -16,16 +16,21 @@ STATE_STYLE = {
     "starting": ("◌ starting", "dim"),
     "running": ("● running", "bold green"),
     "paused": ("‖ paused", "bold yellow"),
-    "stopping": ("■ stopping", "bold yellow"),
+    "stopping": ("■ stopping...", "bold yellow"),
     "finished": ("✔ finished", "bold cyan"),
     "failed": ("✖ failed", "bold red"),
+    "interrupted": ("✖ interrupted", "bold red"),
+}
+OUTCOME_STYLE = {  # a finished run, by RunFinished's outcome
+    "completed": ("✔ completed", "bold cyan"),
+    "stopped": ("■ stopped", "bold yellow"),
 }
 
 
 def state_text(state: RunState, source_kind: str = "live") -> Text:
     label, style = STATE_STYLE.get(state.state, (state.state, ""))
-    if state.state == "stopping" and "sav" in state.reason:
-        label = "■ stopping, saving..."
+    if state.state == "finished" and state.outcome in OUTCOME_STYLE:
+        label, style = OUTCOME_STYLE[state.outcome]
     if state.state == "starting":
         label = "◌ loading data..." if source_kind == "live" else "◌ no events yet"
     return Text(label, style=style)
@@ -90,7 +95,7 @@ class StatusPanel(Static):
         if source_kind == "watch" and state.state == "running" and quiet_for is not None and quiet_for > 60:
             st.append(f"  (quiet {fmt_duration(quiet_for)})", style="dim yellow")
         rows.append(("State", st))
-        if state.state in ("failed", "finished") and (state.failure or state.reason):
+        if state.state in ("failed", "finished", "stopping", "interrupted") and (state.failure or state.reason):
             style = "red" if state.state == "failed" else "dim"
             reason = state.failure if state.state == "failed" and state.failure else state.reason
             rows.append(("", Text(short_reason(reason), style=style)))
@@ -105,7 +110,7 @@ class StatusPanel(Static):
         rows.append(("Speed", f"{ips:,.0f} img/s" if ips else "-"))
         if state.state == "paused":
             eta = "paused"
-        elif state.state in ("finished", "failed"):
+        elif state.state in ("finished", "failed", "interrupted"):
             eta = "-"
         else:
             eta = fmt_duration(state.eta())

@@ -1,0 +1,105 @@
+"""Writing files so that a crash never leaves a half-written file under a real name.
+
+Every write of the engine goes through :func:`atomic_write_bytes`: the content
+goes to a temporary file beside the target (``.NAME.tmp-PID``), is fsynced, and
+is renamed into place; the folder is fsynced too. A process killed at any
+moment leaves either the old file or the new one, plus at worst a temporary
+file that :class:`engine.rundir.RunLock` removes when it next takes the run.
+
+No torch here: the CLI and the run catalogue use it without paying torch's
+import time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, BinaryIO, Callable
+
+TEMP_MARK = ".tmp-"
+
+
+def temp_path(path: Path) -> Path:
+    """The temporary name a write of ``path`` by this process uses."""
+    return path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Call ``write(fileobj)`` on a temporary file beside ``path``, fsync it, then rename."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    text = json.dumps(data, indent=2, default=str, allow_nan=True) + "\n"
+    atomic_write_bytes(path, lambda fh: fh.write(text.encode()))
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, lambda fh: fh.write(text.encode()))
+
+
+def atomic_link(src: Path, dst: Path) -> None:
+    """Put the content of ``src`` at ``dst`` atomically (a hard link where the file system
+    allows it, else a copy), replacing what ``dst`` held."""
+    tmp = temp_path(dst)
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+    fsync_dir(dst.parent)
+
+
+def read_json_dict(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``; ``{}`` when the file is missing, unreadable or not an object."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def is_regular_file(path: Path) -> bool:
+    """A regular file (not a FIFO, socket or device, which would block or never end)."""
+    import stat
+
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False

@@ -1,0 +1,517 @@
+"""One run folder: its layout, its lock, its config.json and its metrics file.
+
+    <runs_dir>/<run-id>/
+      config.json        the full TrainConfig, data source, versions, device, resume history
+      metrics.jsonl      every event of the run, one JSON object per line
+      checkpoints/       last.pt, best.pt, epoch-NNN.pt, manual-eNNN-sNNNNNNN.pt
+                         (+ NAME.json, a small summary beside each, and NAME.eval.json,
+                         stored evaluations)
+      .lock              the live writer's host and pid
+      error.log          the traceback of an unexpected failure
+
+:class:`RunDir` is the only place that spells these names; everything else asks
+it. No torch here: the catalogue (:mod:`engine.runs`), the CLI and the UIs read
+run folders without paying torch's import time.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Literal, Optional
+
+from . import events as ev
+from .events import CHECKPOINT_KINDS, CheckpointKind  # noqa: F401  (re-exported)
+from .files import TEMP_MARK, atomic_write_json, read_json_dict
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+LOCK_FILE = ".lock"
+ERROR_LOG = "error.log"
+SUMMARY_SUFFIX = ".json"
+EVAL_SUFFIX = ".eval.json"
+
+Purpose = Literal["resume", "inference"]
+
+
+class RunDirError(Exception):
+    """A run folder that cannot be created, locked or written. One line, for the user."""
+
+
+def default_runs_dir() -> Path:
+    """``CIFAR_TUI_RUNS_DIR``, else platformdirs' user data folder + ``runs``."""
+    env = os.environ.get("CIFAR_TUI_RUNS_DIR")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("cifar-tui", appauthor=False)) / "runs"
+
+
+def now_iso() -> str:
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+class RunDir:
+    """A run folder. Creating the object touches nothing; :meth:`create` makes a new one."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RunDir) and self.path == other.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    # ----------------------------------------------------------------- layout
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / CHECKPOINT_DIR
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path / LOCK_FILE
+
+    @property
+    def error_log_path(self) -> Path:
+        return self.path / ERROR_LOG
+
+    def checkpoint_path(self, kind: CheckpointKind, *, epoch: int = 0, global_step: int = 0,
+                        step_in_epoch: int = 0) -> Path:
+        """Where a checkpoint of ``kind`` goes. ``epoch`` counts finished epochs."""
+        if kind in ("last", "stop"):
+            name = "last.pt"
+        elif kind == "best":
+            name = "best.pt"
+        elif kind == "epoch":
+            name = f"epoch-{epoch:03d}.pt"
+        elif kind == "manual":
+            name = f"manual-e{epoch + (1 if step_in_epoch else 0):03d}-s{global_step:07d}.pt"
+        else:
+            raise ValueError(f"unknown checkpoint kind {kind!r}")
+        return self.checkpoints_dir / name
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoint_path("last")
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.checkpoint_path("best")
+
+    def checkpoint_for(self, purpose: Purpose) -> Optional[Path]:
+        """The checkpoint a command takes from this run: to resume, the furthest (last.pt);
+        for evaluation and prediction, the best (best.pt). Falls back to the other one."""
+        order = (self.last_checkpoint, self.best_checkpoint)
+        if purpose == "inference":
+            order = order[::-1]
+        return next((p for p in order if p.is_file()), None)
+
+    def checkpoints(self) -> list[Path]:
+        """Every checkpoint file of the run (not temporary files), sorted by name."""
+        d = self.checkpoints_dir
+        if not d.is_dir():
+            return []
+        return sorted(p for p in d.glob("*.pt") if not p.name.startswith(".") and p.is_file())
+
+    @staticmethod
+    def summary_path(checkpoint: Path) -> Path:
+        """The small JSON beside a checkpoint (epoch, accuracy, ... ; read without torch)."""
+        return Path(checkpoint).with_suffix(SUMMARY_SUFFIX)
+
+    @staticmethod
+    def eval_path(checkpoint: Path) -> Path:
+        """Where evaluations of a checkpoint are stored."""
+        checkpoint = Path(checkpoint)
+        return checkpoint.with_name(checkpoint.stem + EVAL_SUFFIX)
+
+    @staticmethod
+    def read_summary(checkpoint: Path) -> dict[str, Any]:
+        return read_json_dict(RunDir.summary_path(checkpoint))
+
+    # -------------------------------------------------------------- find / make
+    @staticmethod
+    def is_run_dir(path: str | Path) -> bool:
+        p = Path(path)
+        return (p / CONFIG_FILE).is_file() or (p / CHECKPOINT_DIR).is_dir()
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint: str | Path) -> Optional["RunDir"]:
+        """The run folder a checkpoint file sits in, or None for a loose file."""
+        p = Path(checkpoint).resolve()
+        if p.parent.name == CHECKPOINT_DIR and (p.parent.parent / CONFIG_FILE).is_file():
+            return cls(p.parent.parent)
+        return None
+
+    @classmethod
+    def create(cls, runs_dir: Optional[str | Path], preset: str) -> "RunDir":
+        """A new, empty run folder ``<runs_dir>/<YYYYmmdd-HHMMSS>-<preset>[-N]``."""
+        root = Path(runs_dir).expanduser() if runs_dir else default_runs_dir()
+        if root.exists() and not root.is_dir():
+            raise RunDirError(f"--runs-dir {root} is a file, not a folder; choose a folder")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunDirError(f"cannot create the runs folder {root} ({e.strerror}); choose another with --runs-dir") from None
+        base = f"{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-{_safe_name(preset)}"
+        for i in range(1000):
+            d = root / (base if i == 0 else f"{base}-{i}")
+            try:
+                d.mkdir()
+            except FileExistsError:
+                continue
+            except OSError as e:
+                raise RunDirError(f"cannot write in the runs folder {root} ({e.strerror}); choose another with --runs-dir") from None
+            run = cls(d)
+            run.ensure_layout()
+            return run
+        raise RunDirError(f"too many runs named {base}* in {root}")
+
+    def ensure_layout(self) -> None:
+        try:
+            self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise RunDirError(f"cannot write in the run folder {self.path} ({e.strerror})") from None
+
+    # ------------------------------------------------------------------- files
+    def read_config(self) -> dict[str, Any]:
+        """config.json as a dict (``{}`` when missing or unreadable)."""
+        return read_json_dict(self.config_path)
+
+    def write_config(self, info: dict[str, Any], *, resumed_from: Optional[str] = None,
+                     resume_changes: Optional[dict[str, Any]] = None) -> None:
+        """Write config.json. A resumed run keeps its creation time and appends to its
+        resume history (where from, when, the settings that changed)."""
+        info = dict(info)
+        if resumed_from is not None:
+            prev = self.read_config()
+            history = prev.get("resumes") if isinstance(prev.get("resumes"), list) else []
+            if isinstance(prev.get("created"), str):
+                info["created"] = prev["created"]
+            entry = {"from": resumed_from, "at": now_iso(), "epochs": info.get("config", {}).get("epochs"),
+                     "device": info.get("device")}
+            if resume_changes:
+                entry["changed"] = resume_changes
+            info["resumes"] = history + [entry]
+        atomic_write_json(self.config_path, info)
+
+    def read_metrics(self) -> tuple[list[dict], int]:
+        """All events of metrics.jsonl as dicts, and the number of unreadable lines skipped."""
+        return read_metrics(self.metrics_path)
+
+    def last_events(self, max_bytes: int = 65536) -> list[dict]:
+        """The events in the last ``max_bytes`` of metrics.jsonl, oldest first (a cheap tail)."""
+        try:
+            with open(self.metrics_path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                size = fh.tell()
+                fh.seek(max(0, size - max_bytes))
+                tail = fh.read()
+        except OSError:
+            return []
+        lines = tail.split(b"\n")
+        if size > max_bytes:
+            lines = lines[1:]  # the first one is probably cut
+        return [d for d in (_parse_json_line(raw) for raw in lines) if d is not None]
+
+    def lock(self) -> "RunLock":
+        return RunLock(self.path)
+
+    def lock_owner(self) -> Optional["LockOwner"]:
+        return RunLock.owner(self.path)
+
+    def metrics_writer(self) -> "MetricsWriter":
+        return MetricsWriter(self.metrics_path)
+
+    # ------------------------------------------------------------------ resume
+    def is_latest(self, global_step: int) -> bool:
+        """Is a checkpoint at ``global_step`` at least as far as this run's last.pt?"""
+        if not self.last_checkpoint.exists():
+            return True
+        step = self.read_summary(self.last_checkpoint).get("global_step", 0)
+        return not isinstance(step, int) or global_step >= step
+
+
+@dataclass(frozen=True)
+class ResumeTarget:
+    run: RunDir
+    note: Optional[str] = None  # why the run continues in a new folder
+
+
+def resume_target(checkpoint: str | Path, global_step: int, runs_dir: Optional[str | Path],
+                  preset: str, fixed: Optional[RunDir] = None) -> ResumeTarget:
+    """Where training from ``checkpoint`` continues.
+
+    The run's own folder when the checkpoint is its latest; a new folder beside it when
+    the checkpoint is older than the run's last.pt (so nothing is overwritten); a new
+    folder under ``runs_dir`` (this invocation's, never a path stored in a file) for a
+    checkpoint outside any run folder.
+    """
+    if fixed is not None:
+        fixed.ensure_layout()
+        return ResumeTarget(fixed)
+    own = RunDir.of_checkpoint(checkpoint)
+    name = Path(checkpoint).name
+    if own is not None and own.is_latest(global_step):
+        return ResumeTarget(own)
+    if own is not None:
+        new = RunDir.create(runs_dir or own.path.parent, preset)
+        return ResumeTarget(new, f"{name} is older than the run's last.pt; continuing in a new run folder "
+                                 f"{new.path} so the original run stays as it is")
+    new = RunDir.create(runs_dir, preset)
+    return ResumeTarget(new, f"{checkpoint} is not inside a run folder; continuing in a new run folder {new.path}")
+
+
+# ---------------------------------------------------------------------- metrics
+
+
+def _parse_json_line(raw: bytes) -> Optional[dict]:
+    raw = raw.strip()
+    if not raw:
+        return None
+    try:
+        d = json.loads(raw.decode("utf-8", errors="replace"))
+    except ValueError:
+        return None
+    return d if isinstance(d, dict) and isinstance(d.get("event"), str) else None
+
+
+def read_metrics(path: str | Path) -> tuple[list[dict], int]:
+    """Read a ``metrics.jsonl``: (events as dicts, number of unreadable lines skipped)."""
+    events, bad = [], 0
+    try:
+        with open(path, "rb") as fh:
+            for raw in fh:
+                if not raw.strip():
+                    continue
+                d = _parse_json_line(raw)
+                if d is None:
+                    bad += 1
+                else:
+                    events.append(d)
+    except FileNotFoundError:
+        pass
+    return events, bad
+
+
+class MetricsWriter:
+    """An event listener that appends each event to ``metrics.jsonl`` as one JSON line.
+
+    A torn last line (a writer killed mid-line) is closed off before appending. A
+    write error (a full disk) is counted, never raised: training must go on.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.errors = 0
+        _close_torn_line(self.path)
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def __call__(self, event: ev.Event) -> None:
+        fh = self._fh
+        if fh is None:
+            return
+        try:
+            fh.write(ev.event_to_json(event) + "\n")
+            fh.flush()
+        except (OSError, ValueError):
+            self.errors += 1
+
+    def close(self) -> None:
+        if self._fh is not None:
+            try:
+                self._fh.close()
+            except OSError:
+                pass
+            self._fh = None
+
+
+def _close_torn_line(path: Path) -> None:
+    try:
+        with open(path, "a+b") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() > 0:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    fh.write(b"\n")
+    except OSError as e:
+        raise RunDirError(f"cannot write {path} ({e.strerror})") from None
+
+
+# ------------------------------------------------------------------------ lock
+
+
+@dataclass(frozen=True)
+class LockOwner:
+    pid: Optional[int]
+    host: Optional[str]
+    since: str
+    alive: Optional[bool]  # None: on another host, cannot tell
+
+    def describe(self) -> str:
+        return f"process {self.pid} on {self.host}" if self.pid else "another process"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return _not_zombie(pid)
+
+
+def _not_zombie(pid: int) -> bool:
+    """A killed child that its parent has not reaped yet still answers kill(pid, 0)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return True  # no /proc (macOS): trust kill()
+    try:
+        return stat[stat.rindex(b")") + 2:][:1] != b"Z"
+    except ValueError:
+        return True
+
+
+class RunLock:
+    """``<run>/.lock`` holding the writer's host and pid: one writer per run folder.
+
+    A lock whose process is gone (same host, pid not alive) is stale and taken over;
+    taking the lock also removes half-written temporary files of dead writers.
+    """
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / LOCK_FILE
+        self.notes: list[str] = []
+        self._held = False
+
+    @staticmethod
+    def owner(run_dir: str | Path) -> Optional[LockOwner]:
+        """Who holds the lock of ``run_dir`` (None: nobody)."""
+        path = Path(run_dir) / LOCK_FILE
+        try:
+            raw = path.read_text()
+        except OSError:
+            return None
+        try:
+            d = json.loads(raw or "{}")
+        except ValueError:
+            d = {}
+        d = d if isinstance(d, dict) else {}
+        pid = d.get("pid") if isinstance(d.get("pid"), int) else None
+        host = d.get("host") if isinstance(d.get("host"), str) else None
+        alive: Optional[bool] = None
+        if pid is not None and host == socket.gethostname():
+            alive = pid_alive(pid)
+        elif pid is None:
+            alive = None  # being written right now, or damaged
+        return LockOwner(pid, host, str(d.get("since", "?")), alive)
+
+    def acquire(self) -> None:
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": now_iso()}
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            except FileExistsError:
+                if self._clear_if_stale():
+                    continue
+                owner = self.owner(self.run_dir)
+                who = owner.describe() if owner else "another process"
+                since = owner.since if owner else "?"
+                raise RunDirError(
+                    f"the run folder {self.run_dir} is in use by {who} (since {since}); "
+                    f"wait for it to finish, or watch it with: cifar-tui watch {self.run_dir}"
+                ) from None
+            except OSError as e:
+                raise RunDirError(f"cannot write in the run folder {self.run_dir} ({e.strerror})") from None
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+            self._held = True
+            self._clean_temp_files()
+            return
+        raise RunDirError(f"could not take the lock {self.path}; remove it if no run is writing this folder")
+
+    def _clear_if_stale(self) -> bool:
+        owner = self.owner(self.run_dir)
+        if owner is None:
+            return True  # gone meanwhile: try again
+        if owner.pid is not None and owner.alive is False:
+            self.notes.append(f"removed a stale lock of process {owner.pid} (it is no longer running)")
+            self.path.unlink(missing_ok=True)
+            return True
+        if owner.pid is None:  # unreadable: a writer that died between create and write
+            try:
+                age = _dt.datetime.now().timestamp() - self.path.stat().st_mtime
+            except OSError:
+                return True
+            if age > 10:
+                self.path.unlink(missing_ok=True)
+                return True
+        return False
+
+    def _clean_temp_files(self) -> None:
+        """Remove half-written ``.NAME.tmp-PID`` files left by a killed writer of this folder."""
+        removed = 0
+        for folder in (self.run_dir, self.run_dir / CHECKPOINT_DIR):
+            for tmp in _temp_files(folder):
+                try:
+                    pid = int(tmp.name.rsplit("-", 1)[1])
+                except ValueError:
+                    continue
+                if pid != os.getpid() and not pid_alive(pid):
+                    try:
+                        tmp.unlink()
+                        removed += 1
+                    except OSError:
+                        pass
+        if removed:
+            self.notes.append(f"removed {removed} half-written temporary file(s) left by an interrupted run")
+
+    def release(self) -> None:
+        if self._held:
+            try:
+                owner = json.loads(self.path.read_text())
+                if isinstance(owner, dict) and owner.get("pid") == os.getpid():
+                    self.path.unlink()
+            except (OSError, ValueError):
+                pass
+            self._held = False
+
+
+def _temp_files(folder: Path) -> Iterator[Path]:
+    try:
+        yield from (p for p in folder.glob(f".*{TEMP_MARK}*"))
+    except OSError:
+        return
+
+
+def _safe_name(text: str) -> str:
+    """A preset name usable in a folder name."""
+    keep = "".join(c if c.isalnum() or c in "-_" else "-" for c in str(text))
+    return keep.strip("-")[:32] or "run"
