@@ -183,9 +183,9 @@ class StepRecorder:
 
 def engine_config(cfg, batch: int, warmup: int, steps: int, runs_dir: str):
     """One epoch of exactly ``warmup + steps`` steps, a StepDone every ``warmup`` steps
-    (so the warm-up is the first window), no validation split."""
+    (so the warm-up is the first window), no validation split, no mixup."""
     return cfg.replace(epochs=1, subset=batch * (warmup + steps), val_size=0, log_every=warmup,
-                       runs_dir=runs_dir).validate()
+                       mixup=False, runs_dir=runs_dir).validate()
 
 
 def bench_pipeline(cfg, bundle, batch: int, warmup: int, steps: int, runs_dir: str) -> float:

@@ -522,26 +522,30 @@ def _stratified_take(y: np.ndarray, pool: np.ndarray, count: int, rng: np.random
 
 @dataclass
 class EpochPlan:
-    """Everything random about one epoch, drawn up front from (seed, epoch)."""
+    """Everything random about one epoch, drawn up front from (seed, epoch), so a run resumed
+    mid-epoch sees the same images, augmentations and mixup as one that never stopped."""
 
     order: torch.Tensor  # (N,) image order
     offsets: torch.Tensor  # (N, 2) crop offsets in [0, 2*pad]
-    flips: torch.Tensor  # (N,) bool
-    gray: torch.Tensor  # (N,) bool
-    autocontrast: torch.Tensor  # (N,) bool
-    mixup_draw: bool  # does the schedule want mixup this epoch (before the last-epochs rule)
-    lam: np.ndarray  # (steps,) mixup lambdas
+    flips: torch.Tensor  # (N,) bool: True with probability flip_p (never when flip is off)
+    gray: torch.Tensor  # (N,) bool: True with probability grayscale_p
+    autocontrast: torch.Tensor  # (N,) bool: True with probability autocontrast_p
+    mixup_draw: bool  # True with probability mixup_prob; engine.schedule.mixup_scheduled decides
+    lam: np.ndarray  # (steps,) mixup lambdas, Beta(alpha, alpha)
     mix_seed: int  # seeds the per-step mixup permutations
     steps: int
     batch_size: int
 
 
 def make_epoch_plan(n: int, batch_size: int, seed: int, epoch: int, cfg, device: torch.device) -> EpochPlan:
+    # The draws (and their order) are those of every earlier version: only the flip
+    # threshold depends on flip_p, so old runs (flip_p 0.5) resume with identical plans.
     rng = np.random.default_rng([seed, epoch, 0xC1FA])
     order = rng.permutation(n)
     span = 2 * cfg.crop_padding + 1
     offsets = rng.integers(0, span, size=(n, 2))
-    flips = rng.random(n) < (0.5 if cfg.flip else 0.0)
+    flip_p = float(getattr(cfg, "flip_p", 0.5)) if cfg.flip else 0.0
+    flips = rng.random(n) < flip_p
     gray = rng.random(n) < cfg.grayscale_p
     ac = rng.random(n) < cfg.autocontrast_p
     mixup_draw = bool(rng.random() < cfg.mixup_prob)
@@ -565,8 +569,23 @@ def mixup_permutation(plan: EpochPlan, step: int, size: int, device: torch.devic
 
 
 class Augmenter:
-    """Batched augmentation on the tensors' device: crop with padding, flip, grayscale,
-    autocontrast, then normalisation. Input uint8 (B,3,32,32), output float32."""
+    """Batched augmentation on the tensors' device, in the report's order: crop with zero
+    padding, horizontal flip, grayscale, autocontrast, then normalisation.
+    Input uint8 (B,3,32,32), output float32.
+
+    The report applied torchvision's transforms to PIL images (RandomCrop(32, padding=4),
+    RandomHorizontalFlip, RandomGrayscale, RandomAutocontrast, ToTensor, Normalize). The
+    colour ops here work on integers as PIL does, so each image comes out as it would there:
+
+    * grayscale is PIL's ``convert("L")``, ITU-R 601-2 luma in 16-bit fixed point with
+      rounding, ``(19595 R + 38470 G + 7471 B + 32768) >> 16``, copied to the 3 channels
+      (bit-exact; torchvision's tensor kernel uses 0.2989/0.587/0.114 and truncates, so it
+      can be one level lower, and 255 white becomes 254 there);
+    * autocontrast stretches each channel of each image from its own [min, max] to [0, 255]:
+      ``floor((x - min) * 255 / (max - min))``, and leaves a flat channel alone (PIL and
+      torchvision compute the same in floating point, so they can be one level apart when
+      the exact value is a whole number).
+    """
 
     def __init__(self, pad: int, device: torch.device, mean=CIFAR_MEAN, std=CIFAR_STD,
                  use_gray: bool = True, use_autocontrast: bool = True):
@@ -577,7 +596,8 @@ class Augmenter:
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
         self.ar = torch.arange(32, device=device)
-        self.gray_w = torch.tensor([0.299, 0.587, 0.114], device=device).view(1, 3, 1, 1)
+        # PIL's fixed-point ITU-R 601-2 luma weights (0.299, 0.587, 0.114, scaled by 2**16).
+        self.gray_w = torch.tensor([19595, 38470, 7471], dtype=torch.int32, device=device).view(1, 3, 1, 1)
 
     def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
         return (x_uint8.float().div_(255) - self.mean) / self.std
@@ -594,14 +614,15 @@ class Augmenter:
             ci = torch.arange(3, device=x.device)[None, :, None, None]
             x = padded[bi, ci, rows, cols]
         x = torch.where(flips[:, None, None, None], x.flip(3), x)
-        xf = x.float().div_(255)
-        if self.use_autocontrast:
-            lo = xf.amin(dim=(2, 3), keepdim=True)
-            hi = xf.amax(dim=(2, 3), keepdim=True)
-            span = hi - lo
-            stretched = torch.where(span > 0, (xf - lo) / span.clamp_min(1e-6), xf)
-            xf = torch.where(autocontrast[:, None, None, None], stretched, xf)
-        if self.use_gray:
-            g = (xf * self.gray_w).sum(dim=1, keepdim=True).expand(-1, 3, -1, -1)
-            xf = torch.where(gray[:, None, None, None], g, xf)
-        return (xf - self.mean) / self.std
+        if self.use_gray or self.use_autocontrast:
+            xi = x.to(torch.int32)
+            if self.use_gray:  # first, as in the report's pipeline
+                lum = ((xi * self.gray_w).sum(dim=1, keepdim=True) + 32768) // 65536
+                xi = torch.where(gray[:, None, None, None], lum.expand(-1, 3, -1, -1), xi)
+            if self.use_autocontrast:
+                lo = xi.amin(dim=(2, 3), keepdim=True)
+                span = xi.amax(dim=(2, 3), keepdim=True) - lo
+                stretched = (xi - lo) * 255 // span.clamp_min(1)
+                xi = torch.where(autocontrast[:, None, None, None] & (span > 0), stretched, xi)
+            x = xi
+        return (x.float().div_(255) - self.mean) / self.std

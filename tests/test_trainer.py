@@ -370,7 +370,7 @@ def test_learning_rate_schedules():
     from engine.config import make_config
     from engine.schedule import lr_at
 
-    cos = make_config("paper", lr=0.1)
+    cos = make_config("tiny", lr=0.1)  # a per-step cosine over the run (paper's is per epoch: tests/engine/test_paper_fidelity.py)
     assert lr_at(cos, 0, 100, 10) == pytest.approx(0.1)
     assert lr_at(cos, 50, 100, 10) == pytest.approx(0.05)
     assert lr_at(cos, 100, 100, 10) == pytest.approx(0.0, abs=1e-12)

@@ -453,7 +453,7 @@ def test_start_screen_form_runs_and_start(tmp_path):
             assert table.row_count == 2
             assert [r.status for r in start.runs] == ["failed", "stopped"]
             assert start.query_one("#f-data", Input).value == "cifar10"
-            assert start.query_one("#f-epochs", Input).value == "200"
+            assert start.query_one("#f-epochs", Input).value == "430"
             start.query_one("#f-preset", Select).value = "tiny"
             await pilot.pause(0.1)
             assert start.query_one("#f-epochs", Input).value == "5"
