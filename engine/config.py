@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -87,78 +88,123 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def validate(self) -> "TrainConfig":
-        """Raise :class:`ConfigError` with a one-line message if a setting is impossible."""
+        """Raise :class:`ConfigError` with a one-line message if a setting is impossible.
+
+        Whole-number settings must be ints (not floats, not bools) within bounds that
+        keep the arithmetic finite; real-number settings must be finite numbers.
+        """
         def bad(msg: str) -> None:
             raise ConfigError(msg)
 
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            bad(f"--epochs must be a whole number of at least 1 (got {self.epochs})")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            bad(f"--batch-size must be at least 1 (got {self.batch_size})")
-        if not _finite(self.lr) or self.lr <= 0:
+        for name, (flag, low, high) in _WHOLE_NUMBERS.items():
+            v = getattr(self, name)
+            if v is None and name in _OPTIONAL:
+                continue
+            if not _whole(v) or not low <= v <= high:
+                bad(_SEED_MESSAGE.format(v=_shown(v)) if name == "seed"
+                    else f"{flag} must be a whole number from {low} to {high:,} (got {_shown(v)})")
+        for name in _REAL_NUMBERS:
+            v = getattr(self, name)
+            if v is None and name in _OPTIONAL:
+                continue
+            if not _real(v):
+                bad(f"{_FLAGS.get(name, name)} must be a finite number (got {_shown(v)})")
+        for name in _BOOLEANS:
+            if not isinstance(getattr(self, name), bool):
+                bad(f"{name} must be true or false (got {_shown(getattr(self, name))})")
+        for name in ("data", "device", "schedule", "schedule_unit", "preset"):
+            if not isinstance(getattr(self, name), str):
+                bad(f"{_FLAGS.get(name, name)} must be text (got {_shown(getattr(self, name))})")
+        if self.runs_dir is not None and not isinstance(self.runs_dir, str):
+            bad(f"--runs-dir must be a folder path (got {_shown(self.runs_dir)})")
+
+        if self.lr <= 0:
             bad(f"--lr must be a positive number (got {self.lr})")
-        if not _finite(self.width) or self.width <= 0:
+        if self.lr > 100:
+            bad(f"--lr {self.lr} is far too large; use at most 100 (the paper uses 0.1, the fast preset 0.4)")
+        if self.width <= 0:
             bad(f"--width must be a positive number such as 1.0 or 0.25 (got {self.width})")
         if self.width > MAX_WIDTH:
             bad(f"--width {self.width} is far too large; use at most {MAX_WIDTH:g} (1.0 is the report's network)")
-        if self.subset is not None and self.subset < 1:
-            bad(f"--subset must be at least 1 image (got {self.subset})")
-        if self.val_size is not None and self.val_size < 0:
-            bad(f"--val-size cannot be negative (got {self.val_size})")
-        if not _finite(self.momentum) or not 0 <= self.momentum < 1:
+        if not 0 <= self.momentum < 1:
             bad(f"momentum must be in [0, 1) (got {self.momentum})")
-        if not _finite(self.weight_decay) or self.weight_decay < 0:
-            bad(f"weight decay cannot be negative (got {self.weight_decay})")
-        if not _finite(self.warmup_epochs) or self.warmup_epochs < 0:
-            bad(f"warm-up epochs cannot be negative (got {self.warmup_epochs})")
+        if not 0 <= self.weight_decay <= 1:
+            bad(f"weight decay must be in [0, 1] (got {self.weight_decay}; the paper uses 5e-4)")
+        if not 0 <= self.warmup_epochs <= 100_000:
+            bad(f"warm-up epochs must be from 0 to 100,000 (got {self.warmup_epochs})")
         if self.schedule not in ("cosine", "linear", "constant"):
             bad(f"unknown schedule {self.schedule!r}; use cosine, linear or constant")
         if self.schedule_unit not in ("step", "epoch"):
             bad(f"unknown schedule_unit {self.schedule_unit!r}; use step or epoch")
         if self.schedule_unit == "epoch" and float(self.warmup_epochs) != int(self.warmup_epochs):
             bad(f"warm-up epochs must be a whole number when the lr changes per epoch (got {self.warmup_epochs})")
-        if self.cosine_epochs is not None and (not _whole(self.cosine_epochs) or self.cosine_epochs < 1):
-            bad(f"cosine_epochs must be a whole number of at least 1, or None for the run's epochs (got {self.cosine_epochs})")
-        if self.mixup_until_epoch is not None and (not _whole(self.mixup_until_epoch) or self.mixup_until_epoch < 0):
-            bad(f"mixup_until_epoch must be a whole number of at least 0, or None (got {self.mixup_until_epoch})")
-        if self.grad_clip_value is not None and (not _finite(self.grad_clip_value) or self.grad_clip_value <= 0):
+        if self.grad_clip_value is not None and self.grad_clip_value <= 0:
             bad(f"gradient clip value must be positive (got {self.grad_clip_value})")
-        if self.ema_decay is not None and (not _finite(self.ema_decay) or not 0 < self.ema_decay < 1):
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             bad(f"EMA decay must be in (0, 1) (got {self.ema_decay})")
         if not 0 <= self.label_smoothing < 1:
             bad(f"label smoothing must be in [0, 1) (got {self.label_smoothing})")
         for name in ("flip_p", "grayscale_p", "autocontrast_p", "mixup_prob"):
             v = getattr(self, name)
-            if not _finite(v) or not 0 <= v <= 1:
+            if not 0 <= v <= 1:
                 bad(f"{name} must be a probability in [0, 1] (got {v})")
-        if not _finite(self.mixup_alpha) or self.mixup_alpha <= 0:
-            bad(f"mixup alpha must be positive (got {self.mixup_alpha})")
-        if self.mixup_off_epochs < 0:
-            bad(f"mixup_off_epochs cannot be negative (got {self.mixup_off_epochs})")
-        if self.crop_padding < 0:
-            bad(f"crop padding cannot be negative (got {self.crop_padding})")
-        if self.save_every < 0:
-            bad(f"--save-every cannot be negative (got {self.save_every})")
-        if self.log_every < 1:
-            bad(f"log_every must be at least 1 (got {self.log_every})")
-        if not _finite(self.log_seconds) or self.log_seconds < 0:
+        if not 0 < self.mixup_alpha <= 1000:
+            bad(f"mixup alpha must be in (0, 1000] (got {self.mixup_alpha})")
+        if self.log_seconds < 0:
             bad(f"log_seconds cannot be negative (got {self.log_seconds})")
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             bad(f"unknown --device {dev!r}; use auto, cpu, cuda, cuda:N or mps")
-        if not self.data or not str(self.data).strip():
+        if not self.data.strip():
             bad("--data is empty; use cifar10, synthetic, or a path to a folder or zip")
         return self
 
 
+# Whole-number settings: (how the user names it, lowest, highest).
+_WHOLE_NUMBERS: dict[str, tuple[str, int, int]] = {
+    "epochs": ("--epochs", 1, 100_000),
+    "batch_size": ("--batch-size", 1, 65_536),
+    "subset": ("--subset", 1, 1_000_000_000),
+    "val_size": ("--val-size", 0, 1_000_000_000),
+    "seed": ("--seed", 0, 2**32 - 1),
+    "crop_padding": ("crop padding", 0, 32),
+    "mixup_off_epochs": ("mixup_off_epochs", 0, 100_000),
+    "save_every": ("--save-every", 0, 100_000),
+    "log_every": ("log_every", 1, 1_000_000),
+    "cosine_epochs": ("cosine_epochs", 1, 100_000),
+    "mixup_until_epoch": ("mixup_until_epoch", 0, 100_000),
+}
+# numpy's seeding (np.random.default_rng([seed, ...])) needs a non-negative seed;
+# torch.manual_seed takes up to 2**64-1. 32 bits is what every library accepts.
+_SEED_MESSAGE = "--seed must be a whole number from 0 to 2**32-1 (4,294,967,295) (got {v})"
+_REAL_NUMBERS = ("lr", "width", "momentum", "weight_decay", "warmup_epochs", "grad_clip_value", "label_smoothing",
+                 "ema_decay", "flip_p", "grayscale_p", "autocontrast_p", "mixup_alpha", "mixup_prob", "log_seconds")
+_OPTIONAL = ("subset", "val_size", "grad_clip_value", "ema_decay", "cosine_epochs", "mixup_until_epoch")
+_BOOLEANS = ("nesterov", "tta_flip", "flip", "mixup", "amp", "channels_last", "compile")
+_FLAGS = {"lr": "--lr", "width": "--width", "data": "--data", "device": "--device", "preset": "--preset"}
+
+
 def _whole(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    """An int (a numpy integer too), not a bool, not a float with no fraction."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _real(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and _finite(v)
+
+
+def _shown(v: Any) -> str:
+    try:
+        text = repr(v)
+    except ValueError:  # an int with more digits than Python will print
+        return f"a {type(v).__name__} too large to print"
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _finite(v: Any) -> bool:
     try:
         return math.isfinite(float(v))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return False
 
 

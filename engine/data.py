@@ -6,11 +6,19 @@ Sources (the ``--data`` value):
 * ``synthetic`` a generated, learnable 10-class 32x32 set (seconds to train on);
 * a path to a ``cifar-10-batches-py`` folder (or the folder holding one);
 * a path to an image folder: ``train/<class>/*`` (and ``test/<class>/*`` if
-  present), or class folders directly at its top;
+  present), ``test/<class>/*`` alone (a test-only source: evaluation, not
+  training; see :func:`require_training_split`), or class folders directly at
+  its top;
 * a ``.zip`` of any of those folders.
 
-Every source becomes a :class:`DataBundle` of uint8 NCHW tensors. Decoded image
-folders and zips are cached as one tensor file so a second start is fast.
+Every source becomes a :class:`DataBundle` of uint8 NCHW tensors. Images are
+decoded with Pillow (:mod:`engine.imagedecode`); one that cannot be read, or is
+over a size limit, is skipped and counted in the bundle's notes. Pickles are
+read with :mod:`engine.safepickle`. Files and zip entries are read only when
+they are regular files within a size limit (see "limits and reading" below for
+the limits and the environment variables that raise them). Bad input raises
+:class:`DataError` with a one-line message. Decoded image folders and zips are
+cached as one tensor file so a second start is fast.
 Augmentation runs as batched tensor ops on the training device (see
 :class:`Augmenter`); on CUDA the whole training set lives on the GPU.
 """
@@ -18,11 +26,12 @@ Augmentation runs as batched tensor ops on the training device (see
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import os
-import pickle
+import re
+import stat
 import zipfile
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +40,9 @@ from typing import Callable, Iterable, Optional, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
 
+from . import imagedecode, safepickle
 from .config import CIFAR_MEAN, CIFAR_STD, default_val_size
 
 CIFAR10_CLASSES = (
@@ -39,7 +50,7 @@ CIFAR10_CLASSES = (
     "dog", "frog", "horse", "ship", "truck",
 )
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"}
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3  # 3: decoded with Pillow (was torchvision), test-only sources
 SYNTHETIC_SEED = 20240601
 
 
@@ -69,6 +80,9 @@ class DataBundle:
     kind: str  # cifar10 | synthetic | batches | folder | zip
     notes: list[str] = field(default_factory=list)  # things a user should hear about
     flat: bool = False  # an image folder/zip with class folders at its top (no train/ or test/)
+    # A folder/zip with only test/<class>/ images: ``train`` is empty (0 images) and
+    # ``test`` holds them. It can be evaluated on; see :func:`require_training_split`.
+    test_only: bool = False
 
 
 # ----------------------------------------------------------------------- locations
@@ -100,8 +114,16 @@ def load_data(source: str, *, use_cache: bool = True, download: bool = True) -> 
             f"--data {src}: no such file or folder; use cifar10, synthetic, or a path to a "
             "cifar-10-batches-py folder, an image folder or a zip"
         )
-    path = path.resolve()
-    if path.is_dir():
+    try:
+        return _load_path(path.resolve(), src, use_cache)
+    except OSError as e:  # permission denied, I/O error, ... anywhere below
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        raise DataError(f"--data {src}: cannot be read{where}: {e.strerror or e}") from None
+
+
+def _load_path(path: Path, src: str, use_cache: bool) -> DataBundle:
+    st = _regular_or_folder(path, f"--data {src}")  # a named pipe or device would block or never end
+    if stat.S_ISDIR(st.st_mode):
         batches = _find_batches_dir(path)
         if batches is not None:
             return load_batches_dir(batches, source=str(path))
@@ -140,51 +162,157 @@ def load_torchvision_cifar10(download: bool = True) -> DataBundle:
     return DataBundle(conv(train), conv(test), tuple(train.classes), "cifar10", "cifar10")
 
 
+# ---- limits and reading -------------------------------------------------------------
+#
+# Files are read only when they are regular files (a named pipe would block
+# forever, a device would never end) and only up to a size limit, checked from
+# the file's or zip entry's declared size before anything is read or unpacked.
+# The limits can be raised with environment variables (whole numbers):
+#
+#   CIFAR_TUI_MAX_IMAGE_MB      one image file or zip entry, in MiB (default 64)
+#   CIFAR_TUI_MAX_IMAGE_PIXELS  one image's width x height (default 4096*4096);
+#                               Pillow's own guard still refuses ~179 million
+#   CIFAR_TUI_MAX_PICKLE_MB     one CIFAR pickle file or zip entry, in MiB
+#                               (default 256; CIFAR-100's training file is 150)
+
+MB = 1 << 20
+MAX_IMAGE_MB = 64
+MAX_IMAGE_PIXELS = 4096 * 4096
+MAX_PICKLE_MB = 256
+ENV_IMAGE_MB = "CIFAR_TUI_MAX_IMAGE_MB"
+ENV_IMAGE_PIXELS = "CIFAR_TUI_MAX_IMAGE_PIXELS"
+ENV_PICKLE_MB = "CIFAR_TUI_MAX_PICKLE_MB"
+
+
+def _env_limit(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise DataError(f"{name}={raw!r} is not a positive whole number; unset it or use e.g. {default}")
+    return value
+
+
+def image_byte_limit() -> int:
+    return _env_limit(ENV_IMAGE_MB, MAX_IMAGE_MB) * MB
+
+
+def image_pixel_limit() -> int:
+    return _env_limit(ENV_IMAGE_PIXELS, MAX_IMAGE_PIXELS)
+
+
+def pickle_byte_limit() -> int:
+    return _env_limit(ENV_PICKLE_MB, MAX_PICKLE_MB) * MB
+
+
+class _Unusable(Exception):
+    """A file that is not read: not a regular file, or a damaged zip entry. str(): why."""
+
+
+class _TooLarge(_Unusable):
+    def __init__(self, size: int, limit: int, env: str, unpacked: bool = False):
+        what = "unpacks to" if unpacked else "is"
+        super().__init__(f"{what} {size / MB:,.1f} MiB, over the {limit / MB:,.0f} MiB limit (set {env} to raise it)")
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def _read_regular(path: Path, limit: int, env: str) -> bytes:
+    """A regular file's bytes; raises :class:`_Unusable` (or OSError) for anything else.
+
+    Opened non-blocking, so a named pipe does not hang the open; checked with fstat.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _Unusable(f"{_file_kind(st.st_mode)}, not a regular file")
+        if st.st_size > limit:
+            raise _TooLarge(st.st_size, limit, env)
+        with open(fd, "rb", closefd=False) as fh:
+            data = fh.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:  # it grew while we read it
+        raise _TooLarge(len(data), limit, env)
+    return data
+
+
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, env: str) -> bytes:
+    """A zip entry's bytes, refused before unpacking when its declared size is over ``limit``.
+
+    zipfile stops at the declared size (and checks the CRC), so a lying header
+    cannot unpack more than it declares.
+    """
+    if info.file_size > limit:
+        raise _TooLarge(info.file_size, limit, env, unpacked=True)
+    try:
+        return zf.read(info)
+    except Exception as e:  # BadZipFile (CRC), zlib.error, EOFError, encrypted, unsupported method...
+        raise _Unusable(f"a damaged or unsupported zip entry ({type(e).__name__}: {_one_line(e)})") from None
+
+
+def _one_line(e: object, limit: int = 120) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _regular_or_folder(path: Path, what: str) -> os.stat_result:
+    """stat ``path``; a DataError unless it is a regular file or a folder."""
+    st = os.stat(path)
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        raise DataError(f"{what}: {_file_kind(st.st_mode)}, not a file or folder; point at a folder, a zip or an image file")
+    return st
+
+
 # ---- CIFAR python batches ---------------------------------------------------------
 
 
-class _SafeUnpickler(pickle.Unpickler):
-    """Unpickles plain containers and numpy arrays only: a hostile pickle cannot run code."""
-
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("_codecs", "encode"),
-    }
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        if module == "_codecs":
-            import _codecs
-
-            return _codecs.encode
-        if module.startswith("numpy") and module.endswith("multiarray"):
-            from numpy._core import multiarray  # type: ignore[attr-defined]
-
-            return getattr(multiarray, name)
-        return getattr(np, name)
-
-
-def safe_pickle_load(data: bytes | io.BufferedIOBase, what: str = "file"):
-    """Load a pickle that may hold only dicts, lists, strings, bytes, numbers and numpy arrays."""
-    fh = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+def safe_pickle_load(data: bytes, what: str = "file"):
+    """Load a pickle that may hold only dicts, lists, strings, bytes, numbers and numeric
+    numpy arrays (see :mod:`engine.safepickle`). Raises :class:`DataError`."""
     try:
-        return _SafeUnpickler(fh, encoding="bytes").load()
-    except pickle.UnpicklingError as e:
-        raise DataError(f"{what}: not a plain data pickle ({e}); it was not loaded") from None
-    except Exception as e:
-        raise DataError(f"{what}: not a readable pickle ({type(e).__name__}: {e})") from None
+        return safepickle.load_plain(bytes(data))
+    except safepickle.Refused as e:
+        raise DataError(f"{what}: not a plain data pickle ({_one_line(e)}); it was not loaded") from None
+    except safepickle.NotAPickle as e:
+        raise _NotAPickleError(f"{what}: not a readable pickle ({_one_line(e)})") from None
+
+
+class _NotAPickleError(DataError):
+    pass
 
 
 def _key(d: dict, name: str):
     if name in d:
         return d[name]
     return d.get(name.encode())
+
+
+def _describe(v: object) -> str:
+    """A short description of a value from a pickle, never its full repr (a nested
+    list can stand for billions of elements, an int for millions of digits)."""
+    if isinstance(v, (list, tuple, dict, set)):
+        return f"{type(v).__name__} of {len(v)} items"
+    if isinstance(v, (str, bytes)):
+        return f"{type(v).__name__} {_one_line(repr(v[:24]), 30)}"
+    if isinstance(v, (bool, float, np.generic)) or (isinstance(v, int) and abs(v) < 10**20):
+        return f"{type(v).__name__} {_one_line(repr(v), 30)}"
+    return type(v).__name__
 
 
 def _batch_from_pickle(obj, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -196,13 +324,84 @@ def _batch_from_pickle(obj, what: str) -> tuple[np.ndarray, np.ndarray]:
         labels = _key(obj, "fine_labels")
     if data is None or labels is None:
         raise DataError(f"{what}: expected keys 'data' and 'labels' (a CIFAR-10 python batch)")
-    arr = np.asarray(data)
-    if arr.dtype != np.uint8 or arr.ndim != 2 or arr.shape[1] != 3072:
-        raise DataError(f"{what}: 'data' has shape {arr.shape} and type {arr.dtype}; a CIFAR batch needs N x 3072 uint8 rows")
-    lab = np.asarray(labels, dtype=np.int64)
-    if lab.shape != (arr.shape[0],):
-        raise DataError(f"{what}: {lab.shape[0] if lab.ndim else 0} labels for {arr.shape[0]} images")
-    return arr.reshape(-1, 3, 32, 32), lab
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        found = f"shape {data.shape} and type {data.dtype}" if isinstance(data, np.ndarray) else f"a {type(data).__name__}"
+        raise DataError(f"{what}: 'data' has {found}; a CIFAR batch needs an N x 3072 uint8 numpy array")
+    return data.reshape(-1, 3, 32, 32), _labels(labels, data.shape[0], what)
+
+
+def _labels(labels, n: int, what: str) -> np.ndarray:
+    """One whole-number class index per image, checked before numpy converts anything
+    (a nested list that pickles to a few bytes can expand to billions of elements)."""
+    if isinstance(labels, np.ndarray):
+        if labels.ndim != 1 or labels.dtype.kind not in "iu":
+            raise DataError(f"{what}: 'labels' is a {labels.dtype} array of shape {labels.shape}; "
+                            "expected one whole-number class index per image")
+    elif not isinstance(labels, (list, tuple)):
+        raise DataError(f"{what}: 'labels' is a {type(labels).__name__}; expected a list of whole-number class indices")
+    if len(labels) != n:
+        raise DataError(f"{what}: {len(labels)} labels for {n} images; each image needs one label")
+    if not isinstance(labels, np.ndarray):
+        bad = next((v for v in labels if not (type(v) is int or isinstance(v, np.integer))), None)
+        if bad is not None:
+            raise DataError(f"{what}: a label is {_describe(bad)}; labels must be whole-number class indices (0, 1, ...)")
+    if n:
+        lo, hi = (int(labels.min()), int(labels.max())) if isinstance(labels, np.ndarray) else (int(min(labels)), int(max(labels)))
+        if lo < 0 or hi > np.iinfo(np.int64).max:
+            raise DataError(f"{what}: label {lo if lo < 0 else hi} is not a class index; labels must be 0, 1, ... (one per class)")
+    return np.asarray(labels).astype(np.int64)
+
+
+def _meta_classes(meta, what: str) -> tuple[str, ...]:
+    names = _key(meta, "label_names") if isinstance(meta, dict) else None
+    if names is None:
+        return CIFAR10_CLASSES
+    hint = "fix batches.meta or remove it (CIFAR-10's class names are then used)"
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, (str, bytes)) for n in names):
+        raise DataError(f"{what}: 'label_names' is {_describe(names)}, not a list of class names; {hint}")
+    classes = tuple(n.decode("utf-8", "replace") if isinstance(n, bytes) else n for n in names)
+    if len(classes) < 2:
+        raise DataError(f"{what}: 'label_names' names {len(classes)} class(es); a classifier needs at least two; {hint}")
+    dups = sorted(c for c, k in Counter(classes).items() if k > 1)
+    if dups:
+        raise DataError(f"{what}: 'label_names' names {', '.join(dups[:3])} more than once; {hint}")
+    return classes
+
+
+def _check_labels(s: ImageSet, classes: Sequence[str], what: str, named_by: str = "CIFAR-10 has") -> None:
+    if len(s) and (int(s.y.min()) < 0 or int(s.y.max()) >= len(classes)):
+        bad = int(s.y.min()) if int(s.y.min()) < 0 else int(s.y.max())
+        raise DataError(f"{what}: label {bad} is outside 0..{len(classes) - 1} ({named_by} {len(classes)} classes); "
+                        "fix the labels or the class names")
+
+
+_BATCH_NAME = re.compile(r"data_batch_([0-9]{1,3})")
+
+
+def _batches_bundle(base: str, names: set[str], read: Callable[[str], bytes], source: str, kind: str) -> DataBundle:
+    """A bundle from CIFAR python batch files. ``base`` + name says where a file is;
+    ``read(name)`` returns its bytes or raises DataError."""
+
+    def load(name: str) -> tuple[np.ndarray, np.ndarray]:
+        return _batch_from_pickle(safe_pickle_load(read(name), base + name), base + name)
+
+    batches = sorted((n for n in names if _BATCH_NAME.fullmatch(n)), key=lambda n: int(n[len("data_batch_"):]))
+    if not batches:
+        raise DataError(f"{base}data_batch_1: not found; a cifar-10-batches-py folder holds data_batch_1 ... 5")
+    xs, ys = zip(*(load(n) for n in batches))
+    test = None
+    if "test_batch" in names:
+        tx, ty = load("test_batch")
+        test = ImageSet(torch.from_numpy(tx.copy()), torch.from_numpy(ty))
+    classes, named_by = CIFAR10_CLASSES, "CIFAR-10 has"
+    if "batches.meta" in names:
+        classes = _meta_classes(safe_pickle_load(read("batches.meta"), base + "batches.meta"), base + "batches.meta")
+        named_by = "batches.meta names"
+    train = ImageSet(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)))
+    _check_labels(train, classes, base + "data_batch_*", named_by)
+    if test is not None:
+        _check_labels(test, classes, base + "test_batch", named_by)
+    return DataBundle(train, test, classes, source, kind)
 
 
 def _find_batches_dir(path: Path) -> Optional[Path]:
@@ -215,31 +414,34 @@ def _find_batches_dir(path: Path) -> Optional[Path]:
 
 
 def load_batches_dir(path: Path, source: Optional[str] = None) -> DataBundle:
-    files = sorted(path.glob("data_batch_*"))
-    xs, ys = [], []
-    for f in files:
-        x, y = _batch_from_pickle(safe_pickle_load(f.read_bytes(), str(f)), str(f))
-        xs.append(x)
-        ys.append(y)
-    test = None
-    if (path / "test_batch").is_file():
-        tx, ty = _batch_from_pickle(safe_pickle_load((path / "test_batch").read_bytes(), str(path / "test_batch")), str(path / "test_batch"))
-        test = ImageSet(torch.from_numpy(tx.copy()), torch.from_numpy(ty))
-    classes = CIFAR10_CLASSES
-    meta = path / "batches.meta"
-    if meta.is_file():
-        m = safe_pickle_load(meta.read_bytes(), str(meta))
-        names = _key(m, "label_names") if isinstance(m, dict) else None
-        if names:
-            classes = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names)
-    train = ImageSet(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)))
-    _check_labels(train, classes, str(path))
-    return DataBundle(train, test, classes, source or str(path), "batches")
+    limit = pickle_byte_limit()
+    names = {p.name for p in path.iterdir()}
+
+    def read(name: str) -> bytes:
+        try:
+            return _read_regular(path / name, limit, ENV_PICKLE_MB)
+        except _Unusable as e:
+            hint = "" if isinstance(e, _TooLarge) else "; a CIFAR batch is a pickle file: replace or remove it"
+            raise DataError(f"{path / name}: {e}{hint}") from None
+        except OSError as e:
+            raise DataError(f"{path / name}: cannot be read ({e.strerror or e})") from None
+
+    return _batches_bundle(f"{path}{os.sep}", names, read, source or str(path), "batches")
 
 
-def _check_labels(s: ImageSet, classes: Sequence[str], what: str) -> None:
-    if len(s) and (int(s.y.min()) < 0 or int(s.y.max()) >= len(classes)):
-        raise DataError(f"{what}: labels outside 0..{len(classes) - 1}")
+def _zip_batches(zf: zipfile.ZipFile, prefix: str, path: Path) -> DataBundle:
+    limit = pickle_byte_limit()
+    members = {i.filename[len(prefix):]: i for i in zf.infolist()
+               if i.filename.startswith(prefix) and "/" not in i.filename[len(prefix):] and not i.is_dir()}
+
+    def read(name: str) -> bytes:
+        try:
+            return _read_member(zf, members[name], limit, ENV_PICKLE_MB)
+        except _Unusable as e:
+            hint = "" if isinstance(e, _TooLarge) else "; re-create the zip or point at the unpacked folder"
+            raise DataError(f"{path}:{prefix}{name}: {e}{hint}") from None
+
+    return _batches_bundle(f"{path}:{prefix}", set(members), read, str(path), "zip")
 
 
 # ---- image folders and zips --------------------------------------------------------
@@ -252,7 +454,9 @@ def _is_image(name: str) -> bool:
 def _layout(entries: Iterable[tuple[str, ...]]) -> tuple[dict[str, dict[str, list]], str]:
     """Group image entries (path parts) into splits -> class -> items.
 
-    Accepts ``[prefix/]train/<class>/<file>`` (+ ``test/``) or ``[prefix/]<class>/<file>``.
+    Accepts ``[prefix/]train/<class>/<file>`` (+ ``test/``), ``[prefix/]test/<class>/<file>``
+    alone (a test-only source), or ``[prefix/]<class>/<file>``. Returns (splits, layout)
+    with layout "train", "test" (test only) or "" (class folders at the top).
     """
     entries = [e for e in entries if _is_image(e[-1]) and not any(p.startswith(("__MACOSX", ".")) for p in e[:-1])]
     splits: dict[str, dict[str, list]] = {}
@@ -269,59 +473,100 @@ def _layout(entries: Iterable[tuple[str, ...]]) -> tuple[dict[str, dict[str, lis
                 splits.setdefault("", {}).setdefault(parts[-2], []).append(parts)
     if "train" in splits:
         return {k: v for k, v in splits.items() if k in ("train", "test")}, "train"
+    if "test" in splits:
+        return {"test": splits["test"]}, "test"
     if "" in splits and len(splits[""]) >= 2:
         return {"train": splits[""]}, ""
     return {}, ""
 
 
-def _decode_many(items: list, read: Callable[[object], bytes]) -> tuple[torch.Tensor, np.ndarray, int]:
-    """Decode images to uint8 (N,3,32,32). Returns (decoded images, ok mask over items, n_resized)."""
-    import warnings
+_UNREADABLE, _TOO_LARGE = 1, 2
 
-    # torchvision >= 0.29 announces, on every call, that its decoders will move to torchcodec.
-    warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
-                            category=DeprecationWarning)
-    from torchvision.io import ImageReadMode, decode_image
 
-    out = torch.empty((len(items), 3, 32, 32), dtype=torch.uint8)
-    ok = np.ones(len(items), dtype=bool)
-    resized = 0
+@dataclass
+class _Decoded:
+    x: torch.Tensor  # uint8 (n_ok, 3, 32, 32)
+    ok: np.ndarray  # bool over the items
+    resized: int
+    failures: list[tuple[int, int, str]]  # (item index, _UNREADABLE | _TOO_LARGE, why), by index
 
-    def work(i: int) -> int:
-        try:
-            raw = read(items[i])
-            img = decode_image(torch.frombuffer(bytearray(raw), dtype=torch.uint8), mode=ImageReadMode.RGB)
-        except Exception:
-            ok[i] = False
-            return 0
-        if img.shape[-2:] != (32, 32):
-            from torchvision.transforms.v2.functional import resize
 
-            img = resize(img, [32, 32], antialias=True)
-            out[i] = img
-            return 1
-        out[i] = img
-        return 0
+def _why(e: BaseException) -> tuple[int, str]:
+    if isinstance(e, _TooLarge):
+        return _TOO_LARGE, str(e)
+    if isinstance(e, imagedecode.ImageTooLarge):
+        return _TOO_LARGE, f"{e} (set {ENV_IMAGE_PIXELS} to raise it)"
+    if isinstance(e, _Unusable):
+        return _UNREADABLE, str(e)
+    if isinstance(e, Image.DecompressionBombError):
+        return _TOO_LARGE, _one_line(e, 100)
+    if isinstance(e, UnidentifiedImageError):
+        return _UNREADABLE, "not an image Pillow can read"
+    return _UNREADABLE, f"{type(e).__name__}: {_one_line(e, 80)}"
 
-    workers = min(8, (os.cpu_count() or 2) * 2)
+
+def _decode_many(items: list, read: Callable[[object], bytes]) -> _Decoded:
+    """Decode images to uint8 (N,3,32,32) with Pillow (see :mod:`engine.imagedecode`).
+
+    An item that cannot be read or decoded, or is over a size limit, is skipped and
+    reported in ``failures``; nothing here raises for a bad image.
+    """
+    n = len(items)
+    out = np.empty((n, 3, 32, 32), dtype=np.uint8)
+    ok = np.ones(n, dtype=bool)
+    failures: dict[int, tuple[int, str]] = {}
+    max_pixels = image_pixel_limit()
+
+    def work(lo: int, hi: int) -> int:
+        resized = 0
+        for i in range(lo, hi):
+            try:
+                arr, r = imagedecode.decode_rgb32(read(items[i]), max_pixels)
+            except Exception as e:  # whatever the file does, it is skipped and counted
+                ok[i] = False
+                failures[i] = _why(e)
+                continue
+            out[i] = arr.transpose(2, 0, 1)
+            resized += r
+        return resized
+
+    # Pillow releases the GIL while it decodes and resizes; small images are mostly
+    # Python overhead, so a few threads are enough.
+    workers = max(1, min(4, os.cpu_count() or 1))
+    step = max(64, -(-n // (workers * 8)))
     with ThreadPoolExecutor(workers) as pool:
-        resized = sum(pool.map(work, range(len(items)), chunksize=256))
-    if not ok.all():
-        out = out[torch.from_numpy(ok)]
-    return out, ok, resized
+        resized = sum(pool.map(lambda lo: work(lo, min(lo + step, n)), range(0, n, step)))
+    x = torch.from_numpy(out if ok.all() else out[ok])
+    return _Decoded(x, ok, resized, [(i, *failures[i]) for i in sorted(failures)])
 
 
-def _build_bundle(path: Path, kind: str, splits: dict, read: Callable, flat: bool = False) -> DataBundle:
+def _skip_notes(failures: list[tuple[str, int, str]], where: str = "") -> list[str]:
+    """Notes for skipped images: [(name, kind, why)] -> one line per kind, naming the first."""
+    notes = []
+    for kind, label in ((_UNREADABLE, "unreadable"), (_TOO_LARGE, "oversized")):
+        hits = [(name, why) for name, k, why in failures if k == kind]
+        if hits:
+            notes.append(f"skipped {len(hits)} {label} image(s){where}: {hits[0][0]} ({hits[0][1]})")
+    return notes
+
+
+def _empty_set() -> ImageSet:
+    return ImageSet(torch.empty((0, 3, 32, 32), dtype=torch.uint8), torch.empty(0, dtype=torch.long))
+
+
+def _build_bundle(path: Path, kind: str, splits: dict, read: Callable, flat: bool = False,
+                  notes: Optional[list[str]] = None) -> DataBundle:
     if not splits:
         raise DataError(
             f"--data {path}: no class sub-folders with images; expected train/<class>/*.png "
-            "(and optionally test/<class>/*), or <class>/*.png at the top"
+            "(and optionally test/<class>/*), test/<class>/* alone, or <class>/*.png at the top"
         )
-    classes = tuple(sorted(splits["train"]))
+    test_only = "train" not in splits
+    classes = tuple(sorted(splits["test" if test_only else "train"]))
     if len(classes) < 2:
         raise DataError(f"--data {path}: found only one class folder ({classes[0]}); a classifier needs at least two")
     sets: dict[str, ImageSet] = {}
-    notes: list[str] = []
+    notes = list(notes or [])
     for split, by_class in splits.items():
         unknown = sorted(set(by_class) - set(classes))
         if unknown:
@@ -331,62 +576,203 @@ def _build_bundle(path: Path, kind: str, splits: dict, read: Callable, flat: boo
             files = sorted(by_class.get(c, []))
             items += files
             labels += [ci] * len(files)
-        x, ok, resized = _decode_many(items, read)
-        y = torch.tensor(labels, dtype=torch.long)[torch.from_numpy(ok)]
-        skipped = int((~ok).sum())
-        if skipped:
-            notes.append(f"skipped {skipped} unreadable image(s) in {split or 'train'}/")
-        if resized:
-            notes.append(f"resized {resized} image(s) in {split or 'train'}/ to 32x32")
+        dec = _decode_many(items, read)
+        where = f" in {split or 'train'}/"
+        fails = [("/".join(items[i][-2:]), k, why) for i, k, why in dec.failures]
+        notes += _skip_notes(fails, where)
+        if dec.resized:
+            notes.append(f"resized {dec.resized} image(s){where} to 32x32")
+        y = torch.tensor(labels, dtype=torch.long)[torch.from_numpy(dec.ok)]
         if len(y) == 0:
-            raise DataError(f"--data {path}: none of the images in {split}/ could be decoded")
-        sets[split] = ImageSet(x, y)
-    return DataBundle(sets["train"], sets.get("test"), classes, str(path), kind, notes, flat)
+            first = f" ({fails[0][0]}: {fails[0][2]})" if fails else ""
+            raise DataError(f"--data {path}: none of the images in {split}/ could be decoded{first}; "
+                            "check that they are PNG or JPEG files")
+        sets[split] = ImageSet(dec.x, y)
+    return DataBundle(sets.get("train") or _empty_set(), sets.get("test"), classes, str(path), kind, notes,
+                      flat, test_only)
+
+
+def _walk(root: Path) -> tuple[list[tuple[str, ...]], list[str]]:
+    """Every non-folder entry under ``root`` as path parts (hidden folders skipped),
+    and the folders that could not be listed."""
+    files: list[tuple[str, ...]] = []
+    errors: list[str] = []
+    for here, dirs, names in os.walk(root, onerror=lambda e: errors.append(str(e.filename or e))):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        rel = Path(here).relative_to(root).parts
+        files += [rel + (n,) for n in sorted(names)]
+    return files, errors
 
 
 def load_image_folder(path: Path) -> DataBundle:
-    files = []
-    for root, dirs, names in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        rel = Path(root).relative_to(path).parts
-        files += [rel + (n,) for n in names]
-    splits, prefix = _layout(files)
-    return _build_bundle(path, "folder", splits, lambda parts: (path.joinpath(*parts)).read_bytes(), flat=prefix == "" and bool(splits))
+    files, errors = _walk(path)
+    notes = [f"could not read {len(errors)} folder(s), e.g. {errors[0]}; their images are left out"] if errors else []
+    splits, layout = _layout(files)
+    limit = image_byte_limit()
+    return _build_bundle(path, "folder", splits, lambda parts: _read_regular(path.joinpath(*parts), limit, ENV_IMAGE_MB),
+                         flat=layout == "" and bool(splits), notes=notes)
+
+
+def _open_zip(path: Path, what: str) -> tuple[zipfile.ZipFile, list[zipfile.ZipInfo]]:
+    try:
+        zf = zipfile.ZipFile(path)
+        return zf, [i for i in zf.infolist() if not i.is_dir()]
+    except Exception as e:  # BadZipFile, OSError, NotImplementedError, ValueError...
+        raise DataError(f"{what}: not a readable zip file ({_one_line(e)}); re-create it or point at the unpacked folder") from None
 
 
 def load_zip(path: Path) -> DataBundle:
-    try:
-        zf = zipfile.ZipFile(path)
-        names = [n for n in zf.namelist() if not n.endswith("/")]
-    except (zipfile.BadZipFile, OSError) as e:
-        raise DataError(f"--data {path}: not a readable zip file ({e}); re-create it or point at the unpacked folder") from None
+    zf, infos = _open_zip(path, f"--data {path}")
     with zf:
         # A zipped cifar-10-batches-py folder.
-        batch_names = [n for n in names if n.rsplit("/", 1)[-1] == "data_batch_1"]
+        batch_names = [i.filename for i in infos if i.filename.rsplit("/", 1)[-1] == "data_batch_1"]
         if batch_names:
-            prefix = batch_names[0][: -len("data_batch_1")]
-            return _zip_batches(zf, prefix, path)
-        by_parts = {tuple(n.split("/")): n for n in names}
-        splits, prefix = _layout(by_parts)
-        return _build_bundle(path, "zip", splits, lambda parts: zf.read(by_parts[parts]), flat=prefix == "" and bool(splits))
+            return _zip_batches(zf, batch_names[0][: -len("data_batch_1")], path)
+        by_parts = {tuple(i.filename.split("/")): i for i in infos}
+        splits, layout = _layout(by_parts)
+        limit = image_byte_limit()
+        return _build_bundle(path, "zip", splits, lambda parts: _read_member(zf, by_parts[parts], limit, ENV_IMAGE_MB),
+                             flat=layout == "" and bool(splits))
 
 
-def _zip_batches(zf: zipfile.ZipFile, prefix: str, path: Path) -> DataBundle:
-    xs, ys = [], []
-    for i in range(1, 100):
-        n = f"{prefix}data_batch_{i}"
-        if n not in zf.namelist():
-            break
-        x, y = _batch_from_pickle(safe_pickle_load(zf.read(n), f"{path}:{n}"), f"{path}:{n}")
-        xs.append(x)
-        ys.append(y)
-    test = None
-    if f"{prefix}test_batch" in zf.namelist():
-        tx, ty = _batch_from_pickle(safe_pickle_load(zf.read(f"{prefix}test_batch"), f"{path}:test_batch"), f"{path}:test_batch")
-        test = ImageSet(torch.from_numpy(tx.copy()), torch.from_numpy(ty))
-    train = ImageSet(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)))
-    _check_labels(train, CIFAR10_CLASSES, str(path))
-    return DataBundle(train, test, CIFAR10_CLASSES, str(path), "zip")
+# ---- test-only sources and class matching ----------------------------------------------
+
+
+def require_training_split(bundle: DataBundle) -> None:
+    """Raise :class:`DataError` unless ``bundle`` has training images (call before training)."""
+    if bundle.test_only:
+        raise DataError(
+            f"{bundle.source} has only a test split (test/<class>/...); it cannot be used for training; "
+            "train on cifar10 or a source with train/<class>/ images, and evaluate on this one with "
+            f"cifar-tui eval CHECKPOINT --data {bundle.source}"
+        )
+    if len(bundle.train) == 0:
+        raise DataError(f"{bundle.source} has no training images; use a source with images in train/<class>/")
+
+
+def match_classes(data_classes: Sequence[str], ckpt_classes: Sequence[str], what: str) -> tuple[torch.Tensor, Optional[str]]:
+    """Map the data's class indices to the checkpoint's, by class name.
+
+    Returns ``(remap, note)``: ``remap[i]`` is the checkpoint's index of the data's
+    class ``i``; ``note`` is None when the classes are identical and in the same
+    order, else a line for the user. A data class the checkpoint does not know
+    raises :class:`DataError`; classes the data lacks are allowed.
+    """
+    data_classes, ckpt_classes = list(data_classes), list(ckpt_classes)
+    if data_classes == ckpt_classes:
+        return torch.arange(len(data_classes)), None
+    index = {c: i for i, c in enumerate(ckpt_classes)}
+    extra = [c for c in data_classes if c not in index]
+    if extra:
+        more = f" and {len(extra) - 5} more" if len(extra) > 5 else ""
+        known = ", ".join(ckpt_classes[:10]) + (", ..." if len(ckpt_classes) > 10 else "")
+        raise DataError(f"the classes of {what} differ from the checkpoint's: it has no class {', '.join(extra[:5])}{more} "
+                        f"(its classes: {known}); remove those class folders or use a checkpoint trained on them")
+    remap = torch.tensor([index[c] for c in data_classes], dtype=torch.long)
+    missing = [c for c in ckpt_classes if c not in set(data_classes)]
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        return remap, (f"{what} has {len(data_classes)} of the checkpoint's {len(ckpt_classes)} classes "
+                       f"(not {', '.join(missing[:5])}{more}); mapped {len(data_classes)} classes by name")
+    return remap, f"{what} lists the checkpoint's classes in another order; mapped {len(data_classes)} classes by name"
+
+
+# ---- unlabelled images for prediction -------------------------------------------------
+
+
+def load_predict_inputs(inputs: list[str]) -> tuple[torch.Tensor, list[str], list[str]]:
+    """Unlabelled images for prediction from files, folders, zips or CIFAR-style pickles.
+
+    Returns ``(uint8 tensor (N,3,32,32), names, notes)`` in input order: arguments
+    in the order given, a folder's or zip's images sorted by path, a pickle's rows
+    in order. An image that cannot be decoded is skipped (``names`` lists only the
+    decoded ones) and counted in ``notes``. Raises :class:`DataError` for an input
+    that is not usable at all, or when no image at all could be decoded.
+    """
+    chunks: list[torch.Tensor] = []
+    names: list[str] = []
+    failures: list[tuple[str, int, str]] = []
+    resized = 0
+    for arg in inputs:
+        x, got, fails, r = _predict_input(arg)
+        chunks.append(x)
+        names += got
+        failures += fails
+        resized += r
+    notes = _skip_notes(failures)
+    if failures and not names:
+        name, _, why = failures[0]
+        raise DataError(f"cannot decode any of the {len(failures)} image(s) (e.g. {name}: {why}); "
+                        "give PNG or JPEG files")
+    if resized:
+        notes.append(f"resized {resized} image(s) to 32x32")
+    x = torch.cat(chunks) if chunks else torch.empty((0, 3, 32, 32), dtype=torch.uint8)
+    return x, names, notes
+
+
+def _predict_input(arg: str) -> tuple[torch.Tensor, list[str], list[tuple[str, int, str]], int]:
+    """One argument of :func:`load_predict_inputs` -> (images, their names, failures, resized)."""
+    p = Path(arg).expanduser()
+    try:
+        st = _regular_or_folder(p, arg)
+    except FileNotFoundError:
+        raise DataError(f"{arg}: no such file or folder") from None
+    except OSError as e:
+        raise DataError(f"{arg}: cannot be read ({e.strerror or e})") from None
+    if stat.S_ISDIR(st.st_mode):
+        files, _ = _walk(p)
+        paths = sorted(p.joinpath(*parts) for parts in files if _is_image(parts[-1]))
+        if not paths:
+            raise DataError(f"{arg}: a folder with no images (png, jpg, ...)")
+        limit = image_byte_limit()
+        return _decoded_named(paths, lambda q: _read_regular(q, limit, ENV_IMAGE_MB), str)
+    if zipfile.is_zipfile(p):
+        zf, infos = _open_zip(p, arg)
+        with zf:
+            members = sorted((i for i in infos if _is_image(i.filename) and not i.filename.startswith("__MACOSX")),
+                             key=lambda i: i.filename)
+            if not members:
+                raise DataError(f"{arg}: a zip with no images")
+            limit = image_byte_limit()
+            return _decoded_named(members, lambda i: _read_member(zf, i, limit, ENV_IMAGE_MB), lambda i: f"{arg}:{i.filename}")
+    if _is_image(p.name):
+        limit = image_byte_limit()
+        return _decoded_named([p], lambda q: _read_regular(q, limit, ENV_IMAGE_MB), str)
+    x = _pickle_images(p, arg)
+    return x, [f"{arg}[{i}]" for i in range(x.shape[0])], [], 0
+
+
+def _decoded_named(items: list, read: Callable, name: Callable) -> tuple[torch.Tensor, list[str], list, int]:
+    dec = _decode_many(items, read)
+    names = [name(items[i]) for i in np.flatnonzero(dec.ok)]
+    return dec.x, names, [(name(items[i]), k, why) for i, k, why in dec.failures], dec.resized
+
+
+def _pickle_images(p: Path, arg: str) -> torch.Tensor:
+    """uint8 (N,3,32,32) from a CIFAR-style pickle's 'data' array."""
+    try:
+        raw = _read_regular(p, pickle_byte_limit(), ENV_PICKLE_MB)
+    except _Unusable as e:
+        raise DataError(f"{arg}: {e}") from None
+    except OSError as e:
+        raise DataError(f"{arg}: cannot be read ({e.strerror or e})") from None
+    try:
+        obj = safe_pickle_load(raw, arg)
+    except _NotAPickleError:
+        raise DataError(f"{arg}: not an image, folder, zip or CIFAR-style pickle; give .png/.jpg files, "
+                        "a folder or zip of them, or a pickle with a 'data' array") from None
+    arr = _key(obj, "data") if isinstance(obj, dict) else None
+    if not isinstance(arr, np.ndarray):
+        raise DataError(f"{arg}: a pickle without a 'data' array; expected a CIFAR-style dict with 'data' (N x 3072 uint8)")
+    if arr.dtype != np.uint8:
+        raise DataError(f"{arg}: 'data' holds {arr.dtype}, not uint8 pixels")
+    if arr.ndim == 2 and arr.shape[1] == 3072:
+        return torch.from_numpy(arr.reshape(-1, 3, 32, 32).copy())
+    if arr.ndim == 4 and arr.shape[1:] == (32, 32, 3):
+        return torch.from_numpy(arr.copy()).permute(0, 3, 1, 2).contiguous()
+    if arr.ndim == 4 and arr.shape[1:] == (3, 32, 32):
+        return torch.from_numpy(arr.copy())
+    raise DataError(f"{arg}: 'data' has shape {arr.shape}; expected N x 3072 or N x 32 x 32 x 3 uint8")
 
 
 # ---- the decoded-image cache -----------------------------------------------------------
@@ -414,7 +800,7 @@ def _cached(path: Path, kind: str, use_cache: bool, build: Callable[[], DataBund
             d = torch.load(cfile, map_location="cpu", weights_only=True)
             test = ImageSet(d["test_x"], d["test_y"]) if d.get("test_x") is not None else None
             return DataBundle(ImageSet(d["train_x"], d["train_y"]), test, tuple(d["classes"]), str(path), kind,
-                              list(d.get("notes", [])), bool(d.get("flat", False)))
+                              list(d.get("notes", [])), bool(d.get("flat", False)), bool(d.get("test_only", False)))
         except Exception:
             pass  # a damaged cache entry is rebuilt below
     bundle = build()
@@ -423,6 +809,7 @@ def _cached(path: Path, kind: str, use_cache: bool, build: Callable[[], DataBund
         "test_x": bundle.test.x if bundle.test else None,
         "test_y": bundle.test.y if bundle.test else None,
         "classes": list(bundle.classes), "notes": bundle.notes, "flat": bundle.flat,
+        "test_only": bundle.test_only,
     }
     try:
         cfile.parent.mkdir(parents=True, exist_ok=True)

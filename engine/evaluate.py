@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import CIFAR_MEAN, CIFAR_STD
+from .data import load_predict_inputs  # noqa: F401  (moved to engine.data; callers import it from here)
 from .device import autocast_for, resolve_device
 
 
@@ -140,7 +141,7 @@ def eval_images(source: Optional[str], ckpt: dict):
     zip with a ``test/`` folder: ``test/``; one whose class folders sit at its top:
     all its images. Raises :class:`engine.data.DataError`.
     """
-    from .data import DataError, load_data
+    from .data import DataError, ImageSet, load_data, match_classes
 
     cfg = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
     src = source or ckpt.get("data_source") or cfg.get("data")
@@ -156,11 +157,11 @@ def eval_images(source: Optional[str], ckpt: dict):
             f"{bundle.source} has no test split (a test/<class>/ folder); name a source with one with --data"
         )
     classes = list(ckpt.get("classes") or [])
-    if classes and list(bundle.classes) != classes:
-        raise DataError(
-            f"the classes of {bundle.source} ({', '.join(bundle.classes[:4])}...) differ from the checkpoint's "
-            f"({', '.join(classes[:4])}...); evaluate on data with the same classes"
-        )
+    if classes:  # labels become the checkpoint's class indices, matched by name
+        remap, note = match_classes(bundle.classes, classes, bundle.source)
+        if note is not None:
+            images = ImageSet(images.x, remap[images.y])
+            bundle.notes.append(note)
     return images, f"{bundle.source}:{split}", bundle
 
 
@@ -202,81 +203,6 @@ def evaluate_checkpoint(
         except OSError:
             out.notes.append("could not store the result beside the checkpoint (read-only folder?)")
     return out
-
-
-def load_predict_inputs(inputs: list[str]):
-    """Unlabelled images for prediction from files, folders, zips or CIFAR-style pickles.
-
-    Returns ``(uint8 tensor (N,3,32,32), names, notes)`` in input order: arguments
-    in the order given, a folder's or zip's images sorted by path, a pickle's rows
-    in order. Raises :class:`engine.data.DataError`.
-    """
-    import zipfile
-    from pathlib import Path
-
-    import numpy as np
-
-    from .data import DataError, _decode_many, _is_image, safe_pickle_load
-
-    chunks: list[torch.Tensor] = []
-    names: list[str] = []
-    notes: list[str] = []
-    resized_total = 0
-
-    def decode(items, read, label):
-        nonlocal resized_total
-        x, ok, resized = _decode_many(items, read)
-        if not ok.all():
-            bad = [str(items[i]) for i in range(len(items)) if not ok[i]]
-            raise DataError(f"{label}: cannot decode {len(bad)} image(s), e.g. {bad[0]}; remove or fix them")
-        resized_total += resized
-        return x
-
-    for arg in inputs:
-        p = Path(arg).expanduser()
-        if not p.exists():
-            raise DataError(f"{arg}: no such file or folder")
-        if p.is_dir():
-            files = sorted(q for q in p.rglob("*") if q.is_file() and _is_image(q.name))
-            if not files:
-                raise DataError(f"{arg}: a folder with no images (png, jpg, ...)")
-            chunks.append(decode(files, lambda q: q.read_bytes(), arg))
-            names += [str(q) for q in files]
-        elif zipfile.is_zipfile(p):
-            with zipfile.ZipFile(p) as zf:
-                members = sorted(n for n in zf.namelist() if not n.endswith("/") and _is_image(n)
-                                 and not n.startswith("__MACOSX"))
-                if not members:
-                    raise DataError(f"{arg}: a zip with no images")
-                chunks.append(decode(members, zf.read, arg))
-            names += [f"{arg}:{m}" for m in members]
-        elif _is_image(p.name):
-            chunks.append(decode([p], lambda q: q.read_bytes(), arg))
-            names.append(str(p))
-        else:
-            obj = safe_pickle_load(p.read_bytes(), arg)
-            data = None
-            if isinstance(obj, dict):
-                data = obj.get("data", obj.get(b"data"))
-            if data is None:
-                raise DataError(f"{arg}: not an image, folder, zip, or a pickle with a 'data' array")
-            arr = np.asarray(data)
-            if arr.dtype != np.uint8:
-                raise DataError(f"{arg}: 'data' holds {arr.dtype}, not uint8 pixels")
-            if arr.ndim == 2 and arr.shape[1] == 3072:
-                x = torch.from_numpy(arr.reshape(-1, 3, 32, 32).copy())
-            elif arr.ndim == 4 and arr.shape[1:] == (32, 32, 3):
-                x = torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous()
-            elif arr.ndim == 4 and arr.shape[1:] == (3, 32, 32):
-                x = torch.from_numpy(arr.copy())
-            else:
-                raise DataError(f"{arg}: 'data' has shape {arr.shape}; expected N x 3072 or N x 32 x 32 x 3 uint8")
-            chunks.append(x)
-            names += [f"{arg}[{i}]" for i in range(x.shape[0])]
-    if resized_total:
-        notes.append(f"resized {resized_total} image(s) to 32x32")
-    x = torch.cat(chunks) if chunks else torch.empty((0, 3, 32, 32), dtype=torch.uint8)
-    return x, names, notes
 
 
 def predict_checkpoint(path: str, images: torch.Tensor, device: str = "auto", batch_size: int = 500,

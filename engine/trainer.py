@@ -37,7 +37,8 @@ from . import distributed as dd
 from . import events as ev
 from .checkpoint import CheckpointError, CheckpointStore, load_checkpoint, load_weights
 from .config import ConfigError, TrainConfig
-from .data import Augmenter, DataBundle, DataError, ImageSet, load_data, make_epoch_plan, mixup_permutation, split_indices
+from .data import (Augmenter, DataBundle, DataError, ImageSet, load_data, make_epoch_plan, mixup_permutation,
+                   require_training_split, split_indices)
 from .device import autocast_for, device_name, resolve_device, versions
 from .ema import WeightEMA, ema_decay_at  # noqa: F401  (ema_decay_at re-exported)
 from .evaluate import evaluate
@@ -356,6 +357,7 @@ class Trainer:
         device = dist_device if dist_device is not None else resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
         bundle = self._data if self._data is not None else load_data(cfg.data)
+        require_training_split(bundle)
         for note in bundle.notes:
             self._warn(note)
         if self._stop_requested_early():
