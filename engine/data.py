@@ -986,9 +986,6 @@ class Augmenter:
         # PIL's fixed-point ITU-R 601-2 luma weights (0.299, 0.587, 0.114, scaled by 2**16).
         self.gray_w = torch.tensor([19595, 38470, 7471], dtype=torch.int32, device=device).view(1, 3, 1, 1)
 
-    def normalize(self, x_uint8: torch.Tensor) -> torch.Tensor:
-        return (x_uint8.float().div_(255) - self.mean) / self.std
-
     def __call__(self, x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor,
                  gray: torch.Tensor, autocontrast: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]

@@ -626,7 +626,7 @@ class Trainer:
         mean_loss = e.g_loss / max(1.0, e.g_seen)
         lr = lr_at(s.cfg, p.global_step - 1, s.total_steps, s.steps_per_epoch)
         if not math.isfinite(mean_loss):
-            raise TrainingError(self._nonfinite_message(mean_loss, e.number, step, lr))
+            raise TrainingError(self._nonfinite_message(mean_loss, e.number, step, lr, s.cfg.lr))
         now = time.perf_counter()
         ips = (e.g_seen - e.win_seen) / max(now - e.win_t, 1e-9)
         e.win_t, e.win_seen, e.last_log = now, e.g_seen, time.monotonic()
@@ -641,12 +641,12 @@ class Trainer:
             return True
         return False
 
-    def _nonfinite_message(self, loss: float, epoch: int, step: int, lr: float) -> str:
+    def _nonfinite_message(self, loss: float, epoch: int, step: int, lr: float, peak: float) -> str:
         what = "NaN" if math.isnan(loss) else "infinite"
         last = self._progress.last_checkpoint
         if last:
             advice = (f"nothing was saved after it; resume from {last} with a lower --lr "
-                      f"(cifar-tui train --resume {last} --lr {lr / 10:.3g})")
+                      f"(cifar-tui train --resume {last} --lr {peak / 10:.3g})")
         else:
             advice = "nothing was saved yet; start a new run with a lower --lr"
         return f"the loss became {what} at epoch {epoch} step {step} (learning rate {lr:.3g}); {advice}"

@@ -26,3 +26,31 @@ def small_config(tmp_path, **kw):
 @pytest.fixture
 def small(tmp_path):
     return lambda **kw: small_config(tmp_path, **kw)
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory):
+    """A tiny completed run (synthetic data, 2 epochs, epoch-NNN.pt kept), trained once per
+    test session for the tests that only need a finished run. Do not change it: use
+    ``run_copy`` for a run a test may modify."""
+    from engine.config import make_config
+    from engine.trainer import Trainer
+
+    root = tmp_path_factory.mktemp("finished-runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CIFAR_TUI_CACHE_DIR", str(root / "cache"))
+        cfg = make_config("tiny", data="synthetic", width=0.125, subset=600, val_size=200, epochs=2, save_every=1,
+                          log_every=1, runs_dir=str(root / "runs"))
+        t = Trainer(cfg)
+        assert t.run() == "completed"
+    return t.run_dir
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path):
+    """A private copy of ``finished_run`` under ``tmp_path/runs`` (checkpoints' mtimes kept)."""
+    import shutil
+
+    dst = tmp_path / "runs" / finished_run.name
+    shutil.copytree(finished_run, dst)
+    return dst

@@ -182,15 +182,15 @@ def test_quit_during_training_saves_and_waits(tmp_path, key):
 
 def test_nan_loss_shows_failed_and_the_app_stays_usable(tmp_path):
     async def main():
-        app = CifarTuiApp("train", config=tiny(tmp_path, epochs=3, lr=1e30))
+        app = CifarTuiApp("train", config=tiny(tmp_path, epochs=3, lr=100.0, weight_decay=1.0))
         async with app.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: app.session is not None and not app.session.active, what="the failure")
             dash = dashboard(app)
             await wait_for(pilot, lambda: dash.run_state.state == "failed", what="failed state")
             await pilot.pause(0.4)
             text = status_text(app)
-            assert "failed" in text and "the loss became NaN" in text
-            assert any("failed: the loss became NaN" in line for line in dash.event_log.lines_written)
+            assert "failed" in text and ("the loss became NaN" in text or "the loss became infinite" in text)
+            assert any("failed: the loss became" in line and "--lr" in line for line in dash.event_log.lines_written)
             assert dash.check_action("stop", ()) is None
             await pilot.press("c")  # still usable: the checkpoint list opens and closes
             await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen), what="checkpoint screen")
@@ -464,7 +464,7 @@ def test_start_screen_form_runs_and_start(tmp_path):
             await pilot.click("#f-start")
             await pilot.pause(0.1)
             err = start.query_one("#form-error")
-            assert not err.has_class("-hidden") and "--epochs must be a whole number of at least 1 (got 0)" in str(err.render())
+            assert not err.has_class("-hidden") and "--epochs must be a whole number from 1 to 100,000 (got 0)" in str(err.render())
             start.query_one("#f-epochs", Input).value = "two"
             await pilot.click("#f-start")
             await pilot.pause(0.1)
@@ -516,5 +516,28 @@ def test_start_screen_uses_the_default_runs_dir(tmp_path, monkeypatch):
             await pilot.press("ctrl+q")
             await wait_for(pilot, lambda: app.return_code is not None, what="exit")
         assert app.return_code == 0
+
+    run(main())
+
+
+def test_watch_on_a_dead_run_says_interrupted_and_how_to_resume(tmp_path):
+    import socket
+
+    run_dir = tmp_path / "runs" / "20231114-221320-paper"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    events = demo_events(epochs_done=2, epochs=4, steps_per_epoch=10, log_every=5, run_dir=str(run_dir))
+    (run_dir / "metrics.jsonl").write_text("".join(ev.event_to_json(e) + "\n" for e in events))
+    (run_dir / ".lock").write_text(json.dumps({"pid": 2**22 + 4321, "host": socket.gethostname(), "since": "x"}))
+
+    async def main():
+        app = CifarTuiApp("watch", run_dir=run_dir)
+        async with app.run_test(size=(80, 24)) as pilot:
+            dash = dashboard(app)
+            await wait_for(pilot, lambda: "✖ interrupted" in status_text(app), what="interrupted")
+            assert "running" not in status_text(app)
+            assert dash.run_state.elapsed() == dash.run_state.ended_at - dash.run_state.started_at  # stopped
+            assert any(f"cifar-tui train --resume {run_dir}" in line for line in dash.event_log.lines_written)
+            await pilot.press("q")
+            await wait_for(pilot, lambda: app.return_code is not None, what="exit")
 
     run(main())

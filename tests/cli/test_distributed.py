@@ -14,7 +14,7 @@ from engine.checkpoint import load_checkpoint
 from engine.rundir import read_metrics
 
 WORKER = Path(__file__).with_name("dist_worker.py")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = dict(data="synthetic", width=0.125, subset=300, val_size=100, batch_size=64, log_every=2)
 
 

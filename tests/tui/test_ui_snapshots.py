@@ -2,7 +2,7 @@
 
 The dashboard is fed a fixed list of events with a frozen clock and UTC local
 time, so no text depends on when the test runs. Regenerate after an intended
-change with ``pytest tests/test_ui_snapshots.py --snapshot-update`` and look at
+change with ``pytest tests/tui/test_ui_snapshots.py --snapshot-update`` and look at
 the .svg files under tests/__snapshots__/ before committing them.
 """
 

@@ -1,4 +1,4 @@
-"""One rank of a distributed test run (started by tests/test_distributed.py with torchrun's variables)."""
+"""One rank of a distributed test run (started by tests/cli/test_distributed.py with torchrun's variables)."""
 
 import json
 import sys

@@ -1,13 +1,14 @@
 """Pilot tests of the checkpoint browser: select, evaluate, gallery filters, resume, new run."""
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
 from textual.app import App
 from textual.widgets import DataTable, Static
 
-from engine.config import make_config
+from engine.config import TrainConfig, make_config
 from engine.trainer import Trainer
 from tui_trainer.messages import StartRun
 from tui_trainer.screens.browser import BrowserScreen
@@ -15,16 +16,17 @@ from tui_trainer.widgets.evaluation import Gallery, ImageTile
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(finished_run, tmp_path_factory):
+    """A copy of the session's finished run, beside a run folder holding a damaged checkpoint
+    (the browser must survive it)."""
+    import shutil
+
     root = tmp_path_factory.mktemp("browser-runs")
-    cfg = make_config("tiny", data="synthetic", width=0.125, subset=600, val_size=200, epochs=2, runs_dir=str(root))
-    t = Trainer(cfg)
-    assert t.run() == "completed"
-    # a run folder holding a damaged checkpoint: the browser must survive it
+    shutil.copytree(finished_run, root / finished_run.name)
     bad = root / "20000101-000000-broken" / "checkpoints"
     bad.mkdir(parents=True)
     (bad / "last.pt").write_bytes(b"not a checkpoint at all")
-    return root, t.run_dir
+    return root, root / finished_run.name
 
 
 class Host(App):
@@ -64,7 +66,7 @@ def test_evaluate_then_filter_the_gallery(runs):
             screen = app.screen
             assert isinstance(screen, BrowserScreen)
             assert screen.current().path == str(run_dir / "checkpoints" / "best.pt")
-            assert len(screen.rows) == 3  # best.pt and last.pt of the run, and the broken one
+            assert len(screen.rows) == 5  # best, last, epoch-001, epoch-002 of the run, and the broken one
             await pilot.press("e")
             await wait_eval(pilot, screen)
             summary = text_of(screen, "#eval-summary")
@@ -120,8 +122,8 @@ def test_resume_and_new_run_from_a_checkpoint(runs, tmp_path):
             await pilot.press("n")
             await pilot.pause(0.1)
             config, kw = app.started[-1]
-            assert config == Trainer(make_config("tiny", data="synthetic", width=0.125, subset=600, val_size=200,
-                                                 epochs=2, runs_dir=str(root))).config
+            assert config == TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())["config"])
+            assert config.width == 0.125 and config.epochs == 2 and kw["resume"] is None
             screen = app.screen
             table = screen.query_one(DataTable)
             table.move_cursor(row=[r.ckpt.name for r in screen.rows].index("last.pt"))
@@ -168,5 +170,29 @@ def test_browse_command_checks_its_folder(tmp_path, capsys):
             await pilot.pause(0.2)
             assert isinstance(app.screen, BrowserScreen)
             assert "No checkpoints" in text_of(app.screen, "#browser-where")
+
+    asyncio.run(go())
+
+
+def test_a_stale_evaluation_is_not_shown_as_the_checkpoints(run_copy):
+    from engine.evaluate import evaluate_checkpoint
+    from engine.rundir import RunDir
+
+    last = RunDir(run_copy).last_checkpoint
+    evaluate_checkpoint(str(last))
+    last.write_bytes(last.read_bytes() + b"\0")  # the file changed after it was evaluated
+
+    async def go():
+        app = Host(run_copy.parent, select=str(last))
+        async with app.run_test(size=(100, 30)) as pilot:
+            await pilot.pause(0.2)
+            screen = app.screen
+            assert screen.current().path == str(last)
+            table = screen.query_one(DataTable)
+            cells = [str(c) for c in table.get_row_at(table.cursor_row)]
+            assert "stale" in cells
+            assert "stale" in text_of(screen, "#run-info")
+            assert "earlier version of this file" in text_of(screen, "#eval-summary")
+            assert "accuracy" not in text_of(screen, "#eval-summary")
 
     asyncio.run(go())

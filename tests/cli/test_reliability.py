@@ -15,7 +15,7 @@ from engine.checkpoint import load_checkpoint
 from engine.rundir import read_metrics
 from tui_trainer.cli import app
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ["--no-ui", "train", "--data", "synthetic", "--preset", "tiny", "--width", "0.125", "--subset", "384",
          "--val-size", "64", "--batch-size", "64"]
 
@@ -134,10 +134,16 @@ def test_runs_dir_that_is_a_file(tmp_path):
     assert (tmp_path / "file").read_text() == "x"
 
 
-def test_nan_loss_exits_1_with_the_reason(tmp_path):
-    r = CliRunner().invoke(app, [*TRAIN, "--epochs", "2", "--lr", "1e12", "--runs-dir", str(tmp_path / "runs")])
+def test_nan_loss_exits_1_with_advice_that_can_be_followed(tmp_path, monkeypatch):
+    import engine.trainer as tr
+
+    real = tr.F.cross_entropy
+    monkeypatch.setattr(tr.F, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
+    r = CliRunner().invoke(app, [*TRAIN, "--epochs", "2", "--runs-dir", str(tmp_path / "runs")])
     assert r.exit_code == 1 and "Traceback" not in r.output
-    assert "error:" in r.output and ("NaN" in r.output or "infinite" in r.output)
+    assert "error:" in r.output and "NaN" in r.output
+    # nothing was saved: resuming is impossible, so the advice is a new run
+    assert "nothing was saved yet; start a new run with a lower --lr" in r.output
 
 
 @pytest.fixture

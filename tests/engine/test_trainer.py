@@ -240,7 +240,7 @@ def test_nan_loss_fails_and_keeps_the_last_good_checkpoint(small, monkeypatch):
 
 def test_absurd_learning_rate_fails_with_a_reason(small):
     seen, listen = collect()
-    assert Trainer(small(epochs=2, lr=1e12), listeners=[listen]).run() == "failed"
+    assert Trainer(small(epochs=2, lr=100.0, weight_decay=1.0), listeners=[listen]).run() == "failed"
     msg = of(seen, ev.Failed)[0].message
     assert ("NaN" in msg or "infinite" in msg) and "--lr" in msg
 

@@ -18,15 +18,13 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    from engine.config import make_config
-    from engine.trainer import Trainer
+def run_dir(finished_run, tmp_path_factory):
+    """This module's own copy of the session's finished run (evaluations get stored in it)."""
+    import shutil
 
-    root = tmp_path_factory.mktemp("runs")
-    cfg = make_config("tiny", data="synthetic", width=0.125, subset=1000, val_size=200, epochs=2, runs_dir=str(root))
-    t = Trainer(cfg)
-    assert t.run() == "completed"
-    return t.run_dir
+    dst = tmp_path_factory.mktemp("eval-runs") / finished_run.name
+    shutil.copytree(finished_run, dst)
+    return dst
 
 
 def invoke(*args):

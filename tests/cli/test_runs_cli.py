@@ -1,0 +1,124 @@
+"""`cifar-tui runs` (table and --json, without torch) and what a killed run looks like."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from tui_trainer.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+def runs_json(root) -> list:
+    r = runner.invoke(app, ["runs", str(root), "--json"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.output)
+
+
+def test_runs_json_fields(finished_run):
+    (run,) = runs_json(finished_run.parent)
+    for key in ("run_id", "path", "status", "preset", "data", "epochs_done", "epochs", "best_val_acc", "checkpoints"):
+        assert key in run, key
+    assert run["run_id"] == finished_run.name and run["status"] == "completed"
+    assert run["epochs_done"] == run["epochs"] == 2 and run["preset"] == "tiny" and run["data"] == "synthetic"
+    names = {c["name"]: c for c in run["checkpoints"]}
+    assert {"last.pt", "best.pt", "epoch-001.pt", "epoch-002.pt"} <= set(names)
+    for c in names.values():
+        assert {"name", "epoch", "global_step", "val_acc", "test_acc"} <= set(c)
+    assert names["last.pt"]["epoch"] == 2 and names["last.pt"]["global_step"] > 0
+    assert names["best.pt"]["val_acc"] == run["best_val_acc"]
+
+
+def test_runs_json_test_acc_is_null_when_stale(run_copy):
+    from engine.evaluate import evaluate_checkpoint
+    from engine.rundir import RunDir
+
+    evaluate_checkpoint(str(RunDir(run_copy).last_checkpoint))
+    (run,) = runs_json(run_copy.parent)
+    assert {c["name"]: c for c in run["checkpoints"]}["last.pt"]["test_acc"] is not None
+    RunDir(run_copy).last_checkpoint.write_bytes(RunDir(run_copy).last_checkpoint.read_bytes() + b"\0")
+    (run,) = runs_json(run_copy.parent)
+    last = {c["name"]: c for c in run["checkpoints"]}["last.pt"]
+    assert last["test_acc"] is None and last["test_stale"] is True
+    table = runner.invoke(app, ["runs", str(run_copy.parent)])
+    assert "stale" in table.output and run_copy.name in table.output and "completed" in table.output
+
+
+def test_runs_works_without_torch(finished_run, tmp_path):
+    """`cifar-tui runs` reads only small files: it must not import torch (checked in an
+    environment where importing torch fails)."""
+    fake = tmp_path / "no-torch"
+    (fake / "torch").mkdir(parents=True)
+    (fake / "torch" / "__init__.py").write_text("raise ImportError('torch is not installed here')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(fake), str(ROOT)]))
+    for args in (["runs", str(finished_run.parent)], ["runs", str(finished_run.parent), "--json"]):
+        r = subprocess.run([sys.executable, "-m", "tui_trainer", *args], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert finished_run.name in r.stdout and "completed" in r.stdout
+
+
+def _wait_for(predicate, what, timeout=90.0):
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_a_killed_run_is_interrupted_everywhere_and_resumes(tmp_path):
+    """kill -9 a real headless run: within seconds runs --json, the watch dashboard's state and
+    the catalogue say interrupted; resuming it continues from its last checkpoint."""
+    from engine import events as ev
+    from engine.rundir import RunDir
+    from tui_trainer.bridge import WatchSource
+    from tui_trainer.runstate import RunState
+
+    runs = tmp_path / "runs"
+    env = dict(os.environ, CIFAR_TUI_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+    p = subprocess.Popen([sys.executable, "-m", "tui_trainer", "--no-ui", "train", "--data", "synthetic", "--preset", "tiny",
+                          "--width", "0.125", "--subset", "256", "--val-size", "64", "--batch-size", "64",
+                          "--epochs", "500", "--runs-dir", str(runs)],
+                         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: runs.exists() and any(runs.iterdir()), "the run folder")
+        (run,) = list(runs.iterdir())
+        last = RunDir(run).last_checkpoint
+        _wait_for(last.exists, "the first checkpoint")
+        assert runs_json(runs)[0]["status"] == "running"
+        watch = WatchSource(run)
+        state = RunState()
+        state.apply_all(watch.poll())
+        assert watch.liveness() == "running" and state.state == "running"
+        p.send_signal(signal.SIGKILL)
+        p.wait(30)
+        t_dead = time.time()
+        _wait_for(lambda: runs_json(runs)[0]["status"] == "interrupted", "interrupted in runs --json", timeout=5)
+        watch._checked_at = None  # (no need to wait a second for the next look)
+        assert watch.liveness() == "interrupted"
+        state.apply_all(watch.poll())
+        state.mark_interrupted()
+        assert state.state == "interrupted" and state.ended_at is not None
+        frozen = state.elapsed()
+        time.sleep(0.2)
+        assert state.elapsed() == frozen  # Elapsed stops
+        assert time.time() - t_dead < 5
+    finally:
+        if p.poll() is None:
+            p.kill()
+    r = runner.invoke(app, ["--no-ui", "train", "--resume", str(run), "--epochs", str(_epochs_done(run) + 1)])
+    assert r.exit_code == 0, r.output
+    assert runs_json(runs)[0]["status"] == "completed"
+    assert json.loads(RunDir(run).metrics_path.read_text().splitlines()[-1])["event"] == ev.RunFinished.__name__
+
+
+def _epochs_done(run) -> int:
+    from engine.rundir import RunDir
+
+    return RunDir.read_summary(RunDir(run).last_checkpoint)["epoch"]
