@@ -93,7 +93,7 @@ def make_step(model, opt, cfg, device, *, amp: bool, label_smoothing: float = 0.
     import torch
     import torch.nn.functional as F
 
-    from engine.evaluate import autocast_for
+    from engine.device import autocast_for
 
     def step(xb, yb):
         with autocast_for(device, amp):
@@ -323,7 +323,7 @@ def run(args: argparse.Namespace, progress: Callable[[str], None] = lambda s: No
 
     from engine.config import make_config
     from engine.data import make_synthetic
-    from engine.trainer import resolve_device
+    from engine.device import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -135,7 +135,7 @@ def run(args: argparse.Namespace, progress=lambda s: None) -> dict[str, Any]:
         trainer = Trainer(cfg, listeners=[on_event], data=bundle)
         outcome = trainer.run()
         if outcome != "completed":
-            raise SystemExit(f"training did not complete ({outcome}): {rec.failed or trainer.result_reason}")
+            raise SystemExit(f"training did not complete ({outcome}): {rec.failed or trainer.result.reason}")
         run_info = rec.run
 
     if not rec.epochs or rec.epochs[0][1].val_acc is None:
@@ -150,7 +150,7 @@ def run(args: argparse.Namespace, progress=lambda s: None) -> dict[str, Any]:
         key = f"{target:g}"
         targets[key] = {"epoch": hit["epoch"], "seconds": hit["elapsed_s"]} if hit else {"epoch": None, "seconds": None}
 
-    from engine.trainer import resolve_device
+    from engine.device import resolve_device
 
     device = resolve_device(cfg.device)
     return {

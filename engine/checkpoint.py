@@ -53,7 +53,7 @@ def save_checkpoint(path: Path, state: dict[str, Any], summary: Optional[dict[st
             full = False
         if full:
             raise OSError(errno.ENOSPC, "No space left on device") from None
-        raise OSError(errno.EIO, _first_line(e) or "write failed") from None
+        raise OSError(errno.EIO, first_line(e) or "write failed") from None
     if summary is not None:
         atomic_write_json(RunDir.summary_path(path), {**summary, "save_id": save_id})
     return save_id
@@ -189,6 +189,7 @@ def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], key: str = "model
         ) from None
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """An exception's message in one line (its type when it has none), for the user."""
     text = str(e).strip()
     return text.splitlines()[0][:200] if text else type(e).__name__

@@ -244,10 +244,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def preset_names() -> list[str]:
-    return list(PRESETS)
-
-
 def make_config(preset: str = "paper", **overrides: Any) -> TrainConfig:
     """Build a validated config from a preset plus explicit overrides (``None`` = keep)."""
     if preset not in PRESETS:

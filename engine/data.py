@@ -44,6 +44,7 @@ from PIL import Image, UnidentifiedImageError
 
 from . import imagedecode, safepickle
 from .config import CIFAR_MEAN, CIFAR_STD, default_val_size
+from .files import atomic_write_bytes
 
 CIFAR10_CLASSES = (
     "airplane", "automobile", "bird", "cat", "deer",
@@ -813,10 +814,8 @@ def _cached(path: Path, kind: str, use_cache: bool, build: Callable[[], DataBund
     }
     try:
         cfile.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cfile.with_suffix(f".tmp{os.getpid()}")
-        torch.save(payload, tmp)
-        os.replace(tmp, cfile)
-    except OSError:
+        atomic_write_bytes(cfile, lambda fh: torch.save(payload, fh))
+    except (OSError, RuntimeError):
         pass  # the cache is an optimisation; a read-only cache folder is not an error
     return bundle
 

@@ -16,7 +16,8 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from contextlib import contextmanager
+from typing import Any, BinaryIO, Callable, Iterator
 
 TEMP_MARK = ".tmp-"
 
@@ -39,15 +40,13 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
-    """Call ``write(fileobj)`` on a temporary file beside ``path``, fsync it, then rename."""
-    path = Path(path)
+@contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """Yield the temporary path to fill; on success rename it to ``path`` (and fsync the
+    folder), on any failure remove it and re-raise."""
     tmp = temp_path(path)
     try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -56,6 +55,15 @@ def atomic_write_bytes(path: str | Path, write: Callable[[BinaryIO], Any]) -> No
             pass
         raise
     fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Call ``write(fileobj)`` on a temporary file beside ``path``, fsync it, then rename."""
+    with _replacing(Path(path)) as tmp:
+        with open(tmp, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def atomic_write_json(path: str | Path, data: Any) -> None:
@@ -70,20 +78,11 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_link(src: Path, dst: Path) -> None:
     """Put the content of ``src`` at ``dst`` atomically (a hard link where the file system
     allows it, else a copy), replacing what ``dst`` held."""
-    tmp = temp_path(dst)
-    try:
+    with _replacing(Path(dst)) as tmp:
         try:
             os.link(src, tmp)
         except OSError:
             shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    fsync_dir(dst.parent)
 
 
 def read_json_dict(path: Path) -> dict[str, Any]:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from . import distributed as dd
 from . import events as ev
-from .checkpoint import CheckpointError, CheckpointStore, load_checkpoint, load_weights
+from .checkpoint import CheckpointError, CheckpointStore, first_line, load_checkpoint, load_weights
 from .config import ConfigError, TrainConfig
 from .data import (Augmenter, DataBundle, DataError, ImageSet, load_data, make_epoch_plan, mixup_permutation,
                    require_training_split, split_indices)
@@ -180,7 +180,7 @@ class _Forward:
                 self.fn = torch.compile(model)
                 self.pending = True  # compilation happens (and may fail) at the first forward
             except Exception as e:  # pragma: no cover - depends on the platform
-                warn(f"torch.compile unavailable ({_first_line(e)}); training without it")
+                warn(f"torch.compile unavailable ({first_line(e)}); training without it")
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not self.pending:
@@ -190,7 +190,7 @@ class _Forward:
         except torch.cuda.OutOfMemoryError:
             raise
         except Exception as e:  # pragma: no cover - needs a GPU without a working compiler
-            self.warn(f"torch.compile failed ({_first_line(e)}); training without it")
+            self.warn(f"torch.compile failed ({first_line(e)}); training without it")
             self.fn = self.eager
             out = self.fn(x)
         self.pending = False
@@ -300,7 +300,7 @@ class Trainer:
         return "failed"
 
     def _describe_crash(self, e: Exception) -> str:
-        msg = f"{type(e).__name__}: {_first_line(e)}"
+        msg = f"{type(e).__name__}: {first_line(e)}"
         if isinstance(e, torch.cuda.OutOfMemoryError):
             msg = "the GPU ran out of memory; use a smaller --batch-size or --width"
         if self.run_dir is not None:
@@ -846,8 +846,3 @@ class Trainer:
             if cmd.reason:
                 self._stop_reason = str(cmd.reason)[:200]
             self._set_state("stopping", "stop requested" + (", saving a checkpoint" if cmd.save else ""))
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:200] if text else type(e).__name__

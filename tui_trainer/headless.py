@@ -28,7 +28,7 @@ from rich.text import Text
 
 from engine import events as ev
 
-from .formatting import format_size
+from .formatting import fmt_pct, format_size
 
 # Signals that stop a foreground run gracefully (a checkpoint first), and what the run says.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -40,7 +40,8 @@ STOP_REASONS = {
 
 
 def _pct(v: Optional[float]) -> str:
-    return "  n/a" if v is None else f"{100 * v:5.2f}%"
+    """A percentage in a fixed width, for columns of numbers."""
+    return f"{fmt_pct(v, 2, missing='n/a'):>6}"
 
 
 def _num(v: Optional[float], fmt: str = ".4f") -> str:

@@ -15,6 +15,8 @@ from typing import Callable, Iterable, Optional
 
 from engine import events as ev
 
+from .formatting import fmt_pct
+
 # How strongly the per-step loss curve is smoothed (exponential moving average).
 LOSS_EMA = 0.25
 # How strongly images/s is smoothed for the ETA.
@@ -164,7 +166,7 @@ class RunState:
             else:
                 what = f"saved {name} (epoch {e.epoch}"
             if e.val_acc is not None:
-                what += f", val {_pct(e.val_acc)}"
+                what += f", val {fmt_pct(e.val_acc)}"
             log(LogLine(e.time, what + ")", "green"))
         elif isinstance(e, ev.MixupChanged):
             self.mixup, self.mixup_source = e.on, e.source
@@ -298,14 +300,6 @@ class RunState:
 
 
 # ------------------------------------------------------------------ formatting
-
-
-def _pct(x: Optional[float]) -> str:
-    return "-" if x is None else f"{100.0 * x:.1f}%"
-
-
-def fmt_pct(x: Optional[float]) -> str:
-    return _pct(x)
 
 
 def fmt_duration(seconds: Optional[float]) -> str:

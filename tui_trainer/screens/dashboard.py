@@ -100,13 +100,13 @@ class DashboardScreen(Screen):
         if st.plots_dirty:
             st.plots_dirty = False
             self.plots.update_from(st)
+        kind = self.source.kind
+        if kind == "watch" and st.active and self.source.liveness() == "interrupted":
+            st.mark_interrupted()
         lines = st.take_log()
         if lines:
             self.event_log.add(lines)
-        kind = self.source.kind
         quiet = None
-        if kind == "watch" and st.active and self.source.liveness() == "interrupted":
-            st.mark_interrupted()
         if kind == "watch" and st.last_event_at is not None:
             quiet = self.clock() - st.last_event_at
         self.status.show(st, source_kind=kind, quiet_for=quiet, quitting=self.app_quitting)

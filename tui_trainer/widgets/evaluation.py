@@ -15,9 +15,7 @@ from textual.app import ComposeResult
 from textual.containers import Grid, VerticalScroll
 from textual.widgets import Static
 
-
-def _pct(v: Optional[float]) -> str:
-    return "-" if v is None or v != v else f"{100 * v:.1f}"
+from ..formatting import fmt_pct
 
 
 def confusion_renderable(result: dict) -> Table:
@@ -43,7 +41,7 @@ def confusion_renderable(result: dict) -> Table:
                 style = f"white on rgb({int(60 + 195 * min(1.0, share * 4))},0,0)"
             cells.append(Text(f"{v:>5}", style=style))
         acc = result["per_class_accuracy"][i]
-        cells.append(Text(f"{_pct(acc):>6}", style="bold green" if acc is not None and acc >= result["accuracy"] else "yellow"))
+        cells.append(Text(f"{fmt_pct(acc, sign=False):>6}", style="bold green" if acc is not None and acc >= result["accuracy"] else "yellow"))
         table.add_row(c[:10], *cells)
     return table
 

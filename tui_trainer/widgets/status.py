@@ -8,7 +8,8 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from ..runstate import RunState, fmt_duration, fmt_lr, fmt_pct
+from ..formatting import fmt_pct
+from ..runstate import RunState, fmt_duration, fmt_lr
 
 REASON_CHARS = 42  # two lines of the narrow panel; the event log has the full text
 
