@@ -235,6 +235,7 @@ class Trainer:
         self._dist = dd.DistContext()
         self._progress = _Progress()
         self._reason = ""
+        self._resume_changes: dict[str, list] = {}  # settings a resume changed, for config.json
 
     # ------------------------------------------------------------------ public API
     def add_listener(self, fn: Listener) -> None:
@@ -508,7 +509,7 @@ class Trainer:
         cfg, run = s.cfg, s.run
         if run is not None:
             run.write_config(self._run_info(s), resumed_from=s.resumed_from,
-                             resume_changes=getattr(self, "_resume_changes", None))
+                             resume_changes=self._resume_changes)
             self._writer = run.metrics_writer()
             for event in self._early:
                 self._writer(event)
