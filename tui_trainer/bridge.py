@@ -19,8 +19,6 @@ Nothing here imports torch or textual at import time.
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
 from collections import deque
@@ -28,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Protocol
 
 from engine import events as ev
+from engine.rundir import MetricsFollower  # noqa: F401  (the dashboard's tail of metrics.jsonl)
 
 
 class EventSource(Protocol):
@@ -212,84 +211,6 @@ def _current_worker() -> Any:
 
 
 # -------------------------------------------------------------------------- watch
-
-
-class MetricsFollower:
-    """Tail a ``metrics.jsonl`` that another process appends to.
-
-    Each :meth:`poll` reads what was added since the last one and returns the
-    complete lines as events. A line without its newline yet (the writer is
-    mid-write, or died mid-write) is kept back until it is complete; lines that
-    do not parse are counted in :attr:`bad_lines` and skipped. If the file is
-    replaced or truncated, following starts again from its beginning and
-    :attr:`restarted` is set.
-    """
-
-    def __init__(self, path: str | Path, *, chunk: int = 8 << 20) -> None:
-        self.path = Path(path)
-        self.chunk = chunk
-        self.offset = 0
-        self.bad_lines = 0
-        self.restarted = False
-        self._buf = b""
-        self._ident: Optional[tuple[int, int]] = None
-
-    def poll(self) -> list[ev.Event]:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return []
-        ident = (st.st_dev, st.st_ino)
-        if self._ident is not None and (ident != self._ident or st.st_size < self.offset):
-            self.offset, self._buf, self.restarted = 0, b"", True
-        self._ident = ident
-        if st.st_size == self.offset:
-            return []
-        try:
-            with open(self.path, "rb") as fh:
-                fh.seek(self.offset)
-                data = fh.read(self.chunk)
-        except OSError:
-            return []
-        self.offset += len(data)
-        buf = self._buf + data
-        lines = buf.split(b"\n")
-        self._buf = lines.pop()  # b"" after a final newline, else a torn last line
-        out: list[ev.Event] = []
-        for raw in lines:
-            event = self._parse(raw)
-            if event is not None:
-                out.append(event)
-        return out
-
-    @property
-    def pending_bytes(self) -> int:
-        """Bytes of an unfinished last line held back."""
-        return len(self._buf)
-
-    def _parse(self, raw: bytes) -> Optional[ev.Event]:
-        raw = raw.strip()
-        if not raw:
-            return None
-        event = _parse_line(raw)
-        if event is None:
-            # A writer that died mid-line and was restarted leaves "<torn>{...}": keep the tail.
-            cut = raw.rfind(b'{"event"')
-            if cut > 0:
-                event = _parse_line(raw[cut:])
-        if event is None:
-            self.bad_lines += 1
-        return event
-
-
-def _parse_line(raw: bytes) -> Optional[ev.Event]:
-    try:
-        data = json.loads(raw.decode("utf-8", errors="replace"))
-        if not isinstance(data, dict):
-            return None
-        return ev.event_from_dict(data)
-    except (ValueError, TypeError):
-        return None
 
 
 class WatchSource:

@@ -129,9 +129,7 @@ class DashboardScreen(Screen):
 
     def _load_history(self, started: ev.RunStarted) -> None:
         """A resumed run: show what its metrics.jsonl already holds (the epochs before this start)."""
-        from engine.rundir import RunDir
-
-        from ..bridge import MetricsFollower
+        from engine.rundir import MetricsFollower, RunDir
 
         follower = MetricsFollower(RunDir(started.run_dir).metrics_path)
         earlier: list[ev.Event] = []
