@@ -4,15 +4,18 @@ Entry points (called by :mod:`tui_trainer.cli`), each returning an exit code:
 
 * :func:`run_start_app` - ``cifar-tui``: the start screen (new run form, earlier runs);
 * :func:`run_train_app` - ``cifar-tui train ...``: the dashboard, training at once;
-* :func:`run_watch_app` - ``cifar-tui watch RUN_DIR``: the dashboard following a
-  run that another process writes.
+* :func:`run_watch_app` - ``cifar-tui watch RUN_DIR``: the dashboard attached to a
+  run that another process writes (commands go over the run's control channel;
+  ``q`` detaches and the run goes on).
 
 Exit codes: 0 ok (finished, stopped, or just watching), 1 the training failed,
-2 bad arguments, 130 quit without waiting for a running trainer to save.
+2 bad arguments, 130 quit without waiting for a running trainer to save, 129 / 143
+the terminal closed (SIGHUP) / SIGTERM: the run was stopped with a checkpoint.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 from functools import partial
 from pathlib import Path
@@ -24,11 +27,16 @@ from textual.screen import Screen
 
 from engine import events as ev
 
-from .bridge import LiveSource, StaticSource, WatchSource
+from .bridge import AttachSource, LiveSource, StaticSource
 from .messages import OpenBrowser, StartRun, WatchRun
 from .screens import BrowserScreen, DashboardScreen, StartScreen
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABANDONED = 0, 1, 2, 130
+# Signals that end the app like a closed terminal: a running training stops with a checkpoint
+# first (the process must not die before it is saved), and the exit code is 128 + the signal.
+STOP_SIGNALS = {signal.SIGHUP: "stopped because the terminal closed (SIGHUP)", signal.SIGTERM: "stopped by SIGTERM"}
+APP_CLOSED_REASON = "stopped because the app closed"
+DETACH_WAIT_SECONDS = 300.0  # how long the start screen waits for a detached run to start
 PALETTE_EXTRAS = {"mixup_schedule"}  # hidden from the footer, still in the command palette
 
 
@@ -71,6 +79,8 @@ class CifarTuiApp(App):
         self.quitting = False
         self._quit_presses = 0
         self._abandoned = False
+        self.handle_signals = False  # set by the entry points: SIGHUP/SIGTERM stop the run with a save
+        self.signalled: Optional[int] = None
 
     # --------------------------------------------------------------- startup
     @property
@@ -79,6 +89,12 @@ class CifarTuiApp(App):
         return Path(self._runs_dir).expanduser() if self._runs_dir else None
 
     def on_mount(self) -> None:
+        if self.handle_signals:
+            import asyncio
+
+            loop = asyncio.get_running_loop()
+            for sig in STOP_SIGNALS:
+                loop.add_signal_handler(sig, self._on_stop_signal, sig)
         if self.mode == "start":
             self.push_screen(StartScreen(self.runs_dir))
         elif self.mode == "train":
@@ -105,10 +121,35 @@ class CifarTuiApp(App):
         return session
 
     def open_watch(self, run_dir: Path, *, can_go_back: bool = False) -> None:
-        self.push_screen(DashboardScreen(WatchSource(run_dir), clock=self.clock, can_go_back=can_go_back))
+        """The dashboard on a run another process writes: attached (its keys steer the run
+        while it trains), never taking its lock."""
+        self.push_screen(DashboardScreen(AttachSource(run_dir), clock=self.clock, can_go_back=can_go_back))
+
+    def start_detached(self, config: Any) -> None:
+        """Start a run in its own background process, then attach to it."""
+        self.notify("Starting the run in the background...", title="Detached run", timeout=10)
+        self.run_worker(partial(self._launch_detached, config), name="detach", thread=True, exit_on_error=False)
+
+    def _launch_detached(self, config: Any) -> None:  # in a thread worker
+        from .detach import DetachError, launch
+
+        try:
+            launched = launch(config=config, wait=DETACH_WAIT_SECONDS)
+        except DetachError as e:
+            self.call_from_thread(self.notify, str(e), title="Could not start the run", severity="error",
+                                  timeout=20, markup=False)
+            return
+        if not launched.started:
+            self.call_from_thread(self.notify, f"The run is still starting in {launched.run.path}; open it from "
+                                  "the list when it shows running.", title="Detached run", markup=False)
+            return
+        self.call_from_thread(self.open_watch, launched.run.path, can_go_back=True)
 
     # -------------------------------------------------------------- messages
     def on_start_run(self, message: StartRun) -> None:
+        if message.detach and message.config is not None:
+            self.start_detached(message.config)
+            return
         self.start_training(message.config, resume=message.resume, resume_overrides=message.resume_overrides,
                             can_go_back=message.can_go_back)
 
@@ -170,9 +211,21 @@ class CifarTuiApp(App):
                     screen.tick()
             self.exit(return_code=self.exit_code())
 
+    def _on_stop_signal(self, signum: int) -> None:
+        """SIGHUP (the terminal closed) or SIGTERM: stop a running training with a checkpoint
+        and leave; :func:`_run` waits for the save before the process ends."""
+        self.signalled = signum
+        session = self.session
+        if session is not None and session.active:
+            session.send(ev.Stop(save=True, reason=STOP_SIGNALS[signum]))
+        self.quitting = True
+        self.exit(return_code=self.exit_code())
+
     def exit_code(self) -> int:
         if self._abandoned:
             return EXIT_ABANDONED
+        if self.signalled is not None and (self.session is None or self.session.outcome != "failed"):
+            return 128 + self.signalled
         if self.session is None:
             return EXIT_OK
         return EXIT_FAILED if self.session.outcome == "failed" else EXIT_OK
@@ -182,15 +235,19 @@ class CifarTuiApp(App):
 
 
 def _run(app: CifarTuiApp) -> int:
-    app.run()
+    app.handle_signals = True
+    try:
+        app.run()
+    finally:
+        session = app.session
+        if session is not None and not app._abandoned:
+            # the app closed another way (a signal, the terminal went away, an error): the
+            # trainer's thread still runs; stop it with a checkpoint and wait for it
+            reason = STOP_SIGNALS.get(app.signalled or 0, APP_CLOSED_REASON)
+            session.finish(ev.Stop(save=True, reason=reason), 120)
     code = app.return_code
-    if code is None:
+    if code is None or app.signalled is not None:
         code = app.exit_code()
-    session = app.session
-    if session is not None and session.active and not app._abandoned:
-        # the app closed another way (e.g. the terminal went away): still leave a checkpoint
-        session.send(ev.Stop(save=True))
-        session.wait(120)
     return code
 
 
@@ -219,9 +276,15 @@ def run_browse_app(runs_dir: str | None = None) -> int:
 
 
 def run_watch_app(run_dir: str) -> int:
-    """``cifar-tui watch RUN_DIR``: follow a run that another process writes."""
+    """``cifar-tui watch RUN_DIR``: attach to a run that another process writes."""
+    from engine.rundir import RunDir
+    from engine.runs import run_status
+
     path = Path(run_dir).expanduser()
-    if not (path / "metrics.jsonl").is_file():
+    if not RunDir(path).metrics_path.is_file():
         print(f"error: {path} has no metrics.jsonl; give a run folder (runs/<run-id>)", file=sys.stderr)
         return EXIT_USAGE
-    return _run(CifarTuiApp("watch", run_dir=path))
+    code = _run(CifarTuiApp("watch", run_dir=path))
+    if code == EXIT_OK and run_status(RunDir(path))[0] == "running":
+        print(f"detached from {path.name}: it keeps training. Attach again with: cifar-tui watch {path}")
+    return code
