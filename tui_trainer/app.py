@@ -79,8 +79,7 @@ class CifarTuiApp(App):
         self.quitting = False
         self._quit_presses = 0
         self._abandoned = False
-        self.handle_signals = False  # set by the entry points: SIGHUP/SIGTERM stop the run with a save
-        self.signalled: Optional[int] = None
+        self.signalled: Optional[int] = None  # SIGHUP or SIGTERM ended the app (see _StopSignals)
 
     # --------------------------------------------------------------- startup
     @property
@@ -89,12 +88,6 @@ class CifarTuiApp(App):
         return Path(self._runs_dir).expanduser() if self._runs_dir else None
 
     def on_mount(self) -> None:
-        if self.handle_signals:
-            import asyncio
-
-            loop = asyncio.get_running_loop()
-            for sig in STOP_SIGNALS:
-                loop.add_signal_handler(sig, self._on_stop_signal, sig)
         if self.mode == "start":
             self.push_screen(StartScreen(self.runs_dir))
         elif self.mode == "train":
@@ -211,16 +204,6 @@ class CifarTuiApp(App):
                     screen.tick()
             self.exit(return_code=self.exit_code())
 
-    def _on_stop_signal(self, signum: int) -> None:
-        """SIGHUP (the terminal closed) or SIGTERM: stop a running training with a checkpoint
-        and leave; :func:`_run` waits for the save before the process ends."""
-        self.signalled = signum
-        session = self.session
-        if session is not None and session.active:
-            session.send(ev.Stop(save=True, reason=STOP_SIGNALS[signum]))
-        self.quitting = True
-        self.exit(return_code=self.exit_code())
-
     def exit_code(self) -> int:
         if self._abandoned:
             return EXIT_ABANDONED
@@ -234,17 +217,89 @@ class CifarTuiApp(App):
 # --------------------------------------------------------------------- entry points
 
 
-def _run(app: CifarTuiApp) -> int:
-    app.handle_signals = True
+class _StopSignals:
+    """SIGHUP (the terminal closed) and SIGTERM while the app runs.
+
+    Textual installs nothing for them: by default the process would die at once and a
+    training in it would be lost since its last checkpoint. Here the handler (a plain
+    signal handler: it runs even while the UI thread is blocked) points stdin/stdout/
+    stderr at /dev/null on a hang-up (the terminal is gone: a write to it would fail or
+    block), asks the trainer for a saved stop, and asks the app to exit. A helper thread
+    waits for the trainer's final event, then ends the process if the UI has not closed
+    by itself (it can wedge writing to a terminal that is gone); the run is saved by then.
+    """
+
+    GRACE_SECONDS = 5.0
+
+    def __init__(self, app: CifarTuiApp) -> None:
+        self.app = app
+        self._old: dict = {}
+
+    def __enter__(self) -> "_StopSignals":
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._old[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        import asyncio
+        import threading
+
+        app = self.app
+        if app.signalled is not None:
+            return  # a repeated hang-up: the stop is under way
+        app.signalled = signum
+        if signum == signal.SIGHUP:
+            _to_dev_null()
+        stop = ev.Stop(save=True, reason=STOP_SIGNALS[signum])
+        if app.session is not None and app.session.active:
+            app.session.send(stop)
+        app.quitting = True
+        try:
+            asyncio.get_running_loop().call_soon_threadsafe(partial(app.exit, return_code=128 + signum))
+        except RuntimeError:  # the UI is not running (starting, or closing already)
+            pass
+        threading.Thread(target=self._leave_after_save, args=(stop,), name="cifar-tui-hangup", daemon=True).start()
+
+    def _leave_after_save(self, stop: ev.Stop) -> None:
+        import os
+        import time
+
+        if self.app.session is not None:
+            self.app.session.finish(stop, 120)
+        time.sleep(self.GRACE_SECONDS)  # normally the process has ended meanwhile (and this thread with it)
+        os._exit(self.app.exit_code())
+
+
+def _to_dev_null() -> None:
+    import os
+
     try:
-        app.run()
-    finally:
-        session = app.session
-        if session is not None and not app._abandoned:
-            # the app closed another way (a signal, the terminal went away, an error): the
-            # trainer's thread still runs; stop it with a checkpoint and wait for it
-            reason = STOP_SIGNALS.get(app.signalled or 0, APP_CLOSED_REASON)
-            session.finish(ev.Stop(save=True, reason=reason), 120)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+    except OSError:
+        pass
+
+
+def _run(app: CifarTuiApp) -> int:
+    with _StopSignals(app):  # (still caught while waiting for the save below)
+        try:
+            app.run()
+        finally:
+            session = app.session
+            if session is not None and not app._abandoned:
+                # the app closed another way (a signal, the terminal went away, an error): the
+                # trainer's thread still runs; stop it with a checkpoint and wait for it
+                reason = STOP_SIGNALS.get(app.signalled or 0, APP_CLOSED_REASON)
+                session.finish(ev.Stop(save=True, reason=reason), 120)
     code = app.return_code
     if code is None or app.signalled is not None:
         code = app.exit_code()

@@ -175,6 +175,17 @@ def test_ctl_arguments_are_checked(tmp_path):
         assert r.exit_code == 2 and fragment in r.output, r.output
 
 
+def test_ctl_refuses_a_finished_run_without_importing_torch(finished_run, tmp_path):
+    fake = tmp_path / "no-torch"
+    (fake / "torch").mkdir(parents=True)
+    (fake / "torch" / "__init__.py").write_text("raise ImportError('torch is not installed here')\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(fake), str(ROOT)]))
+    r = subprocess.run([sys.executable, "-m", "tui_trainer", "ctl", str(finished_run), "stop"], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "ImportError" not in r.stderr
+    assert r.stderr.strip() == f"error: {finished_run.name} is not training: it is completed (completed 2 epochs)"
+
+
 # --------------------------------------------------------------- real processes
 
 
@@ -300,3 +311,34 @@ def test_detach_reports_a_run_that_fails_at_once(tmp_path):
     assert r.stderr.startswith("error: --data") and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "Traceback" not in r.stderr + r.stdout
     assert not any(runs.iterdir())  # no run folder left behind
+
+
+def test_torchrun_rank0_takes_commands_and_a_stop_reaches_every_rank(tmp_path):
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "tui_trainer",
+           "--no-ui", *TRAIN, "--epochs", "500", "--runs-dir", str(runs)]
+    env = dict(env_for(tmp_path), CIFAR_TUI_DIST_TIMEOUT="120")
+    p = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: runs.exists() and any(runs.iterdir()) or p.poll() is not None, "the run folder", 120)
+        (run,) = list(runs.iterdir())
+        wait_for(lambda: any(d["event"] == "StepDone" for d in events_of(run)) or p.poll() is not None, "steps", 120)
+        assert p.poll() is None
+        r = ctl(run, "pause")
+        assert r.exit_code == 1 and "not available under torchrun" in r.output
+        with open(RunDir(run).control_path, "ab") as fh:  # sent anyway: the engine refuses too, and trains on
+            fh.write(b'{"command": "pause"}\n{"command": "mixup", "on": true}\n')
+        wait_for(lambda: sum(d["event"] == "Warning" and "torchrun" in d["message"] for d in events_of(run)) == 2,
+                 "two warnings")
+        r = ctl(run, "save")
+        assert r.exit_code == 0 and "saved " in r.output, r.output
+        r = ctl(run, "stop", timeout=120)
+        assert r.exit_code == 0 and control.REMOTE_STOP_REASON in r.output, r.output
+        out, _ = p.communicate(timeout=120)
+        assert p.returncode == 0, out  # every rank stopped cleanly
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert not any(d["event"] == "StateChanged" and d["state"] == "paused" for d in events_of(run))
+    final = events_of(run)[-1]
+    assert final["event"] == "RunFinished" and final["outcome"] == "stopped" and RunDir(run).last_checkpoint.is_file()
