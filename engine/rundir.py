@@ -7,6 +7,9 @@
                          (+ NAME.json, a small summary beside each, and NAME.eval.json,
                          stored evaluations)
       .lock              the live writer's host and pid
+      .control           the live trainer's control channel (commands from other
+                         terminals; see engine.control and docs/control.md)
+      train.log          the output of a detached run (cifar-tui train --detach)
       error.log          the traceback of an unexpected failure
 
 :class:`RunDir` is the only place that spells these names; everything else asks
@@ -32,7 +35,11 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 LOCK_FILE = ".lock"
+CONTROL_FILE = ".control"
+LOG_FILE = "train.log"
 ERROR_LOG = "error.log"
+# A new run folder: no write access for group or others (the control channel lives in it)
+RUN_DIR_MODE = 0o755
 SUMMARY_SUFFIX = ".json"
 EVAL_SUFFIX = ".eval.json"
 
@@ -96,6 +103,16 @@ class RunDir:
     @property
     def error_log_path(self) -> Path:
         return self.path / ERROR_LOG
+
+    @property
+    def control_path(self) -> Path:
+        """The control channel of the trainer writing this run (see :mod:`engine.control`)."""
+        return self.path / CONTROL_FILE
+
+    @property
+    def log_path(self) -> Path:
+        """Where a detached run's output goes."""
+        return self.path / LOG_FILE
 
     def checkpoint_path(self, kind: CheckpointKind, *, epoch: int = 0, global_step: int = 0,
                         step_in_epoch: int = 0) -> Path:
@@ -178,7 +195,7 @@ class RunDir:
         for i in range(1000):
             d = root / (base if i == 0 else f"{base}-{i}")
             try:
-                d.mkdir()
+                d.mkdir(mode=RUN_DIR_MODE)  # (less if the umask says so; never writable by others)
             except FileExistsError:
                 continue
             except OSError as e:
@@ -362,6 +379,15 @@ class MetricsFollower:
             if event is not None:
                 out.append(event)
         return out
+
+    def skip_to_end(self) -> "MetricsFollower":
+        """Follow only what is appended from now on."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return self
+        self.offset, self._ident, self._buf = st.st_size, (st.st_dev, st.st_ino), b""
+        return self
 
     @property
     def pending_bytes(self) -> int:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import control
 from . import distributed as dd
 from . import events as ev
 from .checkpoint import CheckpointError, CheckpointStore, first_line, load_checkpoint, load_weights
@@ -228,6 +229,7 @@ class Trainer:
         self._writer: Optional[MetricsWriter] = None
         self._early: list[ev.Event] = []  # events before the metrics file exists
         self._lock: Optional[RunLock] = None
+        self._channel: Optional[control.ControlChannel] = None  # commands from other processes (rank 0)
         self._paused = False
         self._stop = False
         self._stop_save = True
@@ -315,6 +317,9 @@ class Trainer:
     def _close(self, outcome: str) -> None:
         """The final event, then release what the run holds (in this order: a reader that
         sees the lock gone also sees RunFinished)."""
+        if self._channel is not None:  # no commands are taken after this
+            self._channel.close()
+            self._channel = None
         p = self._progress
         self.result = ev.RunFinished(
             outcome=outcome if outcome in ev.OUTCOMES else "failed", reason=self._reason,  # type: ignore[arg-type]
@@ -514,6 +519,7 @@ class Trainer:
             for event in self._early:
                 self._writer(event)
             self._early.clear()
+            self._channel = control.open_for_trainer(run, self.send, self._warn, distributed=s.dist.enabled)
         dev = str(s.device) + (f" x{s.dist.world}" if s.dist.enabled else "")
         self._emit(ev.RunStarted(
             config=cfg.to_dict(), run_dir=str(run.path) if run else "", device=dev, params=s.params,
@@ -847,3 +853,5 @@ class Trainer:
             if cmd.reason:
                 self._stop_reason = str(cmd.reason)[:200]
             self._set_state("stopping", "stop requested" + (", saving a checkpoint" if cmd.save else ""))
+        elif isinstance(cmd, control.ChannelNotice):  # a bad message from another process
+            self._warn(cmd.message)

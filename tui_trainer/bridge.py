@@ -11,7 +11,8 @@ Three event sources share one small interface, :class:`EventSource`:
 * :class:`LiveSource`: a :class:`engine.trainer.Trainer` started from a Textual
   thread worker; it also carries the commands the UI sends.
 * :class:`WatchSource`: a :class:`MetricsFollower` tailing another process's
-  ``metrics.jsonl``.
+  ``metrics.jsonl``; :class:`AttachSource` also sends the dashboard's commands
+  to that process over the run's control channel (:mod:`engine.control`).
 * :class:`StaticSource`: a fixed list of events (replays, snapshot tests).
 
 Nothing here imports torch or textual at import time.
@@ -29,11 +30,15 @@ from engine import events as ev
 from engine.rundir import MetricsFollower  # noqa: F401  (the dashboard's tail of metrics.jsonl)
 
 
+class CommandRefused(Exception):
+    """A command could not be delivered (e.g. the attached run ended meanwhile). One line."""
+
+
 class EventSource(Protocol):
     """What the dashboard reads events from and sends commands to."""
 
     kind: str  # live | watch | replay
-    can_command: bool  # keys send commands (a live run)
+    can_command: bool  # keys send commands now (a live run; an attached run that is training)
     run_dir: Optional[Path]
 
     @property
@@ -43,7 +48,10 @@ class EventSource(Protocol):
 
     def poll(self) -> list[ev.Event]: ...
 
-    def send(self, command: ev.Command) -> None: ...
+    def send(self, command: ev.Command) -> None:
+        """Deliver a command (its effect shows up later as events); raises
+        :class:`CommandRefused` when it cannot be delivered."""
+        ...
 
     def liveness(self) -> Optional[str]:
         """For a run written by another process: its catalogue status (running,
@@ -134,6 +142,17 @@ class LiveSource:
     def abandon(self) -> None:
         """Stop waiting for the trainer (its daemon thread dies with the process)."""
         self._abandon.set()
+
+    def finish(self, stop: ev.Stop, timeout: float) -> bool:
+        """The app is gone: stop the trainer (saving) and wait for its final event. Waits
+        for the trainer's own thread, which outlives a cancelled worker. True if it ended."""
+        with self._lock:
+            trainer = self.trainer
+        if trainer is None:
+            return self.wait(timeout)
+        trainer.send(stop)
+        trainer.join(timeout)
+        return not trainer.alive
 
     def _work(self) -> Optional[str]:
         try:
@@ -246,7 +265,41 @@ class WatchSource:
         return self._status
 
     def send(self, command: ev.Command) -> None:  # pragma: no cover - the UI hides commands when watching
-        raise RuntimeError("a watched run belongs to another process; it takes no commands")
+        raise CommandRefused("a watched run belongs to another process; it takes no commands")
+
+
+class AttachSource(WatchSource):
+    """A run written by another process, attached: its events as :class:`WatchSource`
+    reads them, and the dashboard's commands sent to it over the run's control channel.
+    Commands are offered while the run is training and its channel answers (looked at
+    with the liveness, at most once a second). Never takes the run's lock; quitting
+    leaves the run training."""
+
+    def __init__(self, run_dir: str | Path, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(run_dir, clock)
+        self._channel_checked: Optional[float] = None
+        self._channel_ok = False
+
+    @property
+    def can_command(self) -> bool:  # type: ignore[override]
+        status = self.liveness()
+        if status != "running":
+            return False
+        if self._channel_checked != self._checked_at:  # a fresh liveness: look at the channel too
+            from engine.control import channel_problem
+
+            self._channel_checked = self._checked_at
+            self._channel_ok = channel_problem(self.run_dir) is None
+        return self._channel_ok
+
+    def send(self, command: ev.Command) -> None:
+        from engine.control import ControlError, send_command
+
+        try:
+            send_command(self.run_dir, command)
+        except ControlError as e:
+            self._checked_at = None  # look again at the next tick
+            raise CommandRefused(str(e)) from None
 
 
 class StaticSource:

@@ -64,6 +64,7 @@ def train(
     runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help="Where run folders go (default: the user data folder)."),
     save_every: Optional[int] = typer.Option(None, "--save-every", help="Also keep checkpoints/epoch-NNN.pt every N epochs."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue from a checkpoint (.pt) or a run folder, with its stored settings."),
+    detach: bool = typer.Option(False, "--detach", help="Train in a background process of its own that survives closing the terminal or the SSH session (output in the run folder's train.log); then attach the dashboard to it, or with --no-ui print how to attach (cifar-tui watch RUN) and steer it (cifar-tui ctl RUN ...)."),
     no_ui_here: bool = typer.Option(False, "--no-ui", hidden=True),
 ) -> None:
     """Train the network (dashboard by default; headless with --no-ui)."""
@@ -92,6 +93,15 @@ def train(
             fail(str(e), 2)
     resume_overrides = {k: v for k, v in overrides.items() if v is not None} if resume else None
 
+    if detach:
+        from engine.distributed import torchrun_env
+
+        if torchrun_env() is not None:
+            fail("--detach cannot be used under torchrun; detach the torchrun command itself "
+                 "(e.g. setsid nohup torchrun ... &) and steer rank 0 with cifar-tui ctl RUN", 2)
+        from .detach import start_from_cli
+
+        raise typer.Exit(start_from_cli(config, resume=resume, resume_overrides=resume_overrides, ui=not no_ui))
     if not no_ui:
         from engine.distributed import torchrun_env
 
@@ -106,12 +116,54 @@ def train(
     raise typer.Exit(run_headless(config=config, resume=resume, resume_overrides=resume_overrides))
 
 
+RUN_HELP = "A run folder, or a run id under the runs folder (see cifar-tui runs)."
+RUNS_DIR_HELP = "The runs folder where a run id is looked up (default: the user data folder)."
+
+
+def _run_folder(run: str, runs_dir: Optional[str]) -> str:
+    from .ctl import RunArgError, resolve_run
+
+    try:
+        return str(resolve_run(run, runs_dir))
+    except RunArgError as e:
+        fail(str(e), 2)
+        raise  # (fail raises)
+
+
 @app.command()
-def watch(run_dir: str = typer.Argument(..., help="A run folder (holding metrics.jsonl) that another process is writing, or a finished one.")) -> None:
-    """Open the dashboard on a run written by another process (or a finished run)."""
+def watch(
+    run: str = typer.Argument(..., metavar="RUN", help=RUN_HELP),
+    runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP),
+) -> None:
+    """Attach the dashboard to a run another process is training (or open a finished one).
+
+    While the run trains, m, M, p, s and x steer it as in your own dashboard (over the
+    run's control channel); q detaches and leaves it training."""
     from .app import run_watch_app
 
-    raise typer.Exit(run_watch_app(run_dir))
+    raise typer.Exit(run_watch_app(_run_folder(run, runs_dir)))
+
+
+@app.command()
+def ctl(
+    run: str = typer.Argument(..., metavar="RUN", help=RUN_HELP),
+    command: list[str] = typer.Argument(..., metavar="COMMAND", help="pause, resume, stop, save, or mixup on|off|auto."),
+    runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP),
+    timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for the run to confirm the command."),
+) -> None:
+    """Steer a running training from any terminal: pause, resume, stop, save, mixup on|off|auto.
+
+    Waits until the run's events confirm the command and prints one line. Exit codes: 0 done,
+    1 the run is not training or refused, 2 bad arguments, 124 no confirmation in time."""
+    from .ctl import parse_command, run_ctl
+
+    try:
+        cmd = parse_command(command)
+    except ValueError as e:
+        fail(str(e), 2)
+    if not timeout > 0:
+        fail(f"--timeout must be a positive number of seconds (got {timeout:g})", 2)
+    raise typer.Exit(run_ctl(Path(_run_folder(run, runs_dir)), cmd, timeout))
 
 
 # --------------------------------------------------------------- evaluate / predict

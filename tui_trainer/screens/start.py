@@ -69,7 +69,10 @@ class StartScreen(Screen):
             yield Input(value=str(p["width"]), id="f-width")
             yield Label("Mixup")
             yield Switch(value=bool(p["mixup"]), id="f-mixup")
-            yield Label("")
+            yield Label("Detach")
+            yield Switch(value=False, id="f-detach", tooltip="Train in a background process of its own: it survives "
+                         "closing the app, the terminal or the SSH session; the dashboard attaches to it")
+            yield Static("Detach: the run trains in the background and outlives this terminal", id="f-detach-hint")
             yield Button("Start training", variant="primary", id="f-start")
         yield Static("", id="form-error")
         with Vertical(id="runs"):
@@ -127,7 +130,7 @@ class StartScreen(Screen):
             self.show_error(str(e))
             return
         self.show_error("")
-        self.post_message(StartRun(config, can_go_back=True))
+        self.post_message(StartRun(config, can_go_back=True, detach=self.query_one("#f-detach", Switch).value))
 
     # ------------------------------------------------------------------ runs
     def action_refresh(self) -> None:
