@@ -200,12 +200,17 @@ class RunDir:
         return read_json_dict(self.config_path)
 
     def write_config(self, info: dict[str, Any], *, resumed_from: Optional[str] = None,
-                     resume_changes: Optional[dict[str, Any]] = None) -> None:
+                     resume_changes: Optional[dict[str, Any]] = None) -> Optional[str]:
         """Write config.json. A resumed run keeps its creation time and appends to its
-        resume history (where from, when, the settings that changed)."""
+        resume history (where from, when, the settings that changed). Returns a note when
+        the previous config.json was unreadable (it is rewritten from the checkpoint)."""
         info = dict(info)
+        note = None
         if resumed_from is not None:
             prev = self.read_config()
+            if not prev and self.config_path.exists():
+                note = (f"{self.config_path.name} was unreadable (damaged, or not a JSON object); rewritten from "
+                        "the checkpoint, without its earlier resume history")
             history = prev.get("resumes") if isinstance(prev.get("resumes"), list) else []
             if isinstance(prev.get("created"), str):
                 info["created"] = prev["created"]
@@ -215,6 +220,7 @@ class RunDir:
                 entry["changed"] = resume_changes
             info["resumes"] = history + [entry]
         atomic_write_json(self.config_path, info)
+        return note
 
     def read_metrics(self) -> tuple[list[dict], int]:
         """All events of metrics.jsonl as dicts, and the number of unreadable lines skipped."""
