@@ -26,7 +26,7 @@ from typing import Any, Iterator, Literal, Optional
 
 from . import events as ev
 from .events import CHECKPOINT_KINDS, CheckpointKind  # noqa: F401  (re-exported)
-from .files import TEMP_MARK, atomic_write_json, read_json_dict
+from .files import TEMP_MARK, atomic_write_json, pid_alive, read_json_dict  # noqa: F401  (pid_alive re-exported)
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -377,31 +377,6 @@ class LockOwner:
 
     def describe(self) -> str:
         return f"process {self.pid} on {self.host}" if self.pid else "another process"
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return _not_zombie(pid)
-
-
-def _not_zombie(pid: int) -> bool:
-    """A killed child that its parent has not reaped yet still answers kill(pid, 0)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return True  # no /proc (macOS): trust kill()
-    try:
-        return stat[stat.rindex(b")") + 2:][:1] != b"Z"
-    except ValueError:
-        return True
 
 
 class RunLock:

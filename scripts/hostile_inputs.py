@@ -125,8 +125,8 @@ def build(work: Path, run: Path) -> list[Case]:
     (d / "notes.csv").write_text("name,phone\nann,555\n")
     with open(d / "x.pkl", "wb") as fh:
         pickle.dump({b"data": np.zeros((2, 3072), dtype=np.uint8)}, fh)
-    write_batches(d / "markup" / "cifar-10-batches-py", names=[b"[/bold]", b"b", b"c", b"d", b"e", b"f", b"g", b"h",
-                                                                b"i", b"j"])
+    markup = "markup[/blue]/cifar-10-batches-py"  # a folder "markup[" holding "blue]": "[/blue]" in the path
+    write_batches(d / markup, n=40, names=[b"[/bold]", b"[red]b", b"c", b"d", b"e", b"f", b"g", b"h", b"i", b"j"])
 
     best, last = run / "checkpoints" / "best.pt", run / "checkpoints" / "last.pt"
     variants = {
@@ -168,7 +168,10 @@ def build(work: Path, run: Path) -> list[Case]:
         ("`arch` not a mapping (eval)", ["eval", "arch.pt"], None),
         ("`arch` not a mapping (predict)", ["predict", "arch.pt", "x.pkl"], None),
         ("`arch` not a mapping (resume)", ["--no-ui", "train", "--resume", "arch.pt"], None),
-        ("a class named `[/bold]` (eval)", ["eval", R, "--data", "markup/cifar-10-batches-py"], "[/bold]"),
+        ("`--data` with `[/blue]` in its path, classes `[/bold]`, `[red]b` (train)",
+         ["--no-ui", "train", "--preset", "tiny", "--width", "0.125", "--epochs", "1", "--val-size", "8", "--data", markup],
+         "training"),
+        ("the same classes against another checkpoint (eval)", ["eval", R, "--data", markup], None),
         ("a 69-byte PNG with short image data (predict)", ["predict", R, "short.png"], None),
         ("the same PNG, a 65,000² JPEG and a 50,000² PNG in a training folder",
          ["--no-ui", "train", "--preset", "tiny", "--width", "0.125", "--epochs", "1", "--val-size", "2", "--data",
@@ -185,8 +188,8 @@ def build(work: Path, run: Path) -> list[Case]:
         ("a FIFO given to `predict`", ["predict", R, "pipe"], None),
         ("`predict --output` a checkpoint", ["predict", f"{R}/checkpoints/best.pt", "imgs", "--output",
                                              f"{R}/checkpoints/last.pt"], None),
-        ("... with `--force`", ["predict", f"{R}/checkpoints/best.pt", "imgs", "--output", f"{R}/checkpoints/last.pt",
-                                "--force"], None),
+        ("`predict --output` another checkpoint, with `--force`", ["predict", R, "imgs", "--output", "nan.pt",
+                                                                  "--force"], None),
         ("`predict --output` its own input", ["predict", R, "x.pkl", "--output", "x.pkl", "--force"], None),
         ("`predict --output` a file that is not our CSV", ["predict", R, "imgs", "--output", "notes.csv"], None),
         ("`predict --output` a FIFO", ["predict", R, "imgs", "--output", "pipe", "--force"], None),

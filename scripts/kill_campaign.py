@@ -281,9 +281,6 @@ class Campaign:
                 s["inside_a_write"] += 1
                 if any(p.name.startswith((".last.pt", ".best.pt")) for p in temps):
                     r["kills_during_checkpoint_write"] += 1
-            for p in temps:
-                if p.parent == self.csv.parent:
-                    p.unlink()  # predict does not clean its own leftovers; a run's are cleaned by its next start
         print(f"round {i + 1}: {scenario} {'killed (' + how + ')' if killed else 'ended'} after "
               f"{'aim' if aimed else 'random wait'}", flush=True)
 
@@ -360,6 +357,10 @@ class Campaign:
         r["final_epoch"] = int(load_checkpoint(run / "checkpoints" / "last.pt")["epoch"])
         r["checkpoint_bytes"] = (run / "checkpoints" / "last.pt").stat().st_size
         r["run_dir"] = str(run)
+        # leftovers of killed writers: the next write of the same file removes them (a resumed
+        # run: all of its folder's); what is left here waits for such a write
+        r["temp_files_left"] = sorted(p.name for f in (run, run / "checkpoints", self.csv.parent)
+                                      for p in f.glob(f".*{TEMP_MARK}*"))
 
 
 def _count(path: Path, needle: str) -> int:

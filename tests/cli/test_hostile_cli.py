@@ -134,11 +134,11 @@ def test_a_checkpoint_with_nan_weights_is_refused_and_nothing_is_stored(finished
     assert "holds non-finite weights" in error_line(r)
 
 
-def test_infinite_weights_in_the_weight_average_are_refused_too(finished_run, tmp_path):
+def test_infinite_weights_in_the_weight_average_are_refused_too(finished_run, tmp_path, unlabelled):
     """Inference uses the weight average when a run kept one: that is checked, not just the model."""
     ck = record(RunDir(finished_run).best_checkpoint)
     ck["ema"] = {k: v.clone() for k, v in ck["model"].items()}
-    assert "non-finite" not in invoke("eval", save_record(ck, tmp_path / "ok.pt")).output
+    assert invoke("predict", save_record(ck, tmp_path / "ok.pt"), unlabelled).exit_code == 0
     name = next(k for k, v in ck["ema"].items() if v.is_floating_point())
     ck["ema"][name].view(-1)[0] = float("inf")
     bad = save_record(ck, tmp_path / "inf.pt")
@@ -250,6 +250,20 @@ def test_predict_output_to_a_fifo_is_refused_without_blocking(run_copy, tmp_path
     fifo = tmp_path / "pipe.csv"
     os.mkfifo(fifo)
     assert "not a regular file" in error_line(invoke("predict", run_copy, images, "-o", fifo, "--force"), 2)
+
+
+def test_a_csv_half_written_by_a_killed_predict_is_removed_by_the_next(run_copy, tmp_path, images):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = tmp_path / "pred.csv"
+    out.write_text("ID,Labels\n0,7\n")
+    half = tmp_path / f".pred.csv.tmp-{dead.pid}"
+    half.write_text("ID,Labels\n0,")
+    live = tmp_path / f".pred.csv.tmp-{os.getppid()}"  # a running process's write: kept
+    live.write_text("x")
+    r = invoke("predict", run_copy, images, "-o", out)
+    assert r.exit_code == 0, r.output
+    assert not half.exists() and live.exists() and len(out.read_text().splitlines()) == 3
 
 
 def test_a_failed_csv_write_leaves_the_previous_csv(run_copy, tmp_path, images, monkeypatch):
