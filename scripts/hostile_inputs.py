@@ -88,9 +88,8 @@ def zeros_zip(path: Path, gib: int = 2) -> None:
                 fh.write(block)
 
 
-def build(work: Path, run: Path) -> list[Case]:
-    """The files, and the cases that use them."""
-    d = work
+def build_files(d: Path) -> dict[str, str]:
+    """The data files, in ``d``; returns the paths (relative to ``d``) the cases name."""
     batches = lambda name, **kw: str(write_batches(d / name / "cifar-10-batches-py", **kw).relative_to(d))  # noqa: E731
     folder_batch = batches("batchdir")
     (d / folder_batch / "data_batch_2").unlink()
@@ -127,8 +126,13 @@ def build(work: Path, run: Path) -> list[Case]:
         pickle.dump({b"data": np.zeros((2, 3072), dtype=np.uint8)}, fh)
     markup = "markup[/blue]/cifar-10-batches-py"  # a folder "markup[" holding "blue]": "[/blue]" in the path
     write_batches(d / markup, n=40, names=[b"[/bold]", b"[red]b", b"c", b"d", b"e", b"f", b"g", b"h", b"i", b"j"])
+    return {"folder_batch": folder_batch, "strings": strings, "meta_int": meta_int, "meta_short": meta_short,
+            "test_55": test_55, "nested": nested, "rows": rows, "reordered": reordered, "markup": markup}
 
-    best, last = run / "checkpoints" / "best.pt", run / "checkpoints" / "last.pt"
+
+def build_checkpoints(d: Path, run: Path) -> None:
+    """Damaged variants of the run's best.pt, in ``d``."""
+    best = run / "checkpoints" / "best.pt"
     variants = {
         "arch.pt": lambda ck: ck.__setitem__("arch", "SEResNet"),
         "width100.pt": lambda ck: ck["arch"].__setitem__("width", 100.0),
@@ -143,7 +147,14 @@ def build(work: Path, run: Path) -> list[Case]:
     }
     for name, change in variants.items():
         checkpoint_variant(best, d / name, change)
+
+
+def cases(f: dict[str, str]) -> list[Case]:
+    """What each case runs (``R``: the run folder; ``f``: the paths of :func:`build_files`)."""
     R = "R"
+    folder_batch, strings, meta_int, meta_short, test_55, nested, rows, reordered, markup = (
+        f[k] for k in ("folder_batch", "strings", "meta_int", "meta_short", "test_55", "nested", "rows", "reordered",
+                       "markup"))
     return [
         ("a `data_batch_2` that is a folder (train)", ["--no-ui", "train", "--data", folder_batch], None),
         ("a `data_batch_2` that is a folder (eval)", ["eval", R, "--data", folder_batch], None),
@@ -214,9 +225,10 @@ def main() -> int:
     assert code == 0, out
     run = next((work / "runs").iterdir())
     (work / "R").symlink_to(run)
-    cases = build(work, run)
+    files = build_files(work)
+    build_checkpoints(work, run)
     print("| case | command | printed | exit |\n|---|---|---|---|")
-    for what, args, marker in cases:
+    for what, args, marker in cases(files):
         code, out = sh(work, args, env)
         line = pick(out, code, marker).replace(str(run), "R").replace(str(work) + "/", "").replace("|", "\\|")
         command = "cifar-tui " + " ".join(args)
