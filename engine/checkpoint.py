@@ -175,6 +175,7 @@ def build_model_from_checkpoint(ckpt: dict[str, Any]):
 
 
 def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], key: str = "model") -> None:
+    """Load ``ckpt[key]`` into ``model``; refuses weights that do not fit or are not finite."""
     state = ckpt.get(key)
     try:
         if not isinstance(state, dict):
@@ -187,6 +188,19 @@ def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], key: str = "model
             f"{theirs.get('params')} parameters; expected width {getattr(model, 'width', '?')}); "
             "use the checkpoint's own settings"
         ) from None
+    check_finite(state, ckpt.get("path"))
+
+
+def check_finite(state: dict[str, Any], path: Any) -> None:
+    """Refuse a state dict holding NaN or infinite values (a run that diverged and was
+    saved anyway, or a damaged file): evaluating it would report chance accuracy and a
+    NaN loss as if they were results. One pass over the floating tensors."""
+    for name, t in state.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(
+                f"{path} holds non-finite weights (NaN or infinity in {str(name)[:60]}); "
+                "the run diverged before it was saved: use an earlier checkpoint"
+            )
 
 
 def first_line(e: BaseException) -> str:

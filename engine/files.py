@@ -4,7 +4,8 @@ Every write of the engine goes through :func:`atomic_write_bytes`: the content
 goes to a temporary file beside the target (``.NAME.tmp-PID``), is fsynced, and
 is renamed into place; the folder is fsynced too. A process killed at any
 moment leaves either the old file or the new one, plus at worst a temporary
-file that :class:`engine.rundir.RunLock` removes when it next takes the run.
+file, which the next write of the same file removes (and
+:class:`engine.rundir.RunLock` when it next takes the run).
 
 No torch here: the CLI and the run catalogue use it without paying torch's
 import time.
@@ -12,6 +13,7 @@ import time.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -40,10 +42,57 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def pid_alive(pid: int) -> bool:
+    """Is process ``pid`` running on this machine (not a zombie)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return _not_zombie(pid)
+
+
+def _not_zombie(pid: int) -> bool:
+    """A killed child that its parent has not reaped yet still answers kill(pid, 0)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return True  # no /proc (macOS): trust kill()
+    try:
+        return stat[stat.rindex(b")") + 2:][:1] != b"Z"
+    except ValueError:
+        return True
+
+
+def remove_stale_temp_files(path: Path) -> int:
+    """Remove the temporary files of ``path`` (``.NAME.tmp-PID``) whose writer is gone (a
+    process killed mid-write on this machine). Returns how many were removed."""
+    removed = 0
+    try:
+        found = list(path.parent.glob(f".{glob.escape(path.name)}{TEMP_MARK}*"))
+    except OSError:
+        return 0
+    for tmp in found:
+        pid = tmp.name.rsplit("-", 1)[1]
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            try:
+                tmp.unlink()
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
 @contextmanager
 def _replacing(path: Path) -> Iterator[Path]:
     """Yield the temporary path to fill; on success rename it to ``path`` (and fsync the
-    folder), on any failure remove it and re-raise."""
+    folder), on any failure remove it and re-raise. Temporary files of ``path`` left by a
+    writer killed earlier are removed first (they may be as large as a checkpoint)."""
+    remove_stale_temp_files(path)
     tmp = temp_path(path)
     try:
         yield tmp

@@ -29,7 +29,7 @@ from typing import Any, Iterator, Literal, Optional
 
 from . import events as ev
 from .events import CHECKPOINT_KINDS, CheckpointKind  # noqa: F401  (re-exported)
-from .files import TEMP_MARK, atomic_write_json, read_json_dict
+from .files import TEMP_MARK, atomic_write_json, pid_alive, read_json_dict  # noqa: F401  (pid_alive re-exported)
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -217,12 +217,17 @@ class RunDir:
         return read_json_dict(self.config_path)
 
     def write_config(self, info: dict[str, Any], *, resumed_from: Optional[str] = None,
-                     resume_changes: Optional[dict[str, Any]] = None) -> None:
+                     resume_changes: Optional[dict[str, Any]] = None) -> Optional[str]:
         """Write config.json. A resumed run keeps its creation time and appends to its
-        resume history (where from, when, the settings that changed)."""
+        resume history (where from, when, the settings that changed). Returns a note when
+        the previous config.json was unreadable (it is rewritten from the checkpoint)."""
         info = dict(info)
+        note = None
         if resumed_from is not None:
             prev = self.read_config()
+            if not prev and self.config_path.exists():
+                note = (f"{self.config_path.name} was unreadable (damaged, or not a JSON object); rewritten from "
+                        "the checkpoint, without its earlier resume history")
             history = prev.get("resumes") if isinstance(prev.get("resumes"), list) else []
             if isinstance(prev.get("created"), str):
                 info["created"] = prev["created"]
@@ -232,6 +237,7 @@ class RunDir:
                 entry["changed"] = resume_changes
             info["resumes"] = history + [entry]
         atomic_write_json(self.config_path, info)
+        return note
 
     def read_metrics(self) -> tuple[list[dict], int]:
         """All events of metrics.jsonl as dicts, and the number of unreadable lines skipped."""
@@ -475,31 +481,6 @@ class LockOwner:
 
     def describe(self) -> str:
         return f"process {self.pid} on {self.host}" if self.pid else "another process"
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return _not_zombie(pid)
-
-
-def _not_zombie(pid: int) -> bool:
-    """A killed child that its parent has not reaped yet still answers kill(pid, 0)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return True  # no /proc (macOS): trust kill()
-    try:
-        return stat[stat.rindex(b")") + 2:][:1] != b"Z"
-    except ValueError:
-        return True
 
 
 class RunLock:

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from . import control
 from . import distributed as dd
 from . import events as ev
-from .checkpoint import CheckpointError, CheckpointStore, first_line, load_checkpoint, load_weights
+from .checkpoint import CheckpointError, CheckpointStore, check_finite, first_line, load_checkpoint, load_weights
 from .config import ConfigError, TrainConfig
 from .data import (Augmenter, DataBundle, DataError, ImageSet, load_data, make_epoch_plan, mixup_permutation,
                    require_training_split, split_indices)
@@ -448,6 +448,7 @@ class Trainer:
                 ema.load_state_dict(ckpt["ema"], ckpt.get("ema_n", 1))
             except (RuntimeError, KeyError, TypeError):
                 raise TrainingError(f"{ckpt['path']}: its weight average does not fit; the checkpoint is damaged") from None
+            check_finite(ckpt["ema"], ckpt["path"])
         summary = ckpt.get("metrics") if isinstance(ckpt.get("metrics"), dict) else {}
         p = self._progress
         p.epochs_done, p.first_step, p.global_step = ckpt["epoch"], ckpt.get("step_in_epoch", 0), ckpt.get("global_step", 0)
@@ -513,12 +514,14 @@ class Trainer:
         """Write config.json, open metrics.jsonl (with what was said so far), say RunStarted."""
         cfg, run = s.cfg, s.run
         if run is not None:
-            run.write_config(self._run_info(s), resumed_from=s.resumed_from,
-                             resume_changes=self._resume_changes)
+            note = run.write_config(self._run_info(s), resumed_from=s.resumed_from,
+                                    resume_changes=self._resume_changes)
             self._writer = run.metrics_writer()
             for event in self._early:
                 self._writer(event)
             self._early.clear()
+            if note:
+                self._warn(note)
             self._channel = control.open_for_trainer(run, self.send, self._warn, distributed=s.dist.enabled)
         dev = str(s.device) + (f" x{s.dist.world}" if s.dist.enabled else "")
         self._emit(ev.RunStarted(

@@ -193,6 +193,7 @@ def eval_cmd(
 
     if batch_size < 1:
         fail(f"--batch-size must be at least 1 (got {batch_size})", 2)
+    _device_arg(device)
     path = _checkpoint_arg(checkpoint)
     err = Console(stderr=True)
     from .headless import progress_callback
@@ -210,6 +211,17 @@ def eval_cmd(
     from .headless import render_eval
 
     render_eval(Console(), result)
+
+
+def _device_arg(device: str) -> None:
+    """Refuse a --device this machine cannot use (exit 2), before anything is read."""
+    from engine.config import ConfigError
+    from engine.device import resolve_device
+
+    try:
+        resolve_device(device)
+    except ConfigError as e:
+        fail(str(e), 2)
 
 
 def _checkpoint_arg(checkpoint: str) -> str:
@@ -235,6 +247,7 @@ def predict(
     top_k: int = typer.Option(3, "--top-k", "-k", help="Classes to show per image in the table."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     batch_size: int = typer.Option(500, "--batch-size", "-b", help="Images per forward pass."),
+    force: bool = typer.Option(False, "--force", help="Let --output replace an existing file that is not a CSV of cifar-tui predict (never a checkpoint or an input)."),
 ) -> None:
     """Predict classes of images with a checkpoint (table, or CSV with --output)."""
     from rich.console import Console
@@ -243,23 +256,18 @@ def predict(
         fail(f"--top-k must be at least 1 (got {top_k})", 2)
     if batch_size < 1:
         fail(f"--batch-size must be at least 1 (got {batch_size})", 2)
+    _device_arg(device)
     path = _checkpoint_arg(checkpoint)
     if output is not None:
-        out = Path(output).expanduser()
-        if out.is_dir():
-            fail(f"--output {output} is a folder; give a file name such as predictions.csv", 2)
-        if not out.parent.exists():
-            fail(f"--output {output}: the folder {out.parent} does not exist", 2)
+        _check_output_path(output, [path, *inputs], force)
     err = Console(stderr=True)
     from .headless import progress_callback
 
     try:
         from engine.checkpoint import load_checkpoint
-        from engine.device import resolve_device
         from engine.evaluate import load_predict_inputs, predict_checkpoint
 
-        resolve_device(device)  # refuse a bad --device, then a bad checkpoint, before decoding any input
-        load_checkpoint(path, purpose="inference")
+        load_checkpoint(path, purpose="inference")  # refuse a bad checkpoint before decoding any input
         images, names, notes = load_predict_inputs(inputs)
         with progress_callback(err, "predicting", enabled=output is not None) as cb:
             probs, classes = predict_checkpoint(path, images, device=device, batch_size=batch_size, progress=cb)
@@ -277,6 +285,62 @@ def predict(
     render_predictions(Console(), names, probs, classes, top_k)
 
 
+PREDICTIONS_HEADER = ("ID", "Labels")  # the first columns of every CSV `predict --output` writes
+
+
+def _check_output_path(output: str, reads: list[str], force: bool) -> Path:
+    """The file ``predict --output`` may write, or a one-line refusal (exit 2).
+
+    A command must not destroy what it reads: the output is never one of ``reads``
+    (the checkpoint, the inputs) nor any checkpoint, whatever ``--force`` says. An
+    existing file is replaced only if it is a CSV this command wrote (its header starts
+    ``ID,Labels``), is empty, or ``force`` is given. The write itself is atomic
+    (a temporary file renamed into place), so a kill never leaves a partial CSV.
+    """
+    out = Path(output).expanduser()
+    if out.is_dir():
+        fail(f"--output {output} is a folder; give a file name such as predictions.csv", 2)
+    if not out.parent.is_dir():
+        fail(f"--output {output}: the folder {out.parent} does not exist", 2)
+    if not out.exists() and not out.is_symlink():
+        return out
+    from engine.files import is_regular_file
+
+    if not is_regular_file(out):
+        fail(f"--output {output} is not a regular file (a pipe, a device or a dangling link?); give a new file name", 2)
+    for other in reads:
+        try:
+            same = out.samefile(other)
+        except OSError:
+            same = False
+        if same:
+            fail(f"--output {output} is a file this command reads; give another file name such as predictions.csv", 2)
+    head = _file_head(out)
+    if head is None:
+        fail(f"--output {output} exists and cannot be read; give a new file name", 2)
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80") or out.suffix in (".pt", ".pth"):
+        fail(f"--output {output} is a checkpoint or other binary data (a zip, a pickle); predictions never "
+             "replace one: give a file name such as predictions.csv", 2)
+    if not head or _is_predictions_csv(head) or force:
+        return out
+    fail(f"--output {output} exists and is not a predictions CSV written by cifar-tui; "
+         "give a new file name, or add --force to replace it", 2)
+    return out
+
+
+def _file_head(path: Path, n: int = 256) -> Optional[bytes]:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(n)
+    except OSError:
+        return None
+
+
+def _is_predictions_csv(head: bytes) -> bool:
+    first = head.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", errors="replace")
+    return tuple(first.split(",")[:2]) == PREDICTIONS_HEADER
+
+
 def _write_predictions_csv(path: Path, pred: list[int]) -> None:
     import csv
     import io
@@ -285,7 +349,7 @@ def _write_predictions_csv(path: Path, pred: list[int]) -> None:
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["ID", "Labels"])
+    w.writerow(list(PREDICTIONS_HEADER))
     for i, c in enumerate(pred):
         w.writerow([i, c])
     try:

@@ -118,7 +118,7 @@ class StartScreen(Screen):
 
     def show_error(self, message: str) -> None:
         err = self.query_one("#form-error", Static)
-        err.update(message)
+        err.update(Text(message))
         err.set_class(not message, "-hidden")
 
     @on(Button.Pressed, "#f-start")
@@ -136,7 +136,7 @@ class StartScreen(Screen):
     def action_refresh(self) -> None:
         if self.runs_dir is None:
             return
-        self.query_one("#runs").border_title = f"Earlier runs in {self.runs_dir}"
+        self.query_one("#runs").border_title = Text(f"Earlier runs in {self.runs_dir}")
         table = self.query_one("#runs-table", DataTable)
         table.clear()
         self.runs = list_runs(self.runs_dir)

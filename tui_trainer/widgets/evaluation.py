@@ -26,7 +26,7 @@ def confusion_renderable(result: dict) -> Table:
     table = Table(box=None, padding=(0, 0), show_edge=False, pad_edge=False, collapse_padding=True)
     table.add_column("", no_wrap=True, style="bold", min_width=8, max_width=10)
     for c in classes:
-        table.add_column(c[:4], justify="right", no_wrap=True, min_width=5)
+        table.add_column(Text(c[:4]), justify="right", no_wrap=True, min_width=5)
     table.add_column(" acc%", justify="right", no_wrap=True, min_width=6)
     for i, c in enumerate(classes):
         row_total = max(1, sum(cm[i]))
@@ -42,7 +42,7 @@ def confusion_renderable(result: dict) -> Table:
             cells.append(Text(f"{v:>5}", style=style))
         acc = result["per_class_accuracy"][i]
         cells.append(Text(f"{fmt_pct(acc, sign=False):>6}", style="bold green" if acc is not None and acc >= result["accuracy"] else "yellow"))
-        table.add_row(c[:10], *cells)
+        table.add_row(Text(c[:10]), *cells)
     return table
 
 
@@ -74,7 +74,7 @@ class ImageTile(Static):
         super().__init__(Group(image_renderable(image, size), caption))
         self.index = index
         self.correct = ok
-        self.tooltip = f"#{index}: true {true_name}, predicted {pred_name} ({100 * confidence:.1f}%)"
+        self.tooltip = Text(f"#{index}: true {true_name}, predicted {pred_name} ({100 * confidence:.1f}%)")
 
 
 class Gallery(VerticalScroll):
@@ -129,8 +129,8 @@ class Gallery(VerticalScroll):
         self.shown = sel[: self.MAX_TILES]
         what = "misclassified" if self.only_wrong else "all"
         cls = f", class {self.class_names[self.class_filter]}" if self.class_filter is not None else ""
-        note.update(f"{len(sel):,} images ({what}{cls}); showing {len(self.shown)}.  "
-                    "w: misclassified only   k: next class   a: all classes")
+        note.update(Text(f"{len(sel):,} images ({what}{cls}); showing {len(self.shown)}.  "
+                         "w: misclassified only   k: next class   a: all classes"))
         grid.mount_all([
             ImageTile(self.images[i], self.class_names[self.labels[i]], self.class_names[self.preds[i]], self.conf[i], i)
             for i in self.shown

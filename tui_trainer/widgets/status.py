@@ -80,8 +80,8 @@ class StatusPanel(Static):
         grid = Table.grid(padding=(0, 1), expand=True)
         grid.add_column(style="dim", no_wrap=True, width=8)
         grid.add_column(ratio=1, overflow="fold")
-        for label, value in rows:
-            grid.add_row(label, value)
+        for label, value in rows:  # strings come from events (a device, a reason): text, never markup
+            grid.add_row(label, Text(value) if isinstance(value, str) else value)
         self.update(grid)
 
     @staticmethod
