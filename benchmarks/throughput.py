@@ -129,6 +129,9 @@ def fresh_model(cfg, device, *, channels_last: bool, compile_model: bool = False
     if backend is None:
         return model, opt
     mode = cfg.compile_mode if backend == "inductor" and cfg.compile_mode not in (None, "default") else None
+    import torch._dynamo
+
+    torch._dynamo.reset()  # compile anew (inductor's on-disk caches may still make a repeat faster)
     return torch.compile(model, backend=backend, **({"mode": mode} if mode else {})), opt
 
 

@@ -146,6 +146,26 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return args
 
 
+def summarise(rec: Recorder, wanted: list[float]) -> tuple[list[dict], list[dict], dict[str, Any]]:
+    """(every epoch's row, the validated ones, the first hit of each target)."""
+    per_epoch, trained = [], 0.0
+    for t, e in rec.epochs:
+        val_s = e.val_seconds or 0.0
+        trained += e.seconds - val_s
+        per_epoch.append({
+            "epoch": e.epoch, "val_acc": None if e.val_acc is None else round(100 * e.val_acc, 3),
+            "train_acc": round(100 * e.train_acc, 3), "train_loss": round(e.train_loss, 4),
+            "val_loss": None if e.val_loss is None else round(e.val_loss, 4), "seconds": round(e.seconds, 3),
+            "val_s": round(val_s, 3), "elapsed_s": round(t - rec.started, 3), "train_seconds": round(trained + val_s, 3)})
+    validated = [row for row in per_epoch if row["val_acc"] is not None]
+    targets: dict[str, Any] = {}
+    for target in wanted:
+        hit = next((row for row in validated if row["val_acc"] >= target - 1e-9), None)
+        targets[f"{target:g}"] = ({"epoch": hit["epoch"], "seconds": hit["elapsed_s"], "train_seconds": hit["train_seconds"]}
+                                  if hit else {"epoch": None, "seconds": None, "train_seconds": None})
+    return per_epoch, validated, targets
+
+
 def run(args: argparse.Namespace, progress=lambda s: None, bundle=None, overrides: Optional[dict] = None) -> dict[str, Any]:
     """``bundle``: the data already loaded (``data_load_s`` is then 0); ``overrides``: more
     config settings (the GPU suite's variants of a preset)."""
@@ -187,22 +207,7 @@ def run(args: argparse.Namespace, progress=lambda s: None, bundle=None, override
     if not rec.epochs or all(e.val_acc is None for _, e in rec.epochs):
         raise SystemExit("no validation accuracy was reported; give a --val-size of at least 1")
     start = rec.started
-    per_epoch, trained = [], 0.0
-    for t, e in rec.epochs:
-        val_s = e.val_seconds or 0.0
-        trained += e.seconds - val_s
-        per_epoch.append({
-            "epoch": e.epoch, "val_acc": None if e.val_acc is None else round(100 * e.val_acc, 3),
-            "train_acc": round(100 * e.train_acc, 3), "train_loss": round(e.train_loss, 4),
-            "val_loss": None if e.val_loss is None else round(e.val_loss, 4), "seconds": round(e.seconds, 3),
-            "val_s": round(val_s, 3), "elapsed_s": round(t - start, 3), "train_seconds": round(trained + val_s, 3)})
-    validated = [row for row in per_epoch if row["val_acc"] is not None]
-    targets: dict[str, Any] = {}
-    for target in args.targets:
-        hit = next((row for row in validated if row["val_acc"] >= target - 1e-9), None)
-        key = f"{target:g}"
-        targets[key] = ({"epoch": hit["epoch"], "seconds": hit["elapsed_s"], "train_seconds": hit["train_seconds"]}
-                        if hit else {"epoch": None, "seconds": None, "train_seconds": None})
+    per_epoch, validated, targets = summarise(rec, args.targets)
 
     from engine.device import resolve_device
 

@@ -829,7 +829,7 @@ class Trainer:
     def _between_steps(self, s: _Setup, e: _Epoch, step: int) -> None:
         """Apply queued commands (blocks while paused); paused time is not training time."""
         t0 = time.perf_counter()
-        new_mix = self._apply_commands(lambda: self._save(s, "manual", e.number - 1, step, None, {}), e.number)
+        new_mix = self._apply_commands(lambda: self._save_now(s, e.number - 1, step), e.number)
         if new_mix == "schedule":
             e.mixup = e.sched_mixup
             self._emit(ev.MixupChanged(epoch=e.number, on=e.mixup, source="schedule"))
@@ -967,6 +967,12 @@ class Trainer:
         if kind in ("last", "stop"):
             self._saved_step, self._last_save_t = p.global_step, time.monotonic()
         return True
+
+    def _save_now(self, s: _Setup, epochs_done: int, step_in_epoch: int) -> None:
+        """A SaveCheckpoint command: written before training goes on (it is rare, and the
+        user waits for its "saved" line, also while paused)."""
+        if self._save(s, "manual", epochs_done, step_in_epoch, None, {}):
+            self._collect_saves(s, wait=True)
 
     def _collect_saves(self, s: _Setup, wait: bool = False) -> None:
         """Announce the writes that finished (CheckpointSaved, or a Warning) on this thread;

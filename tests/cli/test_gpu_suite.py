@@ -32,3 +32,18 @@ def test_gpu_suite_dry_run_completes_on_the_cpu(tmp_path):
     assert res["speedrun_seed0"]["compile_s"] is not None and set(res["fast"]["targets"]) == {"94", "95", "96", "96.5"}
     md = js.with_suffix(".md").read_text()
     assert "DRY RUN" in md and "| speedrun |" in md and "speedrun96" in md
+
+
+def test_train_offers_compile_and_the_checkpoint_cadence():
+    from typer.testing import CliRunner
+
+    from tui_trainer.cli import app
+
+    r = CliRunner().invoke(app, ["train", "--help"], terminal_width=200)
+    assert r.exit_code == 0
+    for flag in ("--compile", "--no-compile", "--compile-mode", "--save-every-epochs", "--save-every", "speedrun"):
+        assert flag in r.output, flag
+    r = CliRunner().invoke(app, ["--no-ui", "train", "--data", "synthetic", "--compile-mode", "fastest"])
+    assert r.exit_code == 2 and "unknown --compile-mode 'fastest'" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(app, ["--no-ui", "train", "--data", "synthetic", "--save-every-epochs", "-1"])
+    assert r.exit_code == 2 and "--save-every-epochs must be a whole number" in r.output
