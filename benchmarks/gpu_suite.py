@@ -12,13 +12,14 @@ the output says so):
    Textual does not import), the report's DataLoader (``benchmarks/throughput.py``);
 2. torch.compile: compile time and speed of the model alone, eager and compiled in
    the default and reduce-overhead (CUDA graphs) modes, for both presets;
-3. the paper preset's seconds per epoch (eager, then ``--compile``) on the data;
-4. time to 94 / 95 / 96 / 96.5% validation accuracy on images held out of the
-   training zip (``benchmarks/time_to_accuracy.py``): ``speedrun`` (several seeds as
-   time allows), ``speedrun`` with translate 4 + cutout over more epochs (the 96% recipe),
-   and ``fast``;
+3. time to 94 / 95 / 96 / 96.5% validation accuracy on images held out of the
+   training zip (``benchmarks/time_to_accuracy.py``): ``speedrun`` (seed 0),
+   ``speedrun`` with translate 4 + cutout over more epochs (the 96% recipe), ``fast``;
+4. the paper preset's seconds per epoch (eager, then ``--compile``) on the data;
 5. a synchronisation check: the host-device syncs of a few hundred engine steps
-   (``torch.cuda.set_sync_debug_mode``), which should be the metric reads alone.
+   (``torch.cuda.set_sync_debug_mode``), which should be the metric reads alone;
+6. as time allows: ``speedrun`` seeds 1 and 2, then the choices the CPU could not
+   settle (progressive resizing, an EMA of the weights).
 
 Writes ``gpu-suite-<time>.json`` and ``gpu-suite-<time>.md`` (a table to paste into
 docs/benchmarks.md, with the GPU, torch version, date and commit) under ``--out``.
@@ -53,6 +54,9 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-jpeg-train.zip"
 TARGETS = "94,95,96,96.5"
 # The 96% recipe: speedrun with translate 4 (reflect) and 12-pixel cutout over more epochs.
 SPEEDRUN_96 = {"crop_padding": 4, "cutout": 12, "epochs": 40}
+# Choices the CPU could not settle (docs/benchmarks.md), measured last, as time allows.
+ABLATIONS = {"speedrun_lowres": {"low_res_size": 24, "low_res_epochs": 6}, "speedrun_ema": {"ema_decay": 0.99}}
+RUN_KEYS = ("speedrun_seed0", "speedrun96", "fast", "speedrun_seed1", "speedrun_seed2", *ABLATIONS)
 
 
 class Suite:
@@ -100,17 +104,19 @@ class Suite:
 def plan(args: argparse.Namespace) -> dict[str, Any]:
     """Sizes for a GPU run, or the same code tiny on the CPU (``--dry-run``)."""
     if args.dry_run:
-        return dict(device="cpu", width=0.125, steps=2, warmup=1, repeats=1, batch={"paper": 32, "speedrun": 64},
+        return dict(device="cpu", width=0.125, steps={"paper": 2, "speedrun": 2}, warmup=1, repeats=1,
+                    batch={"paper": 32, "speedrun": 64},
                     modes=["eager", "default"], backend="eager", seeds=[0], epochs={"speedrun": 1, "fast": 1,
                     "speedrun96": 1, "paper": 1}, subset=200, val_size=50, workers=1, sync_steps=0)
-    return dict(device=args.device, width=None, steps=150, warmup=20, repeats=2, batch={"paper": 128, "speedrun": 1024},
+    return dict(device=args.device, width=None, steps={"paper": 150, "speedrun": 50}, warmup=10, repeats=2,
+                batch={"paper": 128, "speedrun": 1024},
                 modes=["eager", "default", "reduce-overhead"], backend=None, seeds=list(range(args.seeds)),
                 epochs={"speedrun": None, "fast": None, "speedrun96": SPEEDRUN_96["epochs"], "paper": 2},
                 subset=None, val_size=5000, workers=args.workers, sync_steps=300)
 
 
 def throughput_args(p: dict, preset: str, variants: str, mode: Optional[str] = None) -> argparse.Namespace:
-    argv = ["--preset", preset, "--batch-size", str(p["batch"][preset]), "--steps", str(p["steps"]),
+    argv = ["--preset", preset, "--batch-size", str(p["batch"][preset]), "--steps", str(p["steps"][preset]),
             "--warmup", str(p["warmup"]), "--repeats", str(p["repeats"]), "--device", p["device"],
             "--workers", str(p["workers"]), "--variants", variants]
     if p["width"] is not None:
@@ -271,18 +277,21 @@ def run_all(s: Suite) -> None:
         s.section(f"compile_{preset}", 20 if s.dry else 200, lambda pr=preset: measure_compile_modes(s, p, pr))
     if bundle is None:
         return
-    s.section("paper_epochs", 20 if s.dry else 150, lambda: paper_epochs(s, p, bundle))
-    s.section("speedrun_seed0", 20 if s.dry else 120,
-              lambda: train_run(s, p, "speedrun", bundle, 0, p["epochs"]["speedrun"]))
-    s.section("fast", 20 if s.dry else 150, lambda: train_run(s, p, "fast", bundle, 0, p["epochs"]["fast"]))
+    short = p["epochs"]["speedrun"]
+    s.section("speedrun_seed0", 20 if s.dry else 120, lambda: train_run(s, p, "speedrun", bundle, 0, short))
     s.section("speedrun96", 20 if s.dry else 240, lambda: train_run(
         s, p, "speedrun", bundle, 0, p["epochs"]["speedrun96"], {k: v for k, v in SPEEDRUN_96.items() if k != "epochs"}))
-    for seed in p["seeds"][1:]:
-        s.section(f"speedrun_seed{seed}", 120, lambda sd=seed: train_run(s, p, "speedrun", bundle, sd, p["epochs"]["speedrun"]))
+    s.section("fast", 20 if s.dry else 150, lambda: train_run(s, p, "fast", bundle, 0, p["epochs"]["fast"]))
+    s.section("paper_epochs", 20 if s.dry else 150, lambda: paper_epochs(s, p, bundle))
     if p["sync_steps"] and p["device"].startswith("cuda"):
         s.section("sync_check", 90, lambda: sync_check(s, p, bundle))
     else:
         s.note("sync_check: CUDA only (torch.cuda.set_sync_debug_mode)")
+    for seed in p["seeds"][1:]:
+        s.section(f"speedrun_seed{seed}", 120, lambda sd=seed: train_run(s, p, "speedrun", bundle, sd, short))
+    for key, extra in ABLATIONS.items():
+        if not s.dry:  # (the dry run has covered this code already)
+            s.section(key, 120, lambda x=extra: train_run(s, p, "speedrun", bundle, 0, short, x))
 
 
 # ------------------------------------------------------------------ the report
@@ -316,7 +325,7 @@ def _compile_md(r: dict) -> list[str]:
 
 
 def _runs_md(r: dict) -> list[str]:
-    keys = [k for k in r if k.startswith("speedrun_seed") or k in ("speedrun96", "fast")]
+    keys = [k for k in RUN_KEYS if r.get(k)]
     head = "| run | seed | epochs | compile s | " + " | ".join(f"{t}%: epoch, s, training s" for t in TARGETS.split(",")) + \
            " | final val % | best val % |"
     rows = [head, "|---|---:|---:|---:|" + "---|" * len(TARGETS.split(",")) + "---:|---:|"]
@@ -328,7 +337,9 @@ def _runs_md(r: dict) -> list[str]:
         for hit in x["targets"].values():
             cells.append("not reached" if hit["epoch"] is None else
                          f"{hit['epoch']}, {hit['seconds']:.1f}, {hit['train_seconds']:.1f}")
-        rows.append(f"| {k} | {x['seed']} | {x['epochs']} | {_f(x['compile_s'], '{:.1f}')} | " + " | ".join(cells) +
+        label = k + (" (" + ", ".join(f"{a}={b}" for a, b in x["overrides"].items() if a != "compile_backend") + ")"
+                     if k in ABLATIONS or k == "speedrun96" else "")
+        rows.append(f"| {label} | {x['seed']} | {x['epochs']} | {_f(x['compile_s'], '{:.1f}')} | " + " | ".join(cells) +
                     f" | {x['final_val_acc']:.2f} | {x['best_val_acc']:.2f} |")
     return rows
 
@@ -349,7 +360,7 @@ def markdown(r: dict, notes: list[str]) -> str:
             secs = ", ".join(f"{a:.1f} ({b:.1f})" for a, b in zip(x["epoch_s"], x["val_s"]))
             out.append(f"- {label}: {secs}; compile {_f(x['compile_s'], '{:.1f}')} s; {x['train_images']:,} training images")
         out.append("")
-    if any(k.startswith("speedrun_seed") or k in ("fast", "speedrun96") for k in r):
+    if any(r.get(k) for k in RUN_KEYS):
         out += ["Time to validation accuracy (held-out training images). Seconds: wall clock from the first step "
                 "(validating every epoch); training s: without the per-epoch validation, plus one evaluation:", "",
                 *_runs_md(r), ""]

@@ -42,9 +42,7 @@ class EvalResult:
 def normalize(x_uint8: torch.Tensor, mean=CIFAR_MEAN, std=CIFAR_STD) -> torch.Tensor:
     """uint8 images -> the float input the network was trained on (the one normalisation
     of inference; training's :class:`engine.data.Augmenter` applies the same constants)."""
-    m = torch.tensor(mean, device=x_uint8.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=x_uint8.device).view(1, 3, 1, 1)
-    return (x_uint8.float().div(255) - m) / s
+    return Normalizer(x_uint8.device, mean, std)(x_uint8)
 
 
 def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
