@@ -176,11 +176,12 @@ def run(args: argparse.Namespace, progress=lambda s: None, bundle=None, override
     from engine.trainer import Trainer
 
     with tempfile.TemporaryDirectory(prefix="cifar-tui-tta-") as tmp:
-        cfg = make_config(args.preset, data=args.data, epochs=args.epochs, width=args.width, batch_size=args.batch_size,
-                          lr=args.lr, subset=args.subset, val_size=args.val_size, seed=args.seed, device=args.device,
-                          runs_dir=args.runs_dir or tmp, val_every=getattr(args, "val_every", 1),
-                          compile=getattr(args, "compile", None), compile_mode=getattr(args, "compile_mode", None),
-                          **{**getattr(args, "overrides", {}), **(overrides or {})})
+        settings = dict(data=args.data, epochs=args.epochs, width=args.width, batch_size=args.batch_size, lr=args.lr,
+                        subset=args.subset, val_size=args.val_size, seed=args.seed, device=args.device,
+                        runs_dir=args.runs_dir or tmp, val_every=getattr(args, "val_every", 1),
+                        compile=getattr(args, "compile", None), compile_mode=getattr(args, "compile_mode", None))
+        settings.update({**getattr(args, "overrides", {}), **(overrides or {})})  # --set, then the caller's
+        cfg = make_config(args.preset, **settings)
         progress(f"loading {cfg.data}")
         t0 = time.perf_counter()
         if bundle is None:
