@@ -51,18 +51,21 @@ DATA_HELP = "cifar10 (downloaded once), synthetic, or a path: a cifar-10-batches
 def train(
     ctx: typer.Context,
     data: Optional[str] = typer.Option(None, "--data", "-d", help=DATA_HELP + "  [default: cifar10]"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Recipe: paper (the report's), fast (time-to-accuracy on a GPU) or tiny (CPU demo).  [default: paper]"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Recipe: paper (the report's), speedrun (time-to-accuracy on a GPU, same network), fast (an earlier GPU recipe) or tiny (CPU demo).  [default: paper]"),
     epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Epochs in total (with --resume: extend the run to this many)."),
     width: Optional[float] = typer.Option(None, "--width", "-w", help="Channel width multiplier; 1.0 is the report's 4,993,166-parameter network."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Images per step."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
     mixup: Optional[bool] = typer.Option(None, "--mixup/--no-mixup", help="Use mixup on the schedule's epochs, or never."),
     subset: Optional[int] = typer.Option(None, "--subset", help="Train on only N images (for quick runs)."),
-    val_size: Optional[int] = typer.Option(None, "--val-size", help="Validation images held out of the training set (default 5,000, or 10% of a small set)."),
+    val_size: Optional[int] = typer.Option(None, "--val-size", help="Validation images held out of the training set; 0: train on all (default: 5,000, or 10% of a small set; speedrun: 0)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (split, initialisation, augmentation).  [default: 0]"),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps.  [default: auto]"),
     runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help="Where run folders go (default: the user data folder)."),
-    save_every: Optional[int] = typer.Option(None, "--save-every", help="Also keep checkpoints/epoch-NNN.pt every N epochs."),
+    save_every: Optional[int] = typer.Option(None, "--save-every", help="Also keep a copy of the checkpoint as checkpoints/epoch-NNN.pt every N epochs (last.pt is written on those epochs too)."),
+    save_every_epochs: Optional[int] = typer.Option(None, "--save-every-epochs", help="Write checkpoints/last.pt every N epochs; 0: at the end of the first epoch a minute or more after the last write. Always at the run's end and at a stop; a new best.pt is written with it.  [default: 0]"),
+    compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the training step on CUDA (compile time is reported apart; the last, smaller batch of each epoch is then skipped).  [default: the preset's]"),
+    compile_mode: Optional[str] = typer.Option(None, "--compile-mode", help="torch.compile mode: default, reduce-overhead (CUDA graphs), max-autotune or max-autotune-no-cudagraphs."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue from a checkpoint (.pt) or a run folder, with its stored settings."),
     detach: bool = typer.Option(False, "--detach", help="Train in a background process of its own that survives closing the terminal or the SSH session (output in the run folder's train.log); then attach the dashboard to it, or with --no-ui print how to attach (cifar-tui watch RUN) and steer it (cifar-tui ctl RUN ...)."),
     no_ui_here: bool = typer.Option(False, "--no-ui", hidden=True),
@@ -71,9 +74,12 @@ def train(
     from engine.config import ConfigError, make_config
 
     no_ui = bool((ctx.obj or {}).get("no_ui")) or no_ui_here
+    if compile_mode is not None and compile_model is None:
+        compile_model = True  # a mode says to compile
     overrides: dict[str, Any] = dict(
         data=data, epochs=epochs, width=width, batch_size=batch_size, lr=lr, mixup=mixup, subset=subset,
         val_size=val_size, seed=seed, device=device, runs_dir=runs_dir, save_every=save_every,
+        save_every_epochs=save_every_epochs, compile=compile_model, compile_mode=compile_mode,
     )
     config = None
     if resume is not None:

@@ -153,6 +153,8 @@ class HeadlessRenderer:
                 self.best = e
             elif e.kind == "manual":
                 self.say(("saved ", "green"), e.path)
+        elif isinstance(e, ev.Compiled) and e.ok:
+            self.say(f"compiled the training step in {e.seconds:.1f} s ({e.backend}, mode {e.mode})")
         elif isinstance(e, ev.MixupChanged):
             self.say(f"mixup {'on' if e.on else 'off'} ({e.source})")
         elif isinstance(e, ev.Warning):

@@ -165,7 +165,7 @@ def tiny_disk(tmp_path):
 
 
 def test_a_full_disk_keeps_the_previous_checkpoint(tiny_disk):
-    r = CliRunner().invoke(app, [*TRAIN, "--epochs", "3", "--runs-dir", str(tiny_disk)])
+    r = CliRunner().invoke(app, [*TRAIN, "--epochs", "3", "--save-every-epochs", "1", "--runs-dir", str(tiny_disk)])
     (run,) = list(tiny_disk.iterdir())
     last = run / "checkpoints" / "last.pt"
     assert "No space left on device" in r.output and "the previous checkpoint is intact" in r.output
