@@ -61,7 +61,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from engine.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
-from engine.files import TEMP_MARK, read_json_dict  # noqa: E402
+from engine.files import TEMP_MARK, atomic_write_json, read_json_dict  # noqa: E402
 from engine.rundir import RunDir, read_metrics  # noqa: E402
 from engine.runs import complete_result  # noqa: E402
 
@@ -399,6 +399,9 @@ def main() -> int:
     ap.add_argument("--aim-delay", type=float, default=0.3, help="an aimed kill lands up to this long after the write began")
     ap.add_argument("--round-limit", type=float, default=600.0)
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--minutes", type=float, default=None,
+                    help="start no round after this many minutes (then the final resume and the report)")
+    ap.add_argument("--report", default=None, help="also write the report so far to this JSON file after each round")
     args = ap.parse_args()
     mix = parse_mix(args.mix)
     c = Campaign(args)
@@ -407,13 +410,18 @@ def main() -> int:
     t0 = time.time()
     max_rounds = args.max_rounds if args.max_rounds is not None else 2 * args.kills
     i = 0
-    while c.report["kills"] < args.kills and i < max_rounds:
+    deadline = t0 + 60 * args.minutes if args.minutes is not None else float("inf")
+    while c.report["kills"] < args.kills and i < max_rounds and time.time() < deadline:
         c.round(i, names[i % len(names)] if args.order == "cycle" else pick.choices(names, weights)[0])
         i += 1
+        if args.report:
+            atomic_write_json(Path(args.report), {**c.report, "rounds": i, "seconds": round(time.time() - t0)})
     c.final()
     r = c.report
     r["seconds"] = round(time.time() - t0)
     r["ok"] = not r["problems"] and r["corrupt_files"] == 0 and r["lost_more_than_last_checkpoint"] == 0
+    if args.report:
+        atomic_write_json(Path(args.report), r)
     print(json.dumps(r))
     return 0 if r["ok"] else 1
 

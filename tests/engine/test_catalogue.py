@@ -56,7 +56,7 @@ def test_run_finished_is_the_last_line_of_a_failed_run(small, monkeypatch):
     def broken(*a, **k):
         raise RuntimeError("validation exploded")
 
-    monkeypatch.setattr(tr, "evaluate", broken)
+    monkeypatch.setattr(tr, "validation_sums", broken)
     t = Trainer(small(epochs=2))
     assert t.run() == "failed"
     last = last_event(t.run_dir)
