@@ -356,7 +356,7 @@ class Trainer:
         self._dist, dist_device = dd.setup(cfg.device)
         device = dist_device if dist_device is not None else resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
-        bundle = self._data if self._data is not None else load_data(cfg.data)
+        bundle = self._data if self._data is not None else load_data(cfg.data, progress=self._data_progress())
         require_training_split(bundle)
         for note in bundle.notes:
             self._warn(note)
@@ -384,6 +384,19 @@ class Trainer:
         )
         self._announce(s)
         return s
+
+    def _data_progress(self, every: float = 0.25) -> Callable[[str, int, int], None]:
+        """A callback for :func:`engine.data.load_data` that announces ``DataProgress``:
+        the first call, then at most every ``every`` seconds, and the last one."""
+        last = [-math.inf]
+
+        def progress(message: str, done: int, total: int) -> None:
+            now = time.monotonic()
+            if done >= total or now - last[0] >= every:
+                last[0] = now
+                self._emit(ev.DataProgress(message=message, done=int(done), total=int(total)))
+
+        return progress
 
     def _load_resume(self) -> Optional[dict]:
         if self.resume_path is None:
