@@ -44,10 +44,16 @@ def nice_step(span: float, max_ticks: int) -> float:
 
 
 def nice_ticks(lo: float, hi: float, max_ticks: int) -> tuple[list[float], list[str]]:
-    """Round tick values inside [lo, hi] and their labels, all with the same decimals."""
+    """Round tick values inside [lo, hi] and their labels, all with the same decimals; at
+    least two ticks (a finer step when the range holds only one)."""
     step = nice_step(hi - lo, max_ticks)
-    first = math.ceil(lo / step - 1e-9)
-    ticks = [k * step for k in range(first, int(math.floor(hi / step + 1e-9)) + 1)]
+    for _ in range(6):
+        first = math.ceil(lo / step - 1e-9)
+        ticks = [k * step for k in range(first, int(math.floor(hi / step + 1e-9)) + 1)]
+        if len(ticks) >= 2:
+            break
+        mag = 10 ** math.floor(math.log10(step) + 1e-9)
+        step = {1: 0.5, 2: 1, 5: 2}.get(round(step / mag), 0.5) * mag  # the next finer round step
     decimals = max(0, -int(math.floor(math.log10(step) + 1e-9)))
     return ticks, [f"{t:.{decimals}f}" for t in ticks]
 
