@@ -96,8 +96,8 @@ class ExtendRunScreen(ModalScreen[Optional[dict]]):
             with Horizontal(id="extend-go"):
                 yield Button("Continue training", variant="primary", id="x-start", compact=True)
             yield Static("", id="extend-error")
-            yield Static(Text("the run continues in its folder from " + self.checkpoint, style="dim"),
-                         classes="dialog-hint")
+            yield Static(Text("resumes from " + self.checkpoint + " (an older checkpoint than the run's last "
+                              "continues in a new run folder); esc cancels", style="dim"), classes="dialog-hint")
 
     def on_mount(self) -> None:
         self.query_one("#x-epochs", Input).focus()
