@@ -139,7 +139,7 @@ class HeadlessRenderer:
             self.progress.start()
             self.started = True
         total = max(1, (self.epochs - self.start_epoch) * self.steps_per_epoch)
-        self.run_task = self.progress.add_task("run  ", total=total, stats="steps")
+        self.run_task = self.progress.add_task("total", total=total, stats="steps, all epochs")
 
     def close(self) -> None:
         if self.started:
