@@ -385,7 +385,7 @@ class Trainer:
         self._announce(s)
         return s
 
-    def _data_progress(self, every: float = 0.25) -> Callable[[str, int, int], None]:
+    def _data_progress(self, every: float = 0.5) -> Callable[[str, int, int], None]:
         """A callback for :func:`engine.data.load_data` that announces ``DataProgress``:
         the first call, then at most every ``every`` seconds, and the last one."""
         last = [-math.inf]
