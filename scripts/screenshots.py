@@ -8,7 +8,7 @@ The pictures are of real CIFAR-10 images: ``--data`` names a folder or zip of th
 ``cifar10-jpeg-train.zip`` in the current folder or in ``/work/shared/data``, when
 there). A few hundred images per class are copied into a temporary image folder,
 split into ``train/`` and a disjoint ``test/``; two short runs train on them on the
-CPU (a few minutes), with different learning rates. Without real images the script
+CPU (a few minutes on a quiet 2-core machine), with different learning rates. Without real images the script
 falls back to the built-in synthetic data and says so. It saves:
 
 * ``dashboard.svg`` / ``dashboard-80x24.svg``: the dashboard mid-training, with the
@@ -80,7 +80,7 @@ def small_image_folder(src: Path, dst: Path, train_per_class: int, test_per_clas
     return dst
 
 
-async def wait_until(pilot, predicate, timeout: float = 900.0) -> None:
+async def wait_until(pilot, predicate, timeout: float = 3600.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -154,7 +154,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help=f"real CIFAR-10 images: a zip or folder with train/<class>/ (default: {ZIP_NAME} if found)")
     parser.add_argument("--out", default=str(ROOT / "screenshots"), help="folder for the .svg files")
-    parser.add_argument("--epochs", type=int, default=8, help="planned epochs of the dashboard's run")
+X
     parser.add_argument("--mid", type=int, default=4, help="epochs done when the dashboard is captured")
     parser.add_argument("--per-class", type=int, default=400, help="training images per class copied from --data")
     args = parser.parse_args()
