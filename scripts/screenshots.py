@@ -154,9 +154,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help=f"real CIFAR-10 images: a zip or folder with train/<class>/ (default: {ZIP_NAME} if found)")
     parser.add_argument("--out", default=str(ROOT / "screenshots"), help="folder for the .svg files")
-X
-    parser.add_argument("--mid", type=int, default=4, help="epochs done when the dashboard is captured")
-    parser.add_argument("--per-class", type=int, default=400, help="training images per class copied from --data")
+    parser.add_argument("--epochs", type=int, default=6, help="planned epochs of the dashboard's run")
+    parser.add_argument("--mid", type=int, default=3, help="epochs done when the dashboard is captured")
+    parser.add_argument("--per-class", type=int, default=200, help="training images per class copied from --data")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
