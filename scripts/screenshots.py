@@ -8,8 +8,9 @@ The pictures are of real CIFAR-10 images: ``--data`` names a folder or zip of th
 ``cifar10-jpeg-train.zip`` in the current folder or in ``/work/shared/data``, when
 there). A few hundred images per class are copied into a temporary image folder,
 split into ``train/`` and a disjoint ``test/``; two short runs train on them on the
-CPU (a few minutes on a quiet 2-core machine), with different learning rates. Without real images the script
-falls back to the built-in synthetic data and says so. It saves:
+CPU (a few minutes on a quiet 2-core machine), with different learning rates.
+Without real images the script falls back to the built-in synthetic data and says
+so. It saves:
 
 * ``dashboard.svg`` / ``dashboard-80x24.svg``: the dashboard mid-training, with the
   system panel (100x30 and 80x24 terminals);
