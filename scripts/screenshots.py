@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Regenerate the SVG screenshots in ``screenshots/``.
 
-    python scripts/screenshots.py [--data ZIP_OR_FOLDER] [--out screenshots] [--epochs 8]
+    python scripts/screenshots.py [--data ZIP_OR_FOLDER] [--out screenshots] [--epochs 6]
 
 The pictures are of real CIFAR-10 images: ``--data`` names a folder or zip of them
 (``train/<class>/*.jpg``, as the CIFAR-10 JPEG zip; default: ``$CIFAR10_ZIP``, else
