@@ -68,6 +68,14 @@ def test_dashboard_failed_80x24(snap_compare):
     assert snap_compare(replay(events), terminal_size=(80, 24), run_before=settle)
 
 
+async def settle_inputs(pilot):
+    from textual.widgets import Input
+
+    for field in pilot.app.screen.query(Input):
+        field.cursor_blink = False  # a blinking cursor would be on or off in the picture by chance
+    await settle(pilot)
+
+
 def test_start_screen_80x24(snap_compare):
     app = CifarTuiApp("start", runs_dir="/nonexistent/cifar-tui-runs")
-    assert snap_compare(app, terminal_size=(80, 24), run_before=settle)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=settle_inputs)

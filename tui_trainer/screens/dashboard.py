@@ -60,7 +60,7 @@ class DashboardScreen(Screen):
         self._want_mixup: Optional[bool] = None
         self._shown_state: object = None
         self.clock_mono: Callable[[], float] = time.monotonic
-        self._plotted: tuple[float, int, str] = (-1e9, -1, "")
+        self._plotted: tuple[float, int, str, bool] = (-1e9, -1, "", False)
         self._status_key: object = None
         self._status_at = -1e9
 
@@ -115,7 +115,7 @@ class DashboardScreen(Screen):
             st.apply(e)
         if st.plots_dirty and self._plots_due(st):
             st.plots_dirty = False
-            self._plotted = (self.clock_mono(), len(st.history), st.state)
+            self._plotted = (self.clock_mono(), len(st.history), st.state, bool(st.step_x))
             self.plots.update_from(st)
         kind = self.source.kind
         if kind == "watch" and st.active and self.source.liveness() == "interrupted":
@@ -126,7 +126,8 @@ class DashboardScreen(Screen):
         quiet = None
         if kind == "watch" and st.last_event_at is not None:
             quiet = self.clock() - st.last_event_at
-        status_key = (st.state, st.outcome, st.mixup, st.mixup_source, st.loading is None, self.app_quitting)
+        status_key = (st.state, st.outcome, st.mixup, st.mixup_source, st.loading is None, self.app_quitting,
+                      st.global_step > 0)
         if status_key != self._status_key or self.clock_mono() - self._status_at >= STATUS_SECONDS:
             # the numbers (step, speed, ETA...) once a second; a new state, mixup or phase at once
             self._status_key, self._status_at = status_key, self.clock_mono()
@@ -151,10 +152,11 @@ class DashboardScreen(Screen):
             self.refresh_bindings()
 
     def _plots_due(self, st: RunState) -> bool:
-        """Redraw the plots now? At once for a new epoch or state, else every PLOT_SECONDS:
+        """Redraw the plots now? At once for the first step, a new epoch or state, else every PLOT_SECONDS:
         drawing them is most of the dashboard's work, and it competes with training."""
-        at, n_epochs, state = self._plotted
-        return n_epochs != len(st.history) or state != st.state or self.clock_mono() - at >= PLOT_SECONDS
+        at, n_epochs, state, had_steps = self._plotted
+        return (n_epochs != len(st.history) or state != st.state or had_steps != bool(st.step_x)
+                or self.clock_mono() - at >= PLOT_SECONDS)
 
     def _load_history(self, started: ev.RunStarted) -> None:
         """A resumed run: show what its metrics.jsonl already holds (the epochs before this start)."""
