@@ -82,6 +82,7 @@ class ImageTile(Static):
                        style="green" if ok else "bold red")
         caption.append(pct, style="dim")
         super().__init__(Group(image_renderable(image, size), caption))
+        self.caption = caption.plain
         self.index = index
         self.correct = ok
         self.tooltip = f"#{index}: true {true_name}, predicted {pred_name} ({100 * confidence:.1f}%)"
