@@ -46,7 +46,7 @@ class SystemStats:
     threads: Optional[int]  # the training process's threads
     torch_threads: Optional[int]  # torch's intra-op threads (when torch runs in this process)
     gpu: Optional[GpuStats]
-    gpu_note: str  # why there are no GPU numbers ("the run is on the CPU", ...)
+    gpu_note: str  # why there are no GPU numbers ("a CPU run", ...)
 
 
 # ------------------------------------------------------------------------- NVML
@@ -106,7 +106,7 @@ def nvml_reader(device: str) -> tuple[Optional[GpuReader], str]:
     """A reader for the run's GPU, or (None, why not)."""
     index = cuda_index(device)
     if index is None:
-        return None, "n/a (the run is on the CPU)" if device else "n/a"
+        return None, "n/a (a CPU run)" if device else "n/a"
     try:
         return NvmlReader(index), ""
     except ImportError:

@@ -48,7 +48,7 @@ def test_sampler_fields_from_proc_and_a_fake_gpu(tmp_path):
 
     def factory(device):
         made.append(device)
-        return (FakeGpu(), "") if cuda_index(device) is not None else (None, "n/a (the run is on the CPU)")
+        return (FakeGpu(), "") if cuda_index(device) is not None else (None, "n/a (a CPU run)")
 
     s = SystemSampler(4242, proc=proc, gpu_factory=factory, clock=lambda: now[0])
     first = s.sample()
@@ -62,7 +62,7 @@ def test_sampler_fields_from_proc_and_a_fake_gpu(tmp_path):
     hz = os.sysconf("SC_CLK_TCK")
     assert second.proc_cpu_pct == pytest.approx(100.0 * 150 / hz / 2.0)
     s.set_device("cpu")
-    assert s.sample().gpu_note == "n/a (the run is on the CPU)"
+    assert s.sample().gpu_note == "n/a (a CPU run)"
     s.set_device("cuda:0")
     g = s.sample().gpu
     assert g is not None and g.util == 87.0 and made == ["cpu", "cuda:0"]
@@ -70,7 +70,7 @@ def test_sampler_fields_from_proc_and_a_fake_gpu(tmp_path):
 
 def test_nvml_is_imported_only_for_a_cuda_run(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)  # as if nvidia-ml-py were not installed
-    assert nvml_reader("cpu") == (None, "n/a (the run is on the CPU)")
+    assert nvml_reader("cpu") == (None, "n/a (a CPU run)")
     assert nvml_reader("cuda:0") == (None, "n/a (no nvidia-ml-py)")
     assert cuda_index("cuda") == 0 and cuda_index("cuda:3 x8") == 3 and cuda_index("mps") is None
 
