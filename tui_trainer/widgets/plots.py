@@ -58,6 +58,42 @@ def nice_ticks(lo: float, hi: float, max_ticks: int) -> tuple[list[float], list[
     return ticks, [f"{t:.{decimals}f}" for t in ticks]
 
 
+CANVAS_MARGIN = 4  # plotext's frame, x ticks and x label take 4 of a plot's rows
+
+
+def aligned_axis(lo: float, hi: float, rows: int, max_labels: int = 8) -> tuple[tuple[float, float], list[float], list[str]]:
+    """A y range holding [lo, hi] whose round ticks fall exactly every k rows of a canvas of
+    ``rows`` rows (plotext puts y at row round((y - bottom) / (top - bottom) * (rows - 1))),
+    so the tick labels are evenly spaced even on an 80x24 terminal. Of the round steps and
+    spacings that fit, the one that keeps the range tight (the most detail) with about
+    one label every three rows wins."""
+    best = None
+    target = min(6, max(3, rows // 3))
+    step = nice_step(max(hi - lo, 1e-12), max(1, rows - 1))
+    for _ in range(4):  # this step and the next coarser ones
+        for per in range(1, rows):  # rows from one tick to the next
+            unit = step / per  # the value of one row
+            first = math.ceil(lo / step - 1e-9) * step  # the lowest tick at or above lo
+            below = math.ceil((first - lo) / unit - 1e-9)  # rows under it, down to lo
+            bottom = first - below * unit
+            top = bottom + unit * (rows - 1)
+            count = (rows - 1 - below) // per + 1
+            if top < hi - 1e-12 or count < 2 or count > max(3, min(rows, max_labels)):
+                continue
+            score = (top - bottom) / max(hi - lo, 1e-12) + 0.25 * abs(count - target)
+            if best is None or score < best[0] - 1e-12:
+                best = (score, bottom, top, first, count, step)
+        mag = 10 ** math.floor(math.log10(step) + 1e-9)
+        step = {1: 2, 2: 5, 5: 10}.get(round(step / mag), 10) * mag  # the next coarser round step
+    if best is None:  # a canvas too small for two ticks
+        ticks, labels = nice_ticks(lo, hi, 2)
+        return (lo, hi), ticks, labels
+    _, bottom, top, first, count, step = best
+    ticks = [first + i * step for i in range(count)]
+    decimals = max(0, -int(math.floor(math.log10(step) + 1e-9)))
+    return (bottom, top), ticks, [f"{t:.{decimals}f}" for t in ticks]
+
+
 def log_ticks(lo: float, hi: float, max_ticks: int) -> tuple[list[float], list[str]]:
     """Ticks for a log10 axis given in log10 units: powers of ten (and 2x, 5x between them
     when there is room), labelled in the data's units."""
@@ -161,6 +197,13 @@ class _Plot(PlotextPlot):
     def draw(self, state: RunState) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def on_resize(self) -> None:
+        # the ticks are chosen for the plot's height: draw again at the new size
+        state = getattr(self, "_state", None)
+        if state is not None:
+            self.draw(state)
+            self._drawn_key = self.data_key(state)
+
     def data_key(self, state: RunState) -> tuple:
         """What the drawing depends on: the plot is drawn again only when this changes."""
         last = state.history[-1] if state.history else None
@@ -183,11 +226,13 @@ class _Plot(PlotextPlot):
             self.plt.scatter(list(xs), list(ys), marker=marker, color=color)
 
     def _finish(self, ylim: tuple[float, float], empty_note: str, log: bool = False) -> None:
+        rows = max(2, (self.size.height or 10) - CANVAS_MARGIN)
+        if log:
+            ticks, labels = log_ticks(ylim[0], ylim[1], max(2, min(6, rows // 2)))
+        else:  # round ticks, each on a row of its own, the same number of rows apart
+            ylim, ticks, labels = aligned_axis(ylim[0], ylim[1], rows)
         self.plt.ylim(*ylim)
         self.ylim = ylim
-        rows = max(2, (self.size.height or 10) - 3)  # the frame and the x axis take 3 rows
-        max_ticks = max(2, min(6, rows // 2))
-        ticks, labels = (log_ticks if log else nice_ticks)(ylim[0], ylim[1], max_ticks)
         self.plt.yticks(ticks, labels)
         self.draws += 1
         if not any(self.points.values()):
@@ -380,6 +425,7 @@ class TrainingPlots(Vertical):
         drawn = False
         for plot in self.query(_Plot):
             key = plot.data_key(state)
+            plot._state = state
             if force or key != getattr(plot, "_drawn_key", None):
                 plot.draw(state)
                 plot._drawn_key = key
