@@ -95,7 +95,12 @@ def make_step(model, opt, cfg, device, *, amp: bool, label_smoothing: float = 0.
 
     from engine.device import autocast_for
 
+    mark = getattr(getattr(torch, "compiler", None), "cudagraph_mark_step_begin", None)
+    cudagraphs = bool(cfg.compile and device.type == "cuda" and cfg.compile_mode in ("reduce-overhead", "max-autotune"))
+
     def step(xb, yb):
+        if cudagraphs and mark is not None:
+            mark()
         with autocast_for(device, amp):
             loss = F.cross_entropy(model(xb), yb, label_smoothing=label_smoothing)
         opt.zero_grad(set_to_none=True)
@@ -108,38 +113,52 @@ def make_step(model, opt, cfg, device, *, amp: bool, label_smoothing: float = 0.
 
 
 def fresh_model(cfg, device, *, channels_last: bool, compile_model: bool = False):
+    """The network and the engine's optimiser (fused SGD on CUDA, BatchNorm-bias groups),
+    compiled as the engine compiles it when ``compile_model``."""
     import torch
 
     from engine.model import SEResNet
+    from engine.trainer import compile_backend, make_optimizer
 
     model = SEResNet(width=cfg.width).to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                          weight_decay=cfg.weight_decay, nesterov=cfg.nesterov and cfg.momentum > 0)
-    run_model = torch.compile(model) if compile_model else model
-    return run_model, opt
+    opt = make_optimizer(cfg, model, device)
+    backend = compile_backend(cfg, device) if compile_model else None
+    if backend is None:
+        return model, opt
+    mode = cfg.compile_mode if backend == "inductor" and cfg.compile_mode not in (None, "default") else None
+    import torch._dynamo
+
+    torch._dynamo.reset()  # compile anew (inductor's on-disk caches may still make a repeat faster)
+    return torch.compile(model, backend=backend, **({"mode": mode} if mode else {})), opt
 
 
 # ---------------------------------------------------------------------------- variants
 
 
-def bench_model_only(cfg, device, batch: int, warmup: int, steps: int) -> float:
-    """(a) A fixed, already-normalised batch on the device; the engine's step."""
+def bench_model_only(cfg, device, batch: int, warmup: int, steps: int, stats: Optional[dict] = None) -> float:
+    """(a) A fixed, already-normalised batch on the device; the engine's step. ``stats``
+    gets ``first_step_s``: the first step's seconds (with torch.compile, the compile time)."""
     import torch
 
     cuda = device.type == "cuda"
     cl = cuda and cfg.channels_last
-    model, opt = fresh_model(cfg, device, channels_last=cl, compile_model=cfg.compile and cuda)
+    model, opt = fresh_model(cfg, device, channels_last=cl, compile_model=cfg.compile)
     g = torch.Generator().manual_seed(0)
     xb = torch.randn((batch, 3, 32, 32), generator=g).to(device)
     if cl:
         xb = xb.contiguous(memory_format=torch.channels_last)
     yb = torch.randint(0, 10, (batch,), generator=g).to(device)
     step = make_step(model, opt, cfg, device, amp=cfg.amp, label_smoothing=cfg.label_smoothing)
-    for _ in range(warmup):
+    t0 = time.perf_counter()
+    for i in range(warmup):
         step(xb, yb)
+        if i == 0:
+            sync(device)
+            if stats is not None:
+                stats.setdefault("first_step_s", []).append(round(time.perf_counter() - t0, 3))
     sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -154,6 +173,7 @@ class StepRecorder:
     def __init__(self) -> None:
         self.steps: list = []
         self.failed: Optional[str] = None
+        self.compiled = None  # the Compiled event, when the engine compiled
 
     def __call__(self, event) -> None:
         from engine import events as ev
@@ -162,6 +182,8 @@ class StepRecorder:
             self.steps.append(event)
         elif isinstance(event, ev.Failed):
             self.failed = event.message
+        elif isinstance(event, ev.Compiled):
+            self.compiled = event
 
     def rate(self, batch: int, warmup: int) -> float:
         """Images/s over the windows after the first ``warmup`` steps, from the engine's own
@@ -185,16 +207,32 @@ def engine_config(cfg, batch: int, warmup: int, steps: int, runs_dir: str):
     """One epoch of exactly ``warmup + steps`` steps, a StepDone every ``warmup`` steps
     (so the warm-up is the first window), no validation split, no mixup."""
     return cfg.replace(epochs=1, subset=batch * (warmup + steps), val_size=0, log_every=warmup,
-                       mixup=False, runs_dir=runs_dir).validate()
+                       mixup=False, runs_dir=runs_dir, low_res_epochs=0).validate()
 
 
-def bench_pipeline(cfg, bundle, batch: int, warmup: int, steps: int, runs_dir: str) -> float:
-    """(b) The real trainer, no UI (``Trainer.run()`` in the calling thread)."""
+def _compiled(rec: "StepRecorder", stats: Optional[dict]) -> None:
+    if stats is not None and rec.compiled is not None:
+        stats.setdefault("compile_s", []).append(round(rec.compiled.seconds, 3))
+
+
+def bench_pipeline(cfg, bundle, batch: int, warmup: int, steps: int, runs_dir: str, stats: Optional[dict] = None) -> float:
+    """(b) The real trainer, no UI (``Trainer.run()`` in the calling thread). ``stats`` gets
+    ``compile_s`` from the engine's ``Compiled`` event when it compiled."""
     from engine.trainer import Trainer
 
     rec = StepRecorder()
     Trainer(engine_config(cfg, batch, warmup, steps, runs_dir), listeners=[rec], data=bundle).run()
+    _compiled(rec, stats)
     return rec.rate(batch, warmup)
+
+
+def dashboard_available() -> Optional[str]:
+    """None when the Textual app imports here, else why not (one line)."""
+    try:
+        import tui_trainer.app  # noqa: F401
+    except ImportError as e:
+        return f"the dashboard variant needs the app's packages ({e})"
+    return None
 
 
 def bench_dashboard(cfg, bundle, batch: int, warmup: int, steps: int, runs_dir: str,
@@ -298,6 +336,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument("--workers", type=int, default=2, help="DataLoader workers for the report baseline (default 2)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; as the engine's compile option)")
+    p.add_argument("--no-compile", action="store_true", help="do not compile, whatever the preset says")
+    p.add_argument("--compile-mode", default=None, help="torch.compile mode (default, reduce-overhead, max-autotune, ...)")
+    p.add_argument("--compile-backend", default=None, help="a torch.compile backend to use on any device (e.g. eager, for a CPU check)")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {','.join(VARIANTS)}")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--main-thread", action="store_true",
@@ -318,7 +359,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return args
 
 
-def run(args: argparse.Namespace, progress: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+def run(args: argparse.Namespace, progress: Callable[[str], None] = lambda s: None, bundle=None) -> dict[str, Any]:
+    """``bundle``: train on these images (default: a synthetic set big enough)."""
     import torch
 
     from engine.config import make_config
@@ -327,24 +369,35 @@ def run(args: argparse.Namespace, progress: Callable[[str], None] = lambda s: No
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = make_config(args.preset, width=args.width, batch_size=args.batch_size, device=args.device,
-                      compile=args.compile or None)
+    compile_flag = False if getattr(args, "no_compile", False) else (
+        True if (args.compile or getattr(args, "compile_mode", None) or getattr(args, "compile_backend", None)) else None)
+    cfg = make_config(args.preset, width=args.width, batch_size=args.batch_size, device=args.device, compile=compile_flag,
+                      compile_mode=getattr(args, "compile_mode", None),
+                      compile_backend=getattr(args, "compile_backend", None))
     device = resolve_device(cfg.device)
     batch, warmup, steps = args.batch_size, args.warmup, args.steps
     need = batch * (warmup + steps)
-    # a learnable synthetic set with at least one epoch's worth of images (no validation split is taken)
-    bundle = make_synthetic(n_train=max(need, 2_000), n_test=10)
+    if bundle is None or len(bundle.train) < need:
+        # a learnable synthetic set with at least one epoch's worth of images (no validation split is taken)
+        bundle = make_synthetic(n_train=max(need, 2_000), n_test=10)
+    notes: list[str] = []
+    variants = list(args.variants)
+    if "dashboard" in variants and (why := dashboard_available()) is not None:
+        variants.remove("dashboard")
+        notes.append(f"dashboard skipped: {why}")
+        progress(notes[-1])
 
     call = (lambda fn, *a: fn(*a)) if args.main_thread else in_thread
-    samples: dict[str, list[float]] = {v: [] for v in args.variants}
+    samples: dict[str, list[float]] = {v: [] for v in variants}
+    stats: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="cifar-tui-bench-") as runs_dir:
         for r in range(args.repeats):
-            for v in args.variants:
+            for v in variants:
                 t0 = time.perf_counter()
                 if v == "model_only":
-                    ips = call(bench_model_only, cfg, device, batch, warmup, steps)
+                    ips = call(bench_model_only, cfg, device, batch, warmup, steps, stats)
                 elif v == "pipeline":
-                    ips = call(bench_pipeline, cfg, bundle, batch, warmup, steps, runs_dir)
+                    ips = call(bench_pipeline, cfg, bundle, batch, warmup, steps, runs_dir, stats)
                 elif v == "dashboard":  # the app trains in its own thread worker either way
                     ips = bench_dashboard(cfg, bundle, batch, warmup, steps, runs_dir)
                 else:
@@ -374,14 +427,19 @@ def run(args: argparse.Namespace, progress: Callable[[str], None] = lambda s: No
         "repeats": args.repeats,
         "amp_bf16": bool(cfg.amp and device.type == "cuda"),
         "channels_last": bool(cfg.channels_last and device.type == "cuda"),
-        "compile": bool(cfg.compile and device.type == "cuda"),
+        "compile": bool(cfg.compile and (device.type == "cuda" or cfg.compile_backend)),
+        "compile_mode": cfg.compile_mode or "default",
+        "compile_backend": cfg.compile_backend or ("inductor" if cfg.compile and device.type == "cuda" else None),
+        "first_step_s": stats.get("first_step_s", []),
+        "compile_s": stats.get("compile_s", []),
+        "notes": notes,
         "loader_workers": args.workers,
         "train_thread": "main" if args.main_thread else "worker",
         **{v: (round(med[v], 1) if med[v] is not None else None) for v in VARIANTS},
         "pipeline_vs_model": ratio("pipeline", "model_only"),
         "dashboard_vs_pipeline": ratio("dashboard", "pipeline"),
         "pipeline_vs_report": ratio("pipeline", "report_baseline"),
-        "best": {v: round(max(s), 1) for v, s in samples.items()},
+        "best": {v: round(max(s), 1) for v, s in samples.items() if s},
         "samples": {v: [round(x, 1) for x in s] for v, s in samples.items()},
         "load_avg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }

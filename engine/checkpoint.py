@@ -16,6 +16,7 @@ import pickle
 import shutil
 import uuid
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -77,6 +78,89 @@ class CheckpointStore:
         atomic_link(src, dst)
         atomic_write_json(RunDir.summary_path(dst), {**RunDir.read_summary(src), "kind": kind})
         return dst
+
+
+# ------------------------------------------------------------ writes in the background
+
+
+def snapshot(state: Any) -> tuple[Any, Optional[Any]]:
+    """A copy of a checkpoint's state that training can no longer change: tensors copied to
+    the CPU (from a GPU without waiting: into pinned memory, behind a CUDA event), dicts and
+    lists copied, other values shared (they are immutable). Returns ``(copy, ready)``;
+    ``ready`` is None or a CUDA event to synchronise on before reading the copy."""
+    on_gpu = []
+
+    def copy(x: Any) -> Any:
+        if isinstance(x, torch.Tensor):
+            x = x.detach()
+            if x.device.type == "cuda":
+                on_gpu.append(x.device)
+                return x.to("cpu", non_blocking=True)
+            return x.to("cpu") if x.device.type != "cpu" else x.clone()
+        if isinstance(x, dict):
+            return {k: copy(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [copy(v) for v in x]
+        if isinstance(x, tuple):
+            return tuple(copy(v) for v in x)
+        return x
+
+    out = copy(state)
+    ready = None
+    if on_gpu:
+        ready = torch.cuda.Event()
+        ready.record(torch.cuda.current_stream(on_gpu[0]))
+    return out, ready
+
+
+SKIPPED = "not written: the checkpoint it copies was not written"
+
+
+@dataclass
+class PendingWrite:
+    """One file of a save: a full checkpoint (``state`` set) or, without a state, a copy of
+    the last full checkpoint written before it in the same job (best.pt, epoch-NNN.pt)."""
+
+    kind: CheckpointKind
+    epoch: int
+    step_in_epoch: int = 0
+    global_step: int = 0
+    val_acc: Optional[float] = None
+    score: Optional[float] = None  # what "best" compares (validation or training accuracy)
+    state: Optional[dict] = None
+    ready: Any = None  # a CUDA event the state's copies wait on
+    summary: Optional[dict] = None
+    path: Optional[Path] = None  # set once written
+    error: Optional[str] = None  # set if it was not
+
+
+def perform_writes(store: "CheckpointStore", writes: list[PendingWrite]) -> list[PendingWrite]:
+    """Write the files of one save, in order (in the writer's thread). Each is atomic and
+    fsynced; a failure is recorded on its write (the earlier file under that name is intact)
+    and the copies of a failed checkpoint are skipped."""
+    src: Optional[Path] = None
+    for w in writes:
+        full = w.state is not None
+        try:
+            if full:
+                if w.ready is not None:
+                    w.ready.synchronize()
+                w.path = store.save(w.kind, w.state, w.summary or {}, epoch=w.epoch, global_step=w.global_step,
+                                    step_in_epoch=w.step_in_epoch)
+                src = w.path
+            elif src is None:
+                w.error = SKIPPED
+            else:
+                w.path = store.copy(src, w.kind, epoch=w.epoch)
+        except OSError as e:
+            w.error = str(e.strerror or e)
+            src = None if full else src
+        except Exception as e:  # noqa: BLE001 - a failed write, said in one line
+            w.error = first_line(e)
+            src = None if full else src
+        finally:
+            w.state = w.ready = None  # the copy is written (or not): free it
+    return writes
 
 
 # ---------------------------------------------------------------------- load
@@ -175,6 +259,7 @@ def build_model_from_checkpoint(ckpt: dict[str, Any]):
 
 
 def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], key: str = "model") -> None:
+    """Load ``ckpt[key]`` into ``model``; refuses weights that do not fit or are not finite."""
     state = ckpt.get(key)
     try:
         if not isinstance(state, dict):
@@ -187,6 +272,19 @@ def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], key: str = "model
             f"{theirs.get('params')} parameters; expected width {getattr(model, 'width', '?')}); "
             "use the checkpoint's own settings"
         ) from None
+    check_finite(state, ckpt.get("path"))
+
+
+def check_finite(state: dict[str, Any], path: Any) -> None:
+    """Refuse a state dict holding NaN or infinite values (a run that diverged and was
+    saved anyway, or a damaged file): evaluating it would report chance accuracy and a
+    NaN loss as if they were results. One pass over the floating tensors."""
+    for name, t in state.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(
+                f"{path} holds non-finite weights (NaN or infinity in {str(name)[:60]}); "
+                "the run diverged before it was saved: use an earlier checkpoint"
+            )
 
 
 def first_line(e: BaseException) -> str:

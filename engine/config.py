@@ -53,10 +53,28 @@ class TrainConfig:
     label_smoothing: float = 0.0
     ema_decay: Optional[float] = None  # keep an exponential moving average of the weights (per step)
     tta_flip: bool = False  # evaluate on each image and its mirror image, averaging the logits
+    # ... and on the image shifted one pixel up-left and one down-right (reflect padding): the
+    # untranslated view weighs 1/2, each shifted one 1/4 (each view flip-averaged if tta_flip)
+    tta_translate: bool = False
+    # BatchNorm biases train at this multiple of the lr (their weight decay divided by it, so
+    # the decay per step is unchanged); 1.0: one parameter group, as every run before it
+    bn_bias_lr_scale: float = 1.0
+    # initialisation (a new run only; a resumed run loads its weights)
+    whiten_stem: bool = False  # the stem conv's filters whiten the training images' 3x3 patches
+    zero_init_residual: bool = False  # each residual block's last BatchNorm starts with weight 0
     # augmentation
     crop_padding: int = 4
+    pad_mode: str = "zeros"  # the crop's padding: zeros (torchvision's RandomCrop) | reflect
     flip: bool = True  # random horizontal flips at all (False: none, whatever flip_p says)
     flip_p: float = 0.5  # the chance that an image is flipped, when flip is on
+    # random: each image is flipped with probability flip_p each epoch; alternate: each image
+    # is flipped every other epoch (a coin per image, drawn once from the seed, picks which)
+    flip_mode: str = "random"
+    cutout: int = 0  # zero (the mean colour) a random square of this side per image (0: none)
+    # progressive resizing: the first low_res_epochs epochs train on images resized to
+    # low_res_size pixels (the network ends in global pooling, so any size fits)
+    low_res_size: int = 32
+    low_res_epochs: int = 0
     grayscale_p: float = 0.2
     autocontrast_p: float = 0.2
     mixup: bool = True
@@ -69,11 +87,23 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     runs_dir: Optional[str] = None  # None: platformdirs' user data dir
     save_every: int = 0  # also keep checkpoints/epoch-NNN.pt every N epochs (0: never)
+    # last.pt: every N epochs; 0: at the end of an epoch once save_seconds have passed since
+    # the last write. Always at the run's end and at a stop; best.pt whenever it improves
+    # (written with the next last.pt when that is not due).
+    save_every_epochs: int = 0
+    save_seconds: float = 60.0
+    val_every: int = 1  # validate every N epochs and after the last one; 0: only after the last
     log_every: int = 20  # read metrics from the device every N steps
     log_seconds: float = 1.0  # ... and after an epoch's first step and every this many seconds (0: only every N steps)
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # on CUDA
-    compile: bool = False  # torch.compile the model (CUDA only)
+    compile: bool = False  # torch.compile the model (on CUDA; elsewhere only with compile_backend)
+    # torch.compile's mode (inductor): None/default, reduce-overhead (CUDA graphs), max-autotune,
+    # max-autotune-no-cudagraphs
+    compile_mode: Optional[str] = None
+    # a Dynamo backend name (e.g. "eager", "aot_eager"): compile with it on any device, a CPU too
+    # (for tests); None: inductor, on CUDA only
+    compile_backend: Optional[str] = None
 
     # ------------------------------------------------------------------ helpers
     def to_dict(self) -> dict[str, Any]:
@@ -112,7 +142,7 @@ class TrainConfig:
         for name in _BOOLEANS:
             if not isinstance(getattr(self, name), bool):
                 bad(f"{name} must be true or false (got {_shown(getattr(self, name))})")
-        for name in ("data", "device", "schedule", "schedule_unit", "preset"):
+        for name in ("data", "device", "schedule", "schedule_unit", "preset", "pad_mode", "flip_mode"):
             if not isinstance(getattr(self, name), str):
                 bad(f"{_FLAGS.get(name, name)} must be text (got {_shown(getattr(self, name))})")
         if self.runs_dir is not None and not isinstance(self.runs_dir, str):
@@ -152,6 +182,17 @@ class TrainConfig:
             bad(f"mixup alpha must be in (0, 1000] (got {self.mixup_alpha})")
         if self.log_seconds < 0:
             bad(f"log_seconds cannot be negative (got {self.log_seconds})")
+        if not 0 <= self.save_seconds <= 1e7:
+            bad(f"save_seconds must be from 0 to 10,000,000 (got {self.save_seconds})")
+        if not 0 < self.bn_bias_lr_scale <= 1000:
+            bad(f"bn_bias_lr_scale must be in (0, 1000] (got {self.bn_bias_lr_scale})")
+        if self.pad_mode not in ("zeros", "reflect"):
+            bad(f"unknown pad_mode {self.pad_mode!r}; use zeros or reflect")
+        if self.pad_mode == "reflect" and self.crop_padding > 31:
+            bad(f"reflect padding needs crop padding below 32 (got {self.crop_padding})")
+        if self.flip_mode not in ("random", "alternate"):
+            bad(f"unknown flip_mode {self.flip_mode!r}; use random or alternate")
+        self._validate_compile(bad)
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             bad(f"unknown --device {dev!r}; use auto, cpu, cuda, cuda:N or mps")
@@ -159,6 +200,15 @@ class TrainConfig:
             bad("--data is empty; use cifar10, synthetic, or a path to a folder or zip")
         return self
 
+    def _validate_compile(self, bad) -> None:
+        if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:
+            bad(f"unknown --compile-mode {_shown(self.compile_mode)}; use one of: {', '.join(COMPILE_MODES)}")
+        b = self.compile_backend
+        if b is not None and not (isinstance(b, str) and b.replace("_", "").isalnum() and len(b) <= 64):
+            bad(f"compile_backend must be the name of a torch.compile backend, such as eager (got {_shown(b)})")
+
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 # Whole-number settings: (how the user names it, lowest, highest).
 _WHOLE_NUMBERS: dict[str, tuple[str, int, int]] = {
@@ -173,14 +223,21 @@ _WHOLE_NUMBERS: dict[str, tuple[str, int, int]] = {
     "log_every": ("log_every", 1, 1_000_000),
     "cosine_epochs": ("cosine_epochs", 1, 100_000),
     "mixup_until_epoch": ("mixup_until_epoch", 0, 100_000),
+    "save_every_epochs": ("--save-every-epochs", 0, 100_000),
+    "val_every": ("val_every", 0, 100_000),
+    "cutout": ("cutout", 0, 32),
+    "low_res_size": ("low_res_size", 8, 32),
+    "low_res_epochs": ("low_res_epochs", 0, 100_000),
 }
 # numpy's seeding (np.random.default_rng([seed, ...])) needs a non-negative seed;
 # torch.manual_seed takes up to 2**64-1. 32 bits is what every library accepts.
 _SEED_MESSAGE = "--seed must be a whole number from 0 to 2**32-1 (4,294,967,295) (got {v})"
 _REAL_NUMBERS = ("lr", "width", "momentum", "weight_decay", "warmup_epochs", "grad_clip_value", "label_smoothing",
-                 "ema_decay", "flip_p", "grayscale_p", "autocontrast_p", "mixup_alpha", "mixup_prob", "log_seconds")
+                 "ema_decay", "flip_p", "grayscale_p", "autocontrast_p", "mixup_alpha", "mixup_prob", "log_seconds",
+                 "save_seconds", "bn_bias_lr_scale")
 _OPTIONAL = ("subset", "val_size", "grad_clip_value", "ema_decay", "cosine_epochs", "mixup_until_epoch")
-_BOOLEANS = ("nesterov", "tta_flip", "flip", "mixup", "amp", "channels_last", "compile")
+_BOOLEANS = ("nesterov", "tta_flip", "tta_translate", "flip", "mixup", "amp", "channels_last", "compile",
+             "whiten_stem", "zero_init_residual")
 _FLAGS = {"lr": "--lr", "width": "--width", "data": "--data", "device": "--device", "preset": "--preset"}
 
 
@@ -233,6 +290,23 @@ PRESETS: dict[str, dict[str, Any]] = {
         schedule="linear", warmup_epochs=2.0, grad_clip_value=None, label_smoothing=0.1, ema_decay=0.99,
         tta_flip=True, grayscale_p=0.0, autocontrast_p=0.0, mixup=False, mixup_alpha=1.0, mixup_prob=0.0,
         mixup_off_epochs=0, compile=True,
+    ),
+    # Time-to-accuracy with the report's network (4,993,166 parameters), from public fast
+    # CIFAR-10 training (airbench and its forerunners), nothing that changes the network:
+    # a whitening initialisation of the stem conv and zero-initialised last BatchNorm of each
+    # residual block; batch 1024, Nesterov, warm-up then linear decay to zero, label smoothing
+    # 0.2, BatchNorm biases at 4x the lr; translate by up to 2 pixels with reflect padding and
+    # alternating flips; all 50,000 training images, one evaluation at the end with flip and
+    # 1-pixel translation test-time augmentation; torch.compile on CUDA. No EMA of the weights
+    # (it lagged the decayed weights in the CPU sanity run). Not tuned on a GPU yet
+    # (docs/benchmarks.md: why each choice, and what ran).
+    "speedrun": dict(
+        width=1.0, epochs=16, batch_size=1024, lr=0.8, momentum=0.9, nesterov=True, weight_decay=5e-4,
+        schedule="linear", warmup_epochs=2.0, grad_clip_value=None, label_smoothing=0.2, ema_decay=None,
+        bn_bias_lr_scale=4.0, whiten_stem=True, zero_init_residual=True,
+        tta_flip=True, tta_translate=True, crop_padding=2, pad_mode="reflect", flip=True, flip_p=0.5,
+        flip_mode="alternate", cutout=0, grayscale_p=0.0, autocontrast_p=0.0, mixup=False, mixup_alpha=1.0,
+        mixup_prob=0.0, mixup_off_epochs=0, val_size=0, val_every=0, compile=True,
     ),
     # Small and quick, for a CPU: quarter width, a few epochs, no mixup.
     "tiny": dict(

@@ -52,7 +52,11 @@ class WeightEMA:
     def update(self) -> None:
         mine, theirs = self._float
         if self.n == 0:
-            torch._foreach_copy_(mine, theirs)
+            if hasattr(torch, "_foreach_copy_"):
+                torch._foreach_copy_(mine, theirs)
+            else:  # pragma: no cover - torch older than 2.1
+                for m, t in zip(mine, theirs):
+                    m.copy_(t)
         else:
             torch._foreach_lerp_(mine, theirs, 1.0 - ema_decay_at(self.n, self.decay))
         for m, t in zip(*self._other):

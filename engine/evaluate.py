@@ -42,9 +42,44 @@ class EvalResult:
 def normalize(x_uint8: torch.Tensor, mean=CIFAR_MEAN, std=CIFAR_STD) -> torch.Tensor:
     """uint8 images -> the float input the network was trained on (the one normalisation
     of inference; training's :class:`engine.data.Augmenter` applies the same constants)."""
-    m = torch.tensor(mean, device=x_uint8.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=x_uint8.device).view(1, 3, 1, 1)
-    return (x_uint8.float().div(255) - m) / s
+    return Normalizer(x_uint8.device, mean, std)(x_uint8)
+
+
+def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """The images moved by (dy, dx) pixels (at most 1), the edge reflected into the gap."""
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    h, w = x.shape[-2:]
+    return padded[..., 1 - dy: 1 - dy + h, 1 - dx: 1 - dx + w]
+
+
+def tta_logits(model: torch.nn.Module, xb: torch.Tensor, tta_flip: bool = False,
+               tta_translate: bool = False) -> torch.Tensor:
+    """Logits (float32) of a normalised batch under test-time augmentation.
+
+    ``tta_flip``: the mean of the image's and its mirror image's logits. ``tta_translate``:
+    half the (flip-averaged) logits of the image plus a quarter each of those of the image
+    shifted one pixel up-left and one pixel down-right.
+    """
+    def view(x: torch.Tensor) -> torch.Tensor:
+        logits = model(x).float()
+        return (logits + model(x.flip(3)).float()) / 2 if tta_flip else logits
+
+    out = view(xb)
+    if tta_translate:
+        out = 0.5 * out + 0.25 * view(_shift(xb, -1, -1)) + 0.25 * view(_shift(xb, 1, 1))
+    return out
+
+
+class Normalizer:
+    """uint8 -> normalised float on one device, with the constants made once (no copy from
+    the host per batch)."""
+
+    def __init__(self, device: torch.device, mean=CIFAR_MEAN, std=CIFAR_STD):
+        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1)
+
+    def __call__(self, x_uint8: torch.Tensor) -> torch.Tensor:
+        return (x_uint8.float().div(255) - self.mean) / self.std
 
 
 @torch.no_grad()
@@ -57,25 +92,22 @@ def predict_logits(
     channels_last: bool = True,
     progress: Optional[Callable[[int, int], None]] = None,
     tta_flip: bool = False,
+    tta_translate: bool = False,
 ) -> torch.Tensor:
-    """Logits (float32, on ``device``) for uint8 images (N,3,32,32), in eval mode.
-
-    ``tta_flip`` averages the logits of each image and its mirror image.
-    """
+    """Logits (float32, on ``device``) for uint8 images (N,3,32,32), in eval mode, under
+    the test-time augmentation of :func:`tta_logits`."""
     was_training = model.training
     model.eval()
     out = []
     n = images.shape[0]
+    norm = Normalizer(device)
     try:
         for i in range(0, n, batch_size):
-            xb = normalize(images[i : i + batch_size].to(device, non_blocking=True))
+            xb = norm(images[i : i + batch_size].to(device, non_blocking=True))
             if channels_last and device.type == "cuda":
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with autocast_for(device, amp):
-                logits = model(xb).float()
-                if tta_flip:
-                    logits = (logits + model(xb.flip(3)).float()) / 2
-                out.append(logits)
+                out.append(tta_logits(model, xb, tta_flip, tta_translate))
             if progress is not None:
                 progress(min(i + batch_size, n), n)
     finally:
@@ -83,6 +115,41 @@ def predict_logits(
     if not out:
         return torch.empty((0, getattr(model, "num_classes", 10)), device=device)
     return torch.cat(out)
+
+
+@torch.no_grad()
+def validation_sums(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    device: torch.device,
+    batch_size: int = 500,
+    amp: bool = True,
+    channels_last: bool = True,
+    tta_flip: bool = False,
+    tta_translate: bool = False,
+) -> torch.Tensor:
+    """``[sum of cross-entropy losses, number correct]`` over labelled images already on
+    ``device``, as a tensor on it: nothing is read back, so the caller decides when to
+    wait (training reads it once per evaluation). float64 (float32 on MPS)."""
+    dtype = torch.float64 if device.type != "mps" else torch.float32
+    sums = torch.zeros(2, dtype=dtype, device=device)
+    was_training = model.training
+    model.eval()
+    norm = Normalizer(device)
+    try:
+        for i in range(0, images.shape[0], batch_size):
+            xb = norm(images[i : i + batch_size])
+            yb = labels[i : i + batch_size]
+            if channels_last and device.type == "cuda":
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with autocast_for(device, amp):
+                logits = tta_logits(model, xb, tta_flip, tta_translate)
+            loss = F.cross_entropy(logits, yb, reduction="sum")
+            sums += torch.stack([loss.to(dtype), (logits.argmax(1) == yb).sum().to(dtype)])
+    finally:
+        model.train(was_training)
+    return sums
 
 
 def evaluate(
@@ -95,8 +162,10 @@ def evaluate(
     amp: bool = True,
     progress: Optional[Callable[[int, int], None]] = None,
     tta_flip: bool = False,
+    tta_translate: bool = False,
 ) -> EvalResult:
-    logits = predict_logits(model, images, device, batch_size, amp, progress=progress, tta_flip=tta_flip)
+    logits = predict_logits(model, images, device, batch_size, amp, progress=progress, tta_flip=tta_flip,
+                            tta_translate=tta_translate)
     y = labels.to(device)
     n = int(y.shape[0])
     if n == 0:
@@ -179,6 +248,12 @@ def _inference_model(path: str, device: str):
     return ckpt, model, dev, fingerprint
 
 
+def _tta(ckpt: dict) -> tuple[bool, bool]:
+    """The test-time augmentation the checkpoint's run validated with: (flip, translate)."""
+    cfg = ckpt["config"]
+    return bool(cfg.get("tta_flip", False) is True), bool(cfg.get("tta_translate", False) is True)
+
+
 def evaluate_checkpoint(
     path: str,
     source: Optional[str] = None,
@@ -194,8 +269,9 @@ def evaluate_checkpoint(
     ckpt, model, dev, fingerprint = _inference_model(path, device)
     images, described, bundle = eval_images(source, ckpt)
     classes = list(ckpt.get("classes") or bundle.classes)
-    tta = bool(ckpt["config"].get("tta_flip", False))
-    r = evaluate(model, images.x, images.y, len(classes), dev, batch_size=batch_size, progress=progress, tta_flip=tta)
+    tta, shift = _tta(ckpt)
+    r = evaluate(model, images.x, images.y, len(classes), dev, batch_size=batch_size, progress=progress, tta_flip=tta,
+                 tta_translate=shift)
     out = CheckpointEvaluation(ckpt["path"], ckpt.get("epoch"), described, classes, r, images, list(bundle.notes))
     if store:
         try:
@@ -243,7 +319,7 @@ def predict_checkpoint(path: str, images: torch.Tensor, device: str = "auto", ba
                        progress: Optional[Callable[[int, int], None]] = None):
     """Class probabilities (N, classes) for uint8 images, and the checkpoint's class names."""
     ckpt, model, dev, _ = _inference_model(path, device)
-    tta = bool(ckpt["config"].get("tta_flip", False))
-    logits = predict_logits(model, images, dev, batch_size, progress=progress, tta_flip=tta)
+    tta, shift = _tta(ckpt)
+    logits = predict_logits(model, images, dev, batch_size, progress=progress, tta_flip=tta, tta_translate=shift)
     classes = list(ckpt.get("classes") or [str(i) for i in range(logits.shape[1])])
     return logits.softmax(1).cpu(), classes

@@ -88,6 +88,25 @@ class EpochDone(Event):
     mixup: bool = False
     best_val_acc: Optional[float] = None
     best_epoch: Optional[int] = None
+    # of ``seconds``, those spent validating (None: not recorded, files written before it)
+    val_seconds: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class Compiled(Event):
+    """torch.compile built the training step, before the first timed step (so compile time
+    is in no epoch's ``seconds``): once per run (and per resume), after ``RunStarted``.
+
+    ``shapes``: the input shapes warmed up (one, or two with progressive resizing);
+    ``ok`` False: compiling failed (``message`` says why) and the run trains eagerly.
+    """
+
+    seconds: float
+    backend: str
+    mode: str = "default"
+    shapes: int = 1
+    ok: bool = True
+    message: str = ""
 
 
 @dataclass(frozen=True)
@@ -162,6 +181,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         EpochStarted,
         StepDone,
         EpochDone,
+        Compiled,
         MixupChanged,
         CheckpointSaved,
         StateChanged,

@@ -101,3 +101,67 @@ def arch_info(model: SEResNet) -> dict:
         "num_classes": model.num_classes,
         "params": count_parameters(model),
     }
+
+
+# ------------------------------------------------------------------ initialisation helpers
+# Functions, not part of the module structure: they change initial values only, so every
+# network has the same parameters (names, shapes, count) and every checkpoint still loads.
+
+
+def patch_covariance(images: torch.Tensor, size: int = 3, chunk: int = 256) -> torch.Tensor:
+    """The covariance (float64, C*size*size square) of every ``size`` x ``size`` patch of
+    float images (N, C, H, W), in the order of a conv weight's flattened (C, kh, kw)."""
+    c = images.shape[1]
+    d = c * size * size
+    total = torch.zeros(d, device=images.device, dtype=torch.float64)
+    outer = torch.zeros(d, d, device=images.device, dtype=torch.float64)
+    count = 0
+    for i in range(0, images.shape[0], chunk):
+        p = F.unfold(images[i:i + chunk].double(), size)  # (n, d, patches)
+        p = p.transpose(1, 2).reshape(-1, d)
+        total += p.sum(0)
+        outer += p.T @ p
+        count += p.shape[0]
+    mean = total / count
+    return (outer - count * torch.outer(mean, mean)) / max(count - 1, 1)
+
+
+@torch.no_grad()
+def whiten_stem_(model: "SEResNet", images: torch.Tensor, eps: float = 5e-4) -> int:
+    """Initialise the stem conv so that its outputs on the 3x3 patches of ``images`` (float,
+    normalised as training inputs are) are decorrelated with unit variance.
+
+    With the patch covariance ``C = V diag(l) V^T``, filter ``i`` is ``v_i / sqrt(l_i + eps)``
+    for the ``k = min(27, out_channels // 2)`` directions of largest variance, and the next
+    ``k`` filters are their negatives (so a ReLU after the BatchNorm keeps both signs); the
+    remaining filters keep their initial values. The weights stay ordinary trainable
+    parameters. Returns ``k``.
+    """
+    conv: nn.Conv2d = model.stem[0]
+    out_c, in_c, kh, kw = conv.weight.shape
+    cov = patch_covariance(images.to(conv.weight.device), kh)
+    evals, evecs = torch.linalg.eigh(cov)  # ascending
+    evals, evecs = evals.flip(0).clamp_min(0), evecs.flip(1)
+    k = min(in_c * kh * kw, out_c // 2)
+    filters = (evecs[:, :k] / torch.sqrt(evals[:k] + eps)).T.reshape(k, in_c, kh, kw)
+    filters = filters.to(conv.weight.dtype)
+    conv.weight[:k] = filters
+    conv.weight[k:2 * k] = -filters
+    return k
+
+
+@torch.no_grad()
+def zero_init_residual_(model: nn.Module) -> int:
+    """Set the weight of each residual block's last BatchNorm to zero, so that every block
+    starts as its shortcut. Returns the number of blocks changed."""
+    n = 0
+    for m in model.modules():
+        if isinstance(m, BasicBlock):
+            m.bn2.weight.zero_()
+            n += 1
+    return n
+
+
+def bn_bias_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The bias parameters of every BatchNorm layer, in module order."""
+    return [m.bias for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None]

@@ -7,6 +7,9 @@
                          (+ NAME.json, a small summary beside each, and NAME.eval.json,
                          stored evaluations)
       .lock              the live writer's host and pid
+      .control           the live trainer's control channel (commands from other
+                         terminals; see engine.control and docs/control.md)
+      train.log          the output of a detached run (cifar-tui train --detach)
       error.log          the traceback of an unexpected failure
 
 :class:`RunDir` is the only place that spells these names; everything else asks
@@ -26,13 +29,17 @@ from typing import Any, Iterator, Literal, Optional
 
 from . import events as ev
 from .events import CHECKPOINT_KINDS, CheckpointKind  # noqa: F401  (re-exported)
-from .files import TEMP_MARK, atomic_write_json, read_json_dict
+from .files import TEMP_MARK, atomic_write_json, pid_alive, read_json_dict  # noqa: F401  (pid_alive re-exported)
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 LOCK_FILE = ".lock"
+CONTROL_FILE = ".control"
+LOG_FILE = "train.log"
 ERROR_LOG = "error.log"
+# A new run folder: no write access for group or others (the control channel lives in it)
+RUN_DIR_MODE = 0o755
 SUMMARY_SUFFIX = ".json"
 EVAL_SUFFIX = ".eval.json"
 
@@ -96,6 +103,16 @@ class RunDir:
     @property
     def error_log_path(self) -> Path:
         return self.path / ERROR_LOG
+
+    @property
+    def control_path(self) -> Path:
+        """The control channel of the trainer writing this run (see :mod:`engine.control`)."""
+        return self.path / CONTROL_FILE
+
+    @property
+    def log_path(self) -> Path:
+        """Where a detached run's output goes."""
+        return self.path / LOG_FILE
 
     def checkpoint_path(self, kind: CheckpointKind, *, epoch: int = 0, global_step: int = 0,
                         step_in_epoch: int = 0) -> Path:
@@ -178,7 +195,7 @@ class RunDir:
         for i in range(1000):
             d = root / (base if i == 0 else f"{base}-{i}")
             try:
-                d.mkdir()
+                d.mkdir(mode=RUN_DIR_MODE)  # (less if the umask says so; never writable by others)
             except FileExistsError:
                 continue
             except OSError as e:
@@ -200,12 +217,17 @@ class RunDir:
         return read_json_dict(self.config_path)
 
     def write_config(self, info: dict[str, Any], *, resumed_from: Optional[str] = None,
-                     resume_changes: Optional[dict[str, Any]] = None) -> None:
+                     resume_changes: Optional[dict[str, Any]] = None) -> Optional[str]:
         """Write config.json. A resumed run keeps its creation time and appends to its
-        resume history (where from, when, the settings that changed)."""
+        resume history (where from, when, the settings that changed). Returns a note when
+        the previous config.json was unreadable (it is rewritten from the checkpoint)."""
         info = dict(info)
+        note = None
         if resumed_from is not None:
             prev = self.read_config()
+            if not prev and self.config_path.exists():
+                note = (f"{self.config_path.name} was unreadable (damaged, or not a JSON object); rewritten from "
+                        "the checkpoint, without its earlier resume history")
             history = prev.get("resumes") if isinstance(prev.get("resumes"), list) else []
             if isinstance(prev.get("created"), str):
                 info["created"] = prev["created"]
@@ -215,6 +237,7 @@ class RunDir:
                 entry["changed"] = resume_changes
             info["resumes"] = history + [entry]
         atomic_write_json(self.config_path, info)
+        return note
 
     def read_metrics(self) -> tuple[list[dict], int]:
         """All events of metrics.jsonl as dicts, and the number of unreadable lines skipped."""
@@ -315,6 +338,93 @@ def read_metrics(path: str | Path) -> tuple[list[dict], int]:
     return events, bad
 
 
+class MetricsFollower:
+    """Tail a ``metrics.jsonl`` that another process appends to.
+
+    Each :meth:`poll` reads what was added since the last one and returns the
+    complete lines as events. A line without its newline yet (the writer is
+    mid-write, or died mid-write) is kept back until it is complete; lines that
+    do not parse are counted in :attr:`bad_lines` and skipped. If the file is
+    replaced or truncated, following starts again from its beginning and
+    :attr:`restarted` is set.
+    """
+
+    def __init__(self, path: str | Path, *, chunk: int = 8 << 20) -> None:
+        self.path = Path(path)
+        self.chunk = chunk
+        self.offset = 0
+        self.bad_lines = 0
+        self.restarted = False
+        self._buf = b""
+        self._ident: Optional[tuple[int, int]] = None
+
+    def poll(self) -> list[ev.Event]:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return []
+        ident = (st.st_dev, st.st_ino)
+        if self._ident is not None and (ident != self._ident or st.st_size < self.offset):
+            self.offset, self._buf, self.restarted = 0, b"", True
+        self._ident = ident
+        if st.st_size == self.offset:
+            return []
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read(self.chunk)
+        except OSError:
+            return []
+        self.offset += len(data)
+        buf = self._buf + data
+        lines = buf.split(b"\n")
+        self._buf = lines.pop()  # b"" after a final newline, else a torn last line
+        out: list[ev.Event] = []
+        for raw in lines:
+            event = self._parse(raw)
+            if event is not None:
+                out.append(event)
+        return out
+
+    def skip_to_end(self) -> "MetricsFollower":
+        """Follow only what is appended from now on."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return self
+        self.offset, self._ident, self._buf = st.st_size, (st.st_dev, st.st_ino), b""
+        return self
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of an unfinished last line held back."""
+        return len(self._buf)
+
+    def _parse(self, raw: bytes) -> Optional[ev.Event]:
+        raw = raw.strip()
+        if not raw:
+            return None
+        event = _parse_event_line(raw)
+        if event is None:
+            # A writer that died mid-line and was restarted leaves "<torn>{...}": keep the tail.
+            cut = raw.rfind(b'{"event"')
+            if cut > 0:
+                event = _parse_event_line(raw[cut:])
+        if event is None:
+            self.bad_lines += 1
+        return event
+
+
+def _parse_event_line(raw: bytes) -> Optional[ev.Event]:
+    try:
+        data = json.loads(raw.decode("utf-8", errors="replace"))
+        if not isinstance(data, dict):
+            return None
+        return ev.event_from_dict(data)
+    except (ValueError, TypeError):
+        return None
+
+
 class MetricsWriter:
     """An event listener that appends each event to ``metrics.jsonl`` as one JSON line.
 
@@ -371,31 +481,6 @@ class LockOwner:
 
     def describe(self) -> str:
         return f"process {self.pid} on {self.host}" if self.pid else "another process"
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return _not_zombie(pid)
-
-
-def _not_zombie(pid: int) -> bool:
-    """A killed child that its parent has not reaped yet still answers kill(pid, 0)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            stat = fh.read()
-    except OSError:
-        return True  # no /proc (macOS): trust kill()
-    try:
-        return stat[stat.rindex(b")") + 2:][:1] != b"Z"
-    except ValueError:
-        return True
 
 
 class RunLock:

@@ -121,6 +121,29 @@ def read_evaluations(checkpoint: str | Path) -> list[StoredEval]:
     return out
 
 
+def complete_result(res: Any) -> bool:
+    """Does a stored evaluation hold all that a full view of it needs, with the right types
+    (accuracy, loss, images, source, an n x n confusion matrix, n per-class accuracies,
+    n class names)? A damaged or hand-edited ``NAME.eval.json`` is not shown, it is redone."""
+    if not isinstance(res, dict):
+        return False
+    if _num(res.get("accuracy")) is None or _num(res.get("loss")) is None or _int(res.get("images")) is None:
+        return False
+    cm, per, classes = res.get("confusion_matrix"), res.get("per_class_accuracy"), res.get("classes")
+    if not isinstance(cm, list) or not 1 <= len(cm) <= 1000 or not isinstance(res.get("data_source"), str):
+        return False
+    n = len(cm)
+    if not all(isinstance(row, list) and len(row) == n and all(_int(v) is not None for v in row) for row in cm):
+        return False
+    if not isinstance(per, list) or len(per) != n or not all(v is None or isinstance(v, float) or _int(v) is not None
+                                                            for v in per):
+        return False
+    notes = res.get("notes", [])
+    if classes is not None and not (isinstance(classes, list) and len(classes) == n and all(isinstance(c, str) for c in classes)):
+        return False
+    return isinstance(notes, list) and all(isinstance(x, str) for x in notes)
+
+
 def latest_evaluation(checkpoint: str | Path, *, include_stale: bool = False) -> Optional[StoredEval]:
     evals = [e for e in read_evaluations(checkpoint) if include_stale or not e.stale]
     return evals[-1] if evals else None

@@ -17,7 +17,12 @@ so. It saves:
 * ``browser.svg`` / ``gallery.svg``: the checkpoint browser after evaluating the
   first run's best checkpoint, and its gallery of misclassified test images;
 * ``compare.svg``: the two runs compared (curves and the settings that differ);
-* ``start.svg``: the start screen with its form and both runs.
+* ``start.svg``: the start screen with its form and both runs;
+* ``attached.svg``: ``cifar-tui watch RUN`` attached to a headless run that
+  another process trains, just paused from the dashboard (``p``).
+
+``--only attached start`` makes only some of them (browser and start need the
+dashboard's runs).
 
 The numbers come from real training, so they differ a little from one run to the
 next; the layout does not.
@@ -143,6 +148,47 @@ async def browser_shots(out: Path, runs: Path) -> None:
         save(app, out, "compare.svg")
 
 
+async def attached_shot(out: Path, runs: Path, data: str, mid: int) -> None:
+    """A headless run in another process, the dashboard attached to it, paused with p."""
+    import os
+    import subprocess
+
+    from engine.rundir import RunDir
+
+    runs.mkdir(parents=True, exist_ok=True)
+    before = set(runs.iterdir())
+    cmd = [sys.executable, "-m", "tui_trainer", "--no-ui", "train", "--data", data, "--preset", "tiny",
+           "--width", "0.125", "--subset", "1200", "--val-size", "300", "--epochs", "8", "--mixup",
+           "--runs-dir", str(runs)]
+    child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    try:
+        deadline = time.monotonic() + 120
+        while not (set(runs.iterdir()) - before) or not RunDir(next(iter(set(runs.iterdir()) - before))).control_path.exists():
+            if time.monotonic() > deadline or child.poll() is not None:
+                raise RuntimeError("the headless run did not start")
+            time.sleep(0.2)
+        (run,) = set(runs.iterdir()) - before
+        app = CifarTuiApp("watch", run_dir=run)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_until(pilot, lambda: isinstance(app.screen, DashboardScreen))
+            dash = app.screen
+            await wait_until(pilot, lambda: dash.source.can_command and dash.run_state.epochs_done >= mid
+                             and dash.run_state.step_x and dash.run_state.step_x[-1] > mid + 0.3)
+            await pilot.press("p")
+            await wait_until(pilot, lambda: dash.run_state.state == "paused")
+            await pilot.pause(0.8)
+            save(app, out, "attached.svg")
+            await pilot.press("x")  # stop the run (it saves), then quit
+            await wait_until(pilot, lambda: dash.run_state.state == "finished")
+            await pilot.press("q")
+            await wait_until(pilot, lambda: app.return_code is not None)
+        child.wait(60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+
+
 async def start_shot(out: Path, runs: Path) -> None:
     app = CifarTuiApp("start", runs_dir=str(runs))
     async with app.run_test(size=(100, 30)) as pilot:
@@ -158,7 +204,10 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=6, help="planned epochs of the dashboard's run")
     parser.add_argument("--mid", type=int, default=3, help="epochs done when the dashboard is captured")
     parser.add_argument("--per-class", type=int, default=200, help="training images per class copied from --data")
+    parser.add_argument("--only", nargs="+", choices=("dashboard", "browser", "attached", "start"),
+                        help="make only these (browser and start need dashboard's runs)")
     args = parser.parse_args()
+    only = set(args.only or ("dashboard", "browser", "attached", "start"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.gettempdir()) / "cifar-tui-screenshots"  # a stable path: it shows on screen
@@ -174,13 +223,18 @@ def main() -> int:
     os.environ.setdefault("CIFAR_TUI_CACHE_DIR", str(work / "cache"))
     common = dict(data=data, width=0.125, val_size=300, log_every=5, runs_dir=str(runs))
     try:
-        asyncio.run(dashboard_shots(out, make_config("tiny", epochs=args.epochs, mixup=True, mixup_off_epochs=2,
-                                                     **common), args.mid))
-        from engine.trainer import Trainer  # a second, shorter run with another learning rate, to compare
+        if "dashboard" in only:
+            asyncio.run(dashboard_shots(out, make_config("tiny", epochs=args.epochs, mixup=True, mixup_off_epochs=2,
+                                                         **common), args.mid))
+            from engine.trainer import Trainer  # a second, shorter run with another learning rate, to compare
 
-        Trainer(make_config("tiny", epochs=args.mid, lr=0.02, **common)).run()
-        asyncio.run(browser_shots(out, runs))
-        asyncio.run(start_shot(out, runs))
+            Trainer(make_config("tiny", epochs=args.mid, lr=0.02, **common)).run()
+        if "browser" in only:
+            asyncio.run(browser_shots(out, runs))
+        if "attached" in only:
+            asyncio.run(attached_shot(out, runs, data, args.mid))
+        if "start" in only:
+            asyncio.run(start_shot(out, runs))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -55,3 +55,47 @@ def run_copy(finished_run, tmp_path):
     dst = tmp_path / "runs" / finished_run.name
     shutil.copytree(finished_run, dst)
     return dst
+
+
+# Strings that rich or Textual would parse as markup if a file's text reached them unescaped:
+# a closing tag without an opener (a MarkupError), a Textual action, a style.
+MARKUP_CLASSES = ["[/bold]", "[@click=app.quit]x", "[red]c", "d"]
+MARKUP_DIR = "data[/blue]"  # a folder "data[" holding "blue]": the path contains "[/blue]"
+
+
+def write_cifar_batches(root, names, n_train=64, n_test=40, seed=0):
+    """A small cifar-10-batches-py folder (2 training batches, a test batch, batches.meta)."""
+    import pickle
+    from pathlib import Path
+
+    import numpy as np
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    k = len(names)
+    for name, n in (("data_batch_1", n_train), ("data_batch_2", n_train), ("test_batch", n_test)):
+        with open(root / name, "wb") as fh:
+            pickle.dump({b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                         b"labels": [i % k for i in range(n)]}, fh, protocol=2)
+    with open(root / "batches.meta", "wb") as fh:
+        pickle.dump({b"label_names": list(names)}, fh, protocol=2)
+    return root
+
+
+@pytest.fixture(scope="session")
+def markup_run(tmp_path_factory):
+    """A completed tiny run whose class names (``MARKUP_CLASSES``) and data and run paths
+    hold markup. Do not change it; copy it."""
+    from engine.config import make_config
+    from engine.trainer import Trainer
+
+    root = tmp_path_factory.mktemp("markup")
+    data = write_cifar_batches(root / MARKUP_DIR / "cifar-10-batches-py", MARKUP_CLASSES)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CIFAR_TUI_CACHE_DIR", str(root / "cache"))
+        cfg = make_config("tiny", data=str(data), width=0.125, val_size=16, epochs=1, batch_size=32, log_every=1,
+                          runs_dir=str(root / "runs[/blue]"))
+        t = Trainer(cfg)
+        assert t.run() == "completed"
+    return t.run_dir

@@ -4,15 +4,18 @@ Entry points (called by :mod:`tui_trainer.cli`), each returning an exit code:
 
 * :func:`run_start_app` - ``cifar-tui``: the start screen (new run form, earlier runs);
 * :func:`run_train_app` - ``cifar-tui train ...``: the dashboard, training at once;
-* :func:`run_watch_app` - ``cifar-tui watch RUN_DIR``: the dashboard following a
-  run that another process writes.
+* :func:`run_watch_app` - ``cifar-tui watch RUN_DIR``: the dashboard attached to a
+  run that another process writes (commands go over the run's control channel;
+  ``q`` detaches and the run goes on).
 
 Exit codes: 0 ok (finished, stopped, or just watching), 1 the training failed,
-2 bad arguments, 130 quit without waiting for a running trainer to save.
+2 bad arguments, 130 quit without waiting for a running trainer to save, 129 / 143
+the terminal closed (SIGHUP) / SIGTERM: the run was stopped with a checkpoint.
 """
 
 from __future__ import annotations
 
+import signal
 import sys
 from functools import partial
 from pathlib import Path
@@ -24,11 +27,16 @@ from textual.screen import Screen
 
 from engine import events as ev
 
-from .bridge import LiveSource, StaticSource, WatchSource
+from .bridge import AttachSource, LiveSource, StaticSource
 from .messages import OpenBrowser, StartRun, WatchRun
 from .screens import BrowserScreen, DashboardScreen, StartScreen
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABANDONED = 0, 1, 2, 130
+# Signals that end the app like a closed terminal: a running training stops with a checkpoint
+# first (the process must not die before it is saved), and the exit code is 128 + the signal.
+STOP_SIGNALS = {signal.SIGHUP: "stopped because the terminal closed (SIGHUP)", signal.SIGTERM: "stopped by SIGTERM"}
+APP_CLOSED_REASON = "stopped because the app closed"
+DETACH_WAIT_SECONDS = 300.0  # how long the start screen waits for a detached run to start
 PALETTE_EXTRAS = {"mixup_schedule"}  # hidden from the footer, still in the command palette
 
 
@@ -78,6 +86,7 @@ class CifarTuiApp(App):
         self._quit_presses = 0
         self._abandoned = False
         self._saved_theme: Optional[str] = None
+        self.signalled: Optional[int] = None  # SIGHUP or SIGTERM ended the app (see _StopSignals)
 
     # --------------------------------------------------------------- startup
     @property
@@ -113,7 +122,29 @@ class CifarTuiApp(App):
         return session
 
     def open_watch(self, run_dir: Path, *, can_go_back: bool = False) -> None:
-        self.push_screen(self._dashboard(WatchSource(run_dir), can_go_back=can_go_back))
+        """The dashboard on a run another process writes: attached (its keys steer the run
+        while it trains), never taking its lock."""
+        self.push_screen(self._dashboard(AttachSource(run_dir), can_go_back=can_go_back))
+
+    def start_detached(self, config: Any) -> None:
+        """Start a run in its own background process, then attach to it."""
+        self.notify("Starting the run in the background...", title="Detached run", timeout=10)
+        self.run_worker(partial(self._launch_detached, config), name="detach", thread=True, exit_on_error=False)
+
+    def _launch_detached(self, config: Any) -> None:  # in a thread worker
+        from .detach import DetachError, launch
+
+        try:
+            launched = launch(config=config, wait=DETACH_WAIT_SECONDS)
+        except DetachError as e:
+            self.call_from_thread(self.notify, str(e), title="Could not start the run", severity="error",
+                                  timeout=20, markup=False)
+            return
+        if not launched.started:
+            self.call_from_thread(self.notify, f"The run is still starting in {launched.run.path}; open it from "
+                                  "the list when it shows running.", title="Detached run", markup=False)
+            return
+        self.call_from_thread(self.open_watch, launched.run.path, can_go_back=True)
 
     def _dashboard(self, source: Any, can_go_back: bool = False) -> DashboardScreen:
         sampler = self.sampler_factory() if self.sampler_factory is not None else None
@@ -121,6 +152,9 @@ class CifarTuiApp(App):
 
     # -------------------------------------------------------------- messages
     def on_start_run(self, message: StartRun) -> None:
+        if message.detach and message.config is not None:
+            self.start_detached(message.config)
+            return
         self.start_training(message.config, resume=message.resume, resume_overrides=message.resume_overrides,
                             can_go_back=message.can_go_back)
 
@@ -229,6 +263,8 @@ class CifarTuiApp(App):
     def exit_code(self) -> int:
         if self._abandoned:
             return EXIT_ABANDONED
+        if self.signalled is not None and (self.session is None or self.session.outcome != "failed"):
+            return 128 + self.signalled
         if self.session is None:
             return EXIT_OK
         return EXIT_FAILED if self.session.outcome == "failed" else EXIT_OK
@@ -237,16 +273,92 @@ class CifarTuiApp(App):
 # --------------------------------------------------------------------- entry points
 
 
+class _StopSignals:
+    """SIGHUP (the terminal closed) and SIGTERM while the app runs.
+
+    Textual installs nothing for them: by default the process would die at once and a
+    training in it would be lost since its last checkpoint. Here the handler (a plain
+    signal handler: it runs even while the UI thread is blocked) points stdin/stdout/
+    stderr at /dev/null on a hang-up (the terminal is gone: a write to it would fail or
+    block), asks the trainer for a saved stop, and asks the app to exit. A helper thread
+    waits for the trainer's final event, then ends the process if the UI has not closed
+    by itself (it can wedge writing to a terminal that is gone); the run is saved by then.
+    """
+
+    GRACE_SECONDS = 5.0
+
+    def __init__(self, app: CifarTuiApp) -> None:
+        self.app = app
+        self._old: dict = {}
+
+    def __enter__(self) -> "_StopSignals":
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self._old[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        import asyncio
+        import threading
+
+        app = self.app
+        if app.signalled is not None:
+            return  # a repeated hang-up: the stop is under way
+        app.signalled = signum
+        if signum == signal.SIGHUP:
+            _to_dev_null()
+        stop = ev.Stop(save=True, reason=STOP_SIGNALS[signum])
+        if app.session is not None and app.session.active:
+            app.session.send(stop)
+        app.quitting = True
+        try:
+            asyncio.get_running_loop().call_soon_threadsafe(partial(app.exit, return_code=128 + signum))
+        except RuntimeError:  # the UI is not running (starting, or closing already)
+            pass
+        threading.Thread(target=self._leave_after_save, args=(stop,), name="cifar-tui-hangup", daemon=True).start()
+
+    def _leave_after_save(self, stop: ev.Stop) -> None:
+        import os
+        import time
+
+        if self.app.session is not None:
+            self.app.session.finish(stop, 120)
+        time.sleep(self.GRACE_SECONDS)  # normally the process has ended meanwhile (and this thread with it)
+        os._exit(self.app.exit_code())
+
+
+def _to_dev_null() -> None:
+    import os
+
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+    except OSError:
+        pass
+
+
 def _run(app: CifarTuiApp) -> int:
-    app.run()
+    with _StopSignals(app):  # (still caught while waiting for the save below)
+        try:
+            app.run()
+        finally:
+            session = app.session
+            if session is not None and not app._abandoned:
+                # the app closed another way (a signal, the terminal went away, an error): the
+                # trainer's thread still runs; stop it with a checkpoint and wait for it
+                reason = STOP_SIGNALS.get(app.signalled or 0, APP_CLOSED_REASON)
+                session.finish(ev.Stop(save=True, reason=reason), 120)
     code = app.return_code
-    if code is None:
+    if code is None or app.signalled is not None:
         code = app.exit_code()
-    session = app.session
-    if session is not None and session.active and not app._abandoned:
-        # the app closed another way (e.g. the terminal went away): still leave a checkpoint
-        session.send(ev.Stop(save=True))
-        session.wait(120)
     return code
 
 
@@ -275,9 +387,15 @@ def run_browse_app(runs_dir: str | None = None) -> int:
 
 
 def run_watch_app(run_dir: str) -> int:
-    """``cifar-tui watch RUN_DIR``: follow a run that another process writes."""
+    """``cifar-tui watch RUN_DIR``: attach to a run that another process writes."""
+    from engine.rundir import RunDir
+    from engine.runs import run_status
+
     path = Path(run_dir).expanduser()
-    if not (path / "metrics.jsonl").is_file():
+    if not RunDir(path).metrics_path.is_file():
         print(f"error: {path} has no metrics.jsonl; give a run folder (runs/<run-id>)", file=sys.stderr)
         return EXIT_USAGE
-    return _run(CifarTuiApp("watch", run_dir=path))
+    code = _run(CifarTuiApp("watch", run_dir=path))
+    if code == EXIT_OK and run_status(RunDir(path))[0] == "running":
+        print(f"detached from {path.name}: it keeps training. Attach again with: cifar-tui watch {path}")
+    return code

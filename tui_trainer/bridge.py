@@ -11,7 +11,8 @@ Three event sources share one small interface, :class:`EventSource`:
 * :class:`LiveSource`: a :class:`engine.trainer.Trainer` started from a Textual
   thread worker; it also carries the commands the UI sends.
 * :class:`WatchSource`: a :class:`MetricsFollower` tailing another process's
-  ``metrics.jsonl``.
+  ``metrics.jsonl``; :class:`AttachSource` also sends the dashboard's commands
+  to that process over the run's control channel (:mod:`engine.control`).
 * :class:`StaticSource`: a fixed list of events (replays, snapshot tests).
 
 Nothing here imports torch or textual at import time.
@@ -19,8 +20,6 @@ Nothing here imports torch or textual at import time.
 
 from __future__ import annotations
 
-import json
-import os
 import threading
 import time
 from collections import deque
@@ -28,13 +27,18 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Protocol
 
 from engine import events as ev
+from engine.rundir import MetricsFollower  # noqa: F401  (the dashboard's tail of metrics.jsonl)
+
+
+class CommandRefused(Exception):
+    """A command could not be delivered (e.g. the attached run ended meanwhile). One line."""
 
 
 class EventSource(Protocol):
     """What the dashboard reads events from and sends commands to."""
 
     kind: str  # live | watch | replay
-    can_command: bool  # keys send commands (a live run)
+    can_command: bool  # keys send commands now (a live run; an attached run that is training)
     run_dir: Optional[Path]
 
     @property
@@ -44,7 +48,10 @@ class EventSource(Protocol):
 
     def poll(self) -> list[ev.Event]: ...
 
-    def send(self, command: ev.Command) -> None: ...
+    def send(self, command: ev.Command) -> None:
+        """Deliver a command (its effect shows up later as events); raises
+        :class:`CommandRefused` when it cannot be delivered."""
+        ...
 
     def liveness(self) -> Optional[str]:
         """For a run written by another process: its catalogue status (running,
@@ -136,6 +143,17 @@ class LiveSource:
         """Stop waiting for the trainer (its daemon thread dies with the process)."""
         self._abandon.set()
 
+    def finish(self, stop: ev.Stop, timeout: float) -> bool:
+        """The app is gone: stop the trainer (saving) and wait for its final event. Waits
+        for the trainer's own thread, which outlives a cancelled worker. True if it ended."""
+        with self._lock:
+            trainer = self.trainer
+        if trainer is None:
+            return self.wait(timeout)
+        trainer.send(stop)
+        trainer.join(timeout)
+        return not trainer.alive
+
     def _work(self) -> Optional[str]:
         try:
             try:
@@ -214,84 +232,6 @@ def _current_worker() -> Any:
 # -------------------------------------------------------------------------- watch
 
 
-class MetricsFollower:
-    """Tail a ``metrics.jsonl`` that another process appends to.
-
-    Each :meth:`poll` reads what was added since the last one and returns the
-    complete lines as events. A line without its newline yet (the writer is
-    mid-write, or died mid-write) is kept back until it is complete; lines that
-    do not parse are counted in :attr:`bad_lines` and skipped. If the file is
-    replaced or truncated, following starts again from its beginning and
-    :attr:`restarted` is set.
-    """
-
-    def __init__(self, path: str | Path, *, chunk: int = 8 << 20) -> None:
-        self.path = Path(path)
-        self.chunk = chunk
-        self.offset = 0
-        self.bad_lines = 0
-        self.restarted = False
-        self._buf = b""
-        self._ident: Optional[tuple[int, int]] = None
-
-    def poll(self) -> list[ev.Event]:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return []
-        ident = (st.st_dev, st.st_ino)
-        if self._ident is not None and (ident != self._ident or st.st_size < self.offset):
-            self.offset, self._buf, self.restarted = 0, b"", True
-        self._ident = ident
-        if st.st_size == self.offset:
-            return []
-        try:
-            with open(self.path, "rb") as fh:
-                fh.seek(self.offset)
-                data = fh.read(self.chunk)
-        except OSError:
-            return []
-        self.offset += len(data)
-        buf = self._buf + data
-        lines = buf.split(b"\n")
-        self._buf = lines.pop()  # b"" after a final newline, else a torn last line
-        out: list[ev.Event] = []
-        for raw in lines:
-            event = self._parse(raw)
-            if event is not None:
-                out.append(event)
-        return out
-
-    @property
-    def pending_bytes(self) -> int:
-        """Bytes of an unfinished last line held back."""
-        return len(self._buf)
-
-    def _parse(self, raw: bytes) -> Optional[ev.Event]:
-        raw = raw.strip()
-        if not raw:
-            return None
-        event = _parse_line(raw)
-        if event is None:
-            # A writer that died mid-line and was restarted leaves "<torn>{...}": keep the tail.
-            cut = raw.rfind(b'{"event"')
-            if cut > 0:
-                event = _parse_line(raw[cut:])
-        if event is None:
-            self.bad_lines += 1
-        return event
-
-
-def _parse_line(raw: bytes) -> Optional[ev.Event]:
-    try:
-        data = json.loads(raw.decode("utf-8", errors="replace"))
-        if not isinstance(data, dict):
-            return None
-        return ev.event_from_dict(data)
-    except (ValueError, TypeError):
-        return None
-
-
 class WatchSource:
     """Events of a run written by another process, read from its ``metrics.jsonl``."""
 
@@ -325,7 +265,41 @@ class WatchSource:
         return self._status
 
     def send(self, command: ev.Command) -> None:  # pragma: no cover - the UI hides commands when watching
-        raise RuntimeError("a watched run belongs to another process; it takes no commands")
+        raise CommandRefused("a watched run belongs to another process; it takes no commands")
+
+
+class AttachSource(WatchSource):
+    """A run written by another process, attached: its events as :class:`WatchSource`
+    reads them, and the dashboard's commands sent to it over the run's control channel.
+    Commands are offered while the run is training and its channel answers (looked at
+    with the liveness, at most once a second). Never takes the run's lock; quitting
+    leaves the run training."""
+
+    def __init__(self, run_dir: str | Path, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(run_dir, clock)
+        self._channel_checked: Optional[float] = None
+        self._channel_ok = False
+
+    @property
+    def can_command(self) -> bool:  # type: ignore[override]
+        status = self.liveness()
+        if status != "running":
+            return False
+        if self._channel_checked != self._checked_at:  # a fresh liveness: look at the channel too
+            from engine.control import channel_problem
+
+            self._channel_checked = self._checked_at
+            self._channel_ok = channel_problem(self.run_dir) is None
+        return self._channel_ok
+
+    def send(self, command: ev.Command) -> None:
+        from engine.control import ControlError, send_command
+
+        try:
+            send_command(self.run_dir, command)
+        except ControlError as e:
+            self._checked_at = None  # look again at the next tick
+            raise CommandRefused(str(e)) from None
 
 
 class StaticSource:

@@ -64,19 +64,23 @@ DATA_HELP = "cifar10 (downloaded once), synthetic, or a path: a cifar-10-batches
 def train(
     ctx: typer.Context,
     data: Optional[str] = typer.Option(None, "--data", "-d", help=DATA_HELP + "  [default: cifar10]"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Recipe: paper (the report's), fast (time-to-accuracy on a GPU) or tiny (CPU demo).  [default: paper]"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Recipe: paper (the report's), speedrun (time-to-accuracy on a GPU, same network), fast (an earlier GPU recipe) or tiny (CPU demo).  [default: paper]"),
     epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Epochs in total (with --resume: extend the run to this many)."),
     width: Optional[float] = typer.Option(None, "--width", "-w", help="Channel width multiplier; 1.0 is the report's 4,993,166-parameter network."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Images per step."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
     mixup: Optional[bool] = typer.Option(None, "--mixup/--no-mixup", help="Use mixup on the schedule's epochs, or never."),
     subset: Optional[int] = typer.Option(None, "--subset", help="Train on only N images (for quick runs)."),
-    val_size: Optional[int] = typer.Option(None, "--val-size", help="Validation images held out of the training set (default 5,000, or 10% of a small set)."),
+    val_size: Optional[int] = typer.Option(None, "--val-size", help="Validation images held out of the training set; 0: train on all (default: 5,000, or 10% of a small set; speedrun: 0)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (split, initialisation, augmentation).  [default: 0]"),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps.  [default: auto]"),
     runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help="Where run folders go (default: the user data folder)."),
-    save_every: Optional[int] = typer.Option(None, "--save-every", help="Also keep checkpoints/epoch-NNN.pt every N epochs."),
+    save_every: Optional[int] = typer.Option(None, "--save-every", help="Also keep a copy of the checkpoint as checkpoints/epoch-NNN.pt every N epochs (last.pt is written on those epochs too)."),
+    save_every_epochs: Optional[int] = typer.Option(None, "--save-every-epochs", help="Write checkpoints/last.pt every N epochs; 0: at the end of the first epoch a minute or more after the last write. Always at the run's end and at a stop; a new best.pt is written with it.  [default: 0]"),
+    compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the training step on CUDA (compile time is reported apart; the last, smaller batch of each epoch is then skipped).  [default: the preset's]"),
+    compile_mode: Optional[str] = typer.Option(None, "--compile-mode", help="torch.compile mode: default, reduce-overhead (CUDA graphs), max-autotune or max-autotune-no-cudagraphs."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue from a checkpoint (.pt) or a run folder, with its stored settings."),
+    detach: bool = typer.Option(False, "--detach", help="Train in a background process of its own that survives closing the terminal or the SSH session (output in the run folder's train.log); then attach the dashboard to it, or with --no-ui print how to attach (cifar-tui watch RUN) and steer it (cifar-tui ctl RUN ...)."),
     no_ui_here: bool = typer.Option(False, "--no-ui", hidden=True),
 ) -> None:
     """Train the network (dashboard by default; headless with --no-ui)."""
@@ -84,9 +88,12 @@ def train(
 
     no_ui = bool((ctx.obj or {}).get("no_ui")) or no_ui_here
     runs_dir = _runs_dir(ctx, runs_dir)
+    if compile_mode is not None and compile_model is None:
+        compile_model = True  # a mode says to compile
     overrides: dict[str, Any] = dict(
         data=data, epochs=epochs, width=width, batch_size=batch_size, lr=lr, mixup=mixup, subset=subset,
         val_size=val_size, seed=seed, device=device, runs_dir=runs_dir, save_every=save_every,
+        save_every_epochs=save_every_epochs, compile=compile_model, compile_mode=compile_mode,
     )
     config = None
     if resume is not None:
@@ -106,6 +113,15 @@ def train(
             fail(str(e), 2)
     resume_overrides = {k: v for k, v in overrides.items() if v is not None} if resume else None
 
+    if detach:
+        from engine.distributed import torchrun_env
+
+        if torchrun_env() is not None:
+            fail("--detach cannot be used under torchrun; detach the torchrun command itself "
+                 "(e.g. setsid nohup torchrun ... &) and steer rank 0 with cifar-tui ctl RUN", 2)
+        from .detach import start_from_cli
+
+        raise typer.Exit(start_from_cli(config, resume=resume, resume_overrides=resume_overrides, ui=not no_ui))
     if not no_ui:
         from engine.distributed import torchrun_env
 
@@ -120,12 +136,54 @@ def train(
     raise typer.Exit(run_headless(config=config, resume=resume, resume_overrides=resume_overrides))
 
 
+RUN_HELP = "A run folder, or a run id under the runs folder (see cifar-tui runs)."
+RUNS_DIR_HELP = "The runs folder where a run id is looked up (default: the user data folder)."
+
+
+def _run_folder(run: str, runs_dir: Optional[str]) -> str:
+    from .ctl import RunArgError, resolve_run
+
+    try:
+        return str(resolve_run(run, runs_dir))
+    except RunArgError as e:
+        fail(str(e), 2)
+        raise  # (fail raises)
+
+
 @app.command()
-def watch(run_dir: str = typer.Argument(..., help="A run folder (holding metrics.jsonl) that another process is writing, or a finished one.")) -> None:
-    """Open the dashboard on a run written by another process (or a finished run)."""
+def watch(
+    run: str = typer.Argument(..., metavar="RUN", help=RUN_HELP),
+    runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP),
+) -> None:
+    """Attach the dashboard to a run another process is training (or open a finished one).
+
+    While the run trains, m, M, p, s and x steer it as in your own dashboard (over the
+    run's control channel); q detaches and leaves it training."""
     from .app import run_watch_app
 
-    raise typer.Exit(run_watch_app(run_dir))
+    raise typer.Exit(run_watch_app(_run_folder(run, runs_dir)))
+
+
+@app.command()
+def ctl(
+    run: str = typer.Argument(..., metavar="RUN", help=RUN_HELP),
+    command: list[str] = typer.Argument(..., metavar="COMMAND", help="pause, resume, stop, save, or mixup on|off|auto."),
+    runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP),
+    timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for the run to confirm the command."),
+) -> None:
+    """Steer a running training from any terminal: pause, resume, stop, save, mixup on|off|auto.
+
+    Waits until the run's events confirm the command and prints one line. Exit codes: 0 done,
+    1 the run is not training or refused, 2 bad arguments, 124 no confirmation in time."""
+    from .ctl import parse_command, run_ctl
+
+    try:
+        cmd = parse_command(command)
+    except ValueError as e:
+        fail(str(e), 2)
+    if not timeout > 0:
+        fail(f"--timeout must be a positive number of seconds (got {timeout:g})", 2)
+    raise typer.Exit(run_ctl(Path(_run_folder(run, runs_dir)), cmd, timeout))
 
 
 # --------------------------------------------------------------- evaluate / predict
@@ -155,6 +213,7 @@ def eval_cmd(
 
     if batch_size < 1:
         fail(f"--batch-size must be at least 1 (got {batch_size})", 2)
+    _device_arg(device)
     path = _checkpoint_arg(checkpoint)
     err = Console(stderr=True)
     from .headless import progress_callback
@@ -172,6 +231,17 @@ def eval_cmd(
     from .headless import render_eval
 
     render_eval(Console(), result)
+
+
+def _device_arg(device: str) -> None:
+    """Refuse a --device this machine cannot use (exit 2), before anything is read."""
+    from engine.config import ConfigError
+    from engine.device import resolve_device
+
+    try:
+        resolve_device(device)
+    except ConfigError as e:
+        fail(str(e), 2)
 
 
 def _checkpoint_arg(checkpoint: str) -> str:
@@ -202,6 +272,7 @@ def predict(
     top_k: int = typer.Option(3, "--top-k", "-k", help="Classes to show per image in the table."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     batch_size: int = typer.Option(500, "--batch-size", "-b", help="Images per forward pass."),
+    force: bool = typer.Option(False, "--force", help="Let --output replace an existing file that is not a CSV of cifar-tui predict (never a checkpoint or an input)."),
 ) -> None:
     """Predict classes of images with a checkpoint (table, or CSV with --output)."""
     from rich.console import Console
@@ -210,25 +281,20 @@ def predict(
         fail(f"--top-k must be at least 1 (got {top_k})", 2)
     if batch_size < 1:
         fail(f"--batch-size must be at least 1 (got {batch_size})", 2)
+    _device_arg(device)
     cols = _predict_columns(columns, full)
     path = _checkpoint_arg(checkpoint)
     if output is not None:
-        out = Path(output).expanduser()
-        if out.is_dir():
-            fail(f"--output {output} is a folder; give a file name such as predictions.csv", 2)
-        if not out.parent.exists():
-            fail(f"--output {output}: the folder {out.parent} does not exist", 2)
+        _check_output_path(output, [path, *inputs], force)
     err = Console(stderr=True, soft_wrap=True)  # notes stay whole lines (paths are long)
     from .headless import progress_callback
 
     try:
         from engine.checkpoint import load_checkpoint
         from engine.data import read_predict_inputs
-        from engine.device import resolve_device
         from engine.evaluate import predict_checkpoint
 
-        resolve_device(device)  # refuse a bad --device, then a bad checkpoint, before decoding any input
-        load_checkpoint(path, purpose="inference")
+        load_checkpoint(path, purpose="inference")  # refuse a bad checkpoint before decoding any input
         got = read_predict_inputs(inputs)
         with progress_callback(err, "predicting", enabled=output is not None) as cb:
             probs, classes = predict_checkpoint(path, got.x, device=device, batch_size=batch_size, progress=cb)
@@ -264,6 +330,61 @@ def _predict_columns(columns: Optional[str], full: bool) -> list[str]:
     if unknown or not chosen:
         fail(f"--columns {columns!r}: choose from {','.join(PREDICT_COLUMNS)} (comma-separated)", 2)
     return list(dict.fromkeys(by_name[c.lower()] for c in chosen))
+
+
+def _check_output_path(output: str, reads: list[str], force: bool) -> Path:
+    """The file ``predict --output`` may write, or a one-line refusal (exit 2).
+
+    A command must not destroy what it reads: the output is never one of ``reads``
+    (the checkpoint, the inputs) nor any checkpoint, whatever ``--force`` says. An
+    existing file is replaced only if it is a CSV this command wrote (its header starts
+    only columns of ``PREDICT_COLUMNS``), is empty, or ``force`` is given. The write itself is atomic
+    (a temporary file renamed into place), so a kill never leaves a partial CSV.
+    """
+    out = Path(output).expanduser()
+    if out.is_dir():
+        fail(f"--output {output} is a folder; give a file name such as predictions.csv", 2)
+    if not out.parent.is_dir():
+        fail(f"--output {output}: the folder {out.parent} does not exist", 2)
+    if not out.exists() and not out.is_symlink():
+        return out
+    from engine.files import is_regular_file
+
+    if not is_regular_file(out):
+        fail(f"--output {output} is not a regular file (a pipe, a device or a dangling link?); give a new file name", 2)
+    for other in reads:
+        try:
+            same = out.samefile(other)
+        except OSError:
+            same = False
+        if same:
+            fail(f"--output {output} is a file this command reads; give another file name such as predictions.csv", 2)
+    head = _file_head(out)
+    if head is None:
+        fail(f"--output {output} exists and cannot be read; give a new file name", 2)
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80") or out.suffix in (".pt", ".pth"):
+        fail(f"--output {output} is a checkpoint or other binary data (a zip, a pickle); predictions never "
+             "replace one: give a file name such as predictions.csv", 2)
+    if not head or _is_predictions_csv(head) or force:
+        return out
+    fail(f"--output {output} exists and is not a predictions CSV written by cifar-tui; "
+         "give a new file name, or add --force to replace it", 2)
+    return out
+
+
+def _file_head(path: Path, n: int = 256) -> Optional[bytes]:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(n)
+    except OSError:
+        return None
+
+
+def _is_predictions_csv(head: bytes) -> bool:
+    """Whether a file starts with a header `predict --output` writes (columns of PREDICT_COLUMNS)."""
+    first = head.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", errors="replace")
+    names = first.split(",")
+    return bool(first) and all(n in PREDICT_COLUMNS for n in names) and len(set(names)) == len(names)
 
 
 def _write_predictions_csv(path: Path, rows: list[dict], columns: list[str]) -> None:

@@ -2,7 +2,8 @@
 
 The trainer runs in a background thread; this (main) thread drains its events
 from a queue and draws them, and turns Ctrl+C / SIGTERM into a graceful
-``Stop(save=True)``. A second Ctrl+C quits at once.
+``Stop(save=True)``. A second Ctrl+C quits at once. The terminal closing (SIGHUP) is a
+stop with a checkpoint too: output then goes to /dev/null (:class:`TerminalStream`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,48 @@ STOP_REASONS = {
     signal.SIGTERM: "stopped by SIGTERM",
     signal.SIGHUP: "stopped because the terminal closed (SIGHUP)",
 }
+
+
+class TerminalStream:
+    """The console's output, made to survive the terminal going away (SIGHUP, a closed
+    SSH connection). A write to a hung-up terminal fails (EIO); the first failure points
+    stdout and stderr at /dev/null, so the run goes on to save its checkpoint and finish
+    instead of dying on a print."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError):
+            self._hang_up()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except (OSError, ValueError):
+            self._hang_up()
+
+    def _hang_up(self) -> None:
+        if self.gone:
+            return
+        self.gone = True
+        import os
+
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+            for fd in (1, 2):
+                os.dup2(null, fd)
+            os.close(null)
+            self._stream.flush()  # what was buffered goes to /dev/null now
+        except (OSError, ValueError):
+            pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def _pct(v: Optional[float]) -> str:
@@ -110,6 +153,8 @@ class HeadlessRenderer:
                 self.best = e
             elif e.kind == "manual":
                 self.say(("saved ", "green"), e.path)
+        elif isinstance(e, ev.Compiled) and e.ok:
+            self.say(f"compiled the training step in {e.seconds:.1f} s ({e.backend}, mode {e.mode})")
         elif isinstance(e, ev.MixupChanged):
             self.say(f"mixup {'on' if e.on else 'off'} ({e.source})")
         elif isinstance(e, ev.Warning):
@@ -193,25 +238,31 @@ def exit_code(finished: Optional[ev.RunFinished], signalled: Optional[int]) -> i
 
 
 def run_headless(config=None, resume: Optional[str] = None, resume_overrides: Optional[dict[str, Any]] = None,
-                 console: Optional[Console] = None, install_signals: bool = True) -> int:
-    """Train with rich progress. Returns the exit code (see :func:`exit_code`)."""
+                 console: Optional[Console] = None, install_signals: bool = True,
+                 run_dir: Optional[str] = None) -> int:
+    """Train with rich progress. Returns the exit code (see :func:`exit_code`). ``run_dir``:
+    train in this run folder (a detached run's, chosen by its parent)."""
     from engine.distributed import torchrun_env
 
-    console = console or Console(highlight=False, soft_wrap=True)
+    import sys
+
+    console = console or Console(file=TerminalStream(sys.stdout), highlight=False, soft_wrap=True)
     rank = (torchrun_env() or {}).get("rank", 0)
     if rank:  # under torchrun only rank 0 draws; the others report problems only
-        console = Console(highlight=False, soft_wrap=True, stderr=True, force_terminal=False)
+        console = Console(file=TerminalStream(sys.stderr), highlight=False, soft_wrap=True, force_terminal=False)
     with console.status("loading torch and the data..."):
         from engine.trainer import Trainer
 
     events: "queue.Queue[ev.Event]" = queue.Queue()
-    trainer = Trainer(config, listeners=[events.put], resume=resume, resume_overrides=resume_overrides)
+    trainer = Trainer(config, listeners=[events.put], resume=resume, resume_overrides=resume_overrides, run_dir=run_dir)
     renderer = HeadlessRenderer(console) if not rank else _QuietRenderer(console)
     signalled: dict[str, int] = {}
 
     def on_signal(signum, frame):  # runs in the main thread, between bytecodes
         if signalled:
-            raise KeyboardInterrupt  # second signal: quit at once
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl+C: quit at once
+            return  # a repeated hang-up or SIGTERM: the stop is under way
         signalled["code"] = 128 + signum
         trainer.send(ev.Stop(save=True, reason=STOP_REASONS.get(signum, "stopped by a signal")))
         console.print(styled(("stopping: saving a checkpoint (press Ctrl+C again to quit at once)...", "yellow")))

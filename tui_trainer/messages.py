@@ -14,15 +14,18 @@ from textual.message import Message
 
 
 class StartRun(Message):
-    """Train: a new run from ``config``, or a resumed one from ``resume`` (a checkpoint)."""
+    """Train: a new run from ``config``, or a resumed one from ``resume`` (a checkpoint).
+    ``detach``: in its own background process (it survives the app and the terminal),
+    with the dashboard attached to it."""
 
     def __init__(self, config: Any = None, *, resume: Optional[str] = None,
-                 resume_overrides: Optional[dict] = None, can_go_back: bool = True) -> None:
+                 resume_overrides: Optional[dict] = None, can_go_back: bool = True, detach: bool = False) -> None:
         super().__init__()
         self.config = config
         self.resume = resume
         self.resume_overrides = resume_overrides
         self.can_go_back = can_go_back
+        self.detach = detach
 
 
 class WatchRun(Message):

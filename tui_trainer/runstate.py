@@ -192,6 +192,8 @@ class RunState:
             who = "by you" if e.source == "user" else "by the schedule"
             log(LogLine(e.time, f"mixup {'on' if e.on else 'off'} {who} (epoch {e.epoch})", "cyan"))
             self.state_dirty = True
+        elif isinstance(e, ev.Compiled) and e.ok:
+            log(LogLine(e.time, f"compiled the training step in {e.seconds:.1f} s ({e.backend}, {e.mode})", "dim"))
         elif isinstance(e, ev.Warning):
             log(LogLine(e.time, f"warning: {e.message}", "yellow"))
         elif isinstance(e, ev.Failed):

@@ -25,13 +25,17 @@ def env_for(tmp_path):
 
 
 def test_small_kill_campaign(tmp_path):
-    r = subprocess.run([sys.executable, "scripts/kill_campaign.py", "--kills", "3", "--min-wait", "2.5", "--early-fraction", "0.3",
-                        "--max-wait", "2", "--workdir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
-                       timeout=400)
+    """One round of each scenario: headless training, the dashboard in a pseudo-terminal,
+    eval storing its result, predict writing a CSV (the 1000-kill campaign is run by hand)."""
+    r = subprocess.run([sys.executable, "scripts/kill_campaign.py", "--kills", "4", "--max-rounds", "4", "--order", "cycle",
+                        "--mix", "train=1,dashboard=1,eval=1,predict=1", "--min-wait", "2.5", "--early-fraction", "0.3",
+                        "--max-wait", "2", "--max-wait-inference", "3", "--workdir", str(tmp_path)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=400)
     assert r.stdout.strip(), r.stderr
     report = json.loads(r.stdout.strip().splitlines()[-1])
     assert r.returncode == 0 and report["ok"], r.stdout + r.stderr
-    assert report["kills"] >= 2 and report["corrupt_checkpoints"] == 0 and report["final_exit"] == 0
+    assert [s["rounds"] for s in report["by_scenario"].values()] == [1, 1, 1, 1]
+    assert report["kills"] >= 2 and report["corrupt_files"] == 0 and report["final_exit"] == 0
 
 
 def _wait_for_step(metrics: Path, timeout=60.0):
@@ -161,7 +165,7 @@ def tiny_disk(tmp_path):
 
 
 def test_a_full_disk_keeps_the_previous_checkpoint(tiny_disk):
-    r = CliRunner().invoke(app, [*TRAIN, "--epochs", "3", "--runs-dir", str(tiny_disk)])
+    r = CliRunner().invoke(app, [*TRAIN, "--epochs", "3", "--save-every-epochs", "1", "--runs-dir", str(tiny_disk)])
     (run,) = list(tiny_disk.iterdir())
     last = run / "checkpoints" / "last.pt"
     assert "No space left on device" in r.output and "the previous checkpoint is intact" in r.output

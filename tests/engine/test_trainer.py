@@ -228,7 +228,7 @@ def test_nan_loss_fails_and_keeps_the_last_good_checkpoint(small, monkeypatch):
 
     monkeypatch.setattr(tr.F, "cross_entropy", poisoned)
     seen, listen = collect()
-    t = Trainer(small(epochs=3), listeners=[listen])
+    t = Trainer(small(epochs=3, save_every_epochs=1), listeners=[listen])
     assert t.run() == "failed"
     msg = of(seen, ev.Failed)[0].message
     assert "NaN" in msg and "epoch 2" in msg and "--lr" in msg

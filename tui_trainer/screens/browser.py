@@ -30,7 +30,7 @@ from textual.widgets import (
     TabPane,
 )
 
-from engine.runs import CheckpointInfo, RunSummary, latest_evaluation
+from engine.runs import CheckpointInfo, RunSummary, complete_result, latest_evaluation
 
 from ..formatting import fmt_pct, format_size
 from ..messages import StartRun
@@ -273,9 +273,10 @@ class BrowserScreen(Screen):
         stored = latest_evaluation(row.path)
         summary = self.query_one("#eval-summary", Static)
         matrix = self.query_one("#eval-matrix", Static)
-        if stored is None or "confusion_matrix" not in stored.result:
+        if stored is None or not complete_result(stored.result):
             stale = latest_evaluation(row.path, include_stale=True) is not None
-            summary.update("The stored evaluation is of an earlier version of this file: press e to evaluate it."
+            summary.update("The stored evaluation is damaged: press e to evaluate again." if stored is not None else
+                           "The stored evaluation is of an earlier version of this file: press e to evaluate it."
                            if stale else "Not evaluated yet: press e (or the button) to evaluate on the test split.")
             matrix.update("")
             return
@@ -333,7 +334,7 @@ class BrowserScreen(Screen):
         self.evaluating = None
         self.query_one(ProgressBar).add_class("-hidden")
         self.query_one("#eval-summary", Static).update(Text(f"Evaluation failed: {message}", style="bold red"))
-        self.notify(message, title="Evaluation failed", severity="error", timeout=10)
+        self.notify(message, title="Evaluation failed", severity="error", timeout=10, markup=False)
 
     def _eval_done(self, path: str, evaluation) -> None:
         """``evaluation``: an :class:`engine.evaluate.CheckpointEvaluation`."""

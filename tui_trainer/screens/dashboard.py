@@ -2,8 +2,9 @@
 
 The screen reads events from a *source* (see :mod:`tui_trainer.bridge`) on a
 timer, folds them into a :class:`~tui_trainer.runstate.RunState` and redraws
-what changed. Keys send commands to a live run; what the status shows changes
-only when the engine's events confirm it.
+what changed. Keys send commands to a live run (this app's, or one attached over
+its control channel); what the status shows changes only when the engine's
+events confirm it. ``q`` on an attached run detaches: the run goes on.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from textual.widgets import Footer, Header
 
 from engine import events as ev
 
-from ..bridge import EventSource
+from ..bridge import CommandRefused, EventSource
 from ..messages import OpenBrowser
 from ..runstate import RunState
 from ..widgets import EventLog, StatusPanel, TrainingPlots
@@ -43,6 +44,8 @@ class DashboardScreen(Screen):
         Binding("x", "stop", "Stop", tooltip="Stop training and save a checkpoint; the app stays open"),
         Binding("c", "checkpoints", "Checkpoints", tooltip="List this run's checkpoints"),
         Binding("l", "log_scale", "Log loss", tooltip="Loss plot: switch between a linear and a log scale"),
+        Binding("q", "detach", "Detach", tooltip="Leave the dashboard; the run keeps training (attach again with "
+                "cifar-tui watch RUN)"),
         Binding("escape", "back", "Back", tooltip="Back to the start screen"),
     ]
 
@@ -145,10 +148,14 @@ class DashboardScreen(Screen):
                 self._want_mixup = None
             if st.run_id and kind == "live":
                 self.sub_title = f"training {st.run_id}"
-        # the footer's keys depend on the state, a pending pause and whether the trainer lives
-        key = (st.state, self._want_pause, self.source.active)
+        # the footer's keys depend on the state, a pending pause, whether the trainer lives
+        # and (attached to another process's run) whether it takes commands now
+        commandable = self.source.can_command
+        key = (st.state, self._want_pause, self.source.active, commandable)
         if key != self._shown_state:
             self._shown_state = key
+            if kind == "watch":
+                self.sub_title = f"{'attached to' if commandable else 'watching'} {self.source.run_dir}"
             self.refresh_bindings()
 
     def _plots_due(self, st: RunState) -> bool:
@@ -160,9 +167,7 @@ class DashboardScreen(Screen):
 
     def _load_history(self, started: ev.RunStarted) -> None:
         """A resumed run: show what its metrics.jsonl already holds (the epochs before this start)."""
-        from engine.rundir import RunDir
-
-        from ..bridge import MetricsFollower
+        from engine.rundir import MetricsFollower, RunDir
 
         follower = MetricsFollower(RunDir(started.run_dir).metrics_path)
         earlier: list[ev.Event] = []
@@ -195,9 +200,13 @@ class DashboardScreen(Screen):
                 return False  # watching or replaying: there is nothing to command
             if action in ("pause", "resume") and (action == "pause") == self._pause_wanted():
                 return False  # p shows the other meaning
-            if not self.source.active or self.run_state.state in ("finished", "failed"):
+            if self.source.kind == "live" and not self.source.active:
                 return None  # shown, greyed out
+            if self.run_state.state in ("finished", "failed", "interrupted"):
+                return None
             return True
+        if action == "detach":  # q on a run attached over its control channel
+            return self.source.kind == "watch" and self.source.can_command
         if action == "back":
             if not self.can_go_back:
                 return False
@@ -210,10 +219,19 @@ class DashboardScreen(Screen):
             return "Training is running: stop it first (x, it saves a checkpoint), then esc goes back."
         return None
 
-    def _send(self, command: ev.Command, note: str) -> None:
-        self.source.send(command)
+    def _send(self, command: ev.Command, note: str) -> bool:
+        try:
+            self.source.send(command)
+        except CommandRefused as e:
+            self._want_pause = self._want_mixup = None
+            self.run_state.note(f"» not sent: {e}", style="red")
+            self.event_log.add(self.run_state.take_log())
+            self.notify(str(e), title="Command not sent", severity="error", markup=False)
+            self.refresh_bindings()
+            return False
         self.run_state.note(note)
         self.event_log.add(self.run_state.take_log())
+        return True
 
     def action_toggle_mixup(self) -> None:
         current = self._want_mixup if self._want_mixup is not None else bool(self.run_state.mixup)
@@ -254,6 +272,10 @@ class DashboardScreen(Screen):
     def action_log_scale(self) -> None:
         log = self.plots.toggle_log_scale()
         self.notify(f"Loss plot: {'log' if log else 'linear'} scale", timeout=2)
+
+    def action_detach(self) -> None:
+        """Leave an attached run: the app exits, the run goes on in its own process."""
+        self.app.exit(return_code=0)
 
     def action_back(self) -> None:
         if self.can_go_back and not self.source.active:

@@ -40,7 +40,7 @@ class StartScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield RunForm(str(self.given_runs_dir) if self.given_runs_dir else None, id="form")
+        yield RunForm(str(self.given_runs_dir) if self.given_runs_dir else None, detach_switch=True, id="form")
         with Vertical(id="runs"):
             yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
             yield Static("", id="runs-empty")
@@ -77,7 +77,7 @@ class StartScreen(Screen):
 
     @on(RunForm.Submitted)
     def _submitted(self, event: RunForm.Submitted) -> None:
-        self.post_message(StartRun(event.config, can_go_back=True))
+        self.post_message(StartRun(event.config, can_go_back=True, detach=event.detach))
 
     # ------------------------------------------------------------------ runs
     def action_refresh(self) -> None:

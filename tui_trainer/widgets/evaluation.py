@@ -26,7 +26,7 @@ def confusion_renderable(result: dict) -> Table:
     table = Table(box=None, padding=(0, 0), show_edge=False, pad_edge=False, collapse_padding=True)
     table.add_column("", no_wrap=True, style="bold", min_width=8, max_width=10)
     for c in classes:
-        table.add_column(c[:4], justify="right", no_wrap=True, min_width=5)
+        table.add_column(Text(c[:4]), justify="right", no_wrap=True, min_width=5)
     table.add_column(" acc%", justify="right", no_wrap=True, min_width=6)
     for i, c in enumerate(classes):
         row_total = max(1, sum(cm[i]))
@@ -42,7 +42,7 @@ def confusion_renderable(result: dict) -> Table:
             cells.append(Text(f"{v:>5}", style=style))
         acc = result["per_class_accuracy"][i]
         cells.append(Text(f"{fmt_pct(acc, sign=False):>6}", style="bold green" if acc is not None and acc >= result["accuracy"] else "yellow"))
-        table.add_row(c[:10], *cells)
+        table.add_row(Text(c[:10]), *cells)
     return table
 
 
@@ -85,7 +85,7 @@ class ImageTile(Static):
         self.caption = caption.plain
         self.index = index
         self.correct = ok
-        self.tooltip = f"#{index}: true {true_name}, predicted {pred_name} ({100 * confidence:.1f}%)"
+        self.tooltip = Text(f"#{index}: true {true_name}, predicted {pred_name} ({100 * confidence:.1f}%)")
 
 
 class Gallery(VerticalScroll):

@@ -1,0 +1,217 @@
+"""The dashboard attached to a run that another process trains (`cifar-tui watch RUN`),
+the start screen's Detach switch, and a dashboard whose terminal closes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from engine import control
+from engine.rundir import RunDir, read_metrics
+from engine.runs import run_status
+from tui_trainer.app import CifarTuiApp
+from tui_trainer.bridge import AttachSource
+from tui_trainer.screens import DashboardScreen
+from ui_support import press, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN = ["train", "--data", "synthetic", "--preset", "tiny", "--width", "0.125", "--subset", "256",
+         "--val-size", "64", "--batch-size", "64", "--epochs", "500"]
+
+
+def env_for(tmp_path) -> dict:
+    return dict(os.environ, CIFAR_TUI_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+
+
+def events_of(run: Path) -> list[dict]:
+    return read_metrics(RunDir(run).metrics_path)[0]
+
+
+def wait_until(predicate, what: str, timeout: float = 90.0) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def start(tmp_path, *args: str, **popen) -> tuple[subprocess.Popen, Path]:
+    runs = tmp_path / "runs"
+    p = subprocess.Popen([sys.executable, "-m", "tui_trainer", *args, *TRAIN, "--runs-dir", str(runs)], cwd=ROOT,
+                         env=env_for(tmp_path), **popen)
+    wait_until(lambda: runs.exists() and any(runs.iterdir()) or p.poll() is not None, "the run folder")
+    assert p.poll() is None, "the trainer exited"
+    (run,) = list(runs.iterdir())
+    wait_until(lambda: any(d["event"] == "StepDone" for d in events_of(run)), "the first steps")
+    return p, run
+
+
+class Terminal:
+    """A pseudo-terminal for a process, read like a terminal reads it; :meth:`close` is the
+    terminal going away (nothing holds its master side any more)."""
+
+    def __init__(self, rows: int = 30, cols: int = 100) -> None:
+        import fcntl
+        import pty
+        import struct
+        import termios
+        import threading
+
+        self.master, self.slave = pty.openpty()
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        import select
+
+        while not self._stop.is_set():
+            if select.select([self.master], [], [], 0.1)[0]:
+                try:
+                    if not os.read(self.master, 65536):
+                        return
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        os.close(self.master)
+
+
+def dashboard(app) -> DashboardScreen:
+    screen = app.screen
+    assert isinstance(screen, DashboardScreen)
+    return screen
+
+
+def status_text(app) -> str:
+    return dashboard(app).status.plain
+
+
+def test_watch_attaches_p_pauses_q_detaches_x_stops(tmp_path):
+    p, run = start(tmp_path, "--no-ui", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    async def pause_then_detach():
+        app = CifarTuiApp("watch", run_dir=run)
+        async with app.run_test(size=(100, 30)) as pilot:
+            dash = dashboard(app)
+            await wait_for(pilot, lambda: dash.source.can_command and "● running" in status_text(app),
+                           what="attached to the running run")
+            assert dash.check_action("pause", ()) is True and dash.check_action("detach", ()) is True
+            assert "attached to" in dash.sub_title
+            await press(pilot, "p")
+            await wait_for(pilot, lambda: "‖ paused" in status_text(app), what="paused, as its events say")
+            assert any(d["event"] == "StateChanged" and d["state"] == "paused" for d in events_of(run))
+            assert dash.check_action("resume", ()) is True  # p now resumes
+            await press(pilot, "q")  # detach
+            await wait_for(pilot, lambda: app.return_code is not None, what="the app to exit")
+        assert app.return_code == 0
+
+    async def stop():
+        app = CifarTuiApp("watch", run_dir=run)
+        async with app.run_test(size=(100, 30)) as pilot:
+            dash = dashboard(app)
+            await wait_for(pilot, lambda: dash.source.can_command and "‖ paused" in status_text(app),
+                           what="attached to the paused run")
+            await press(pilot, "x")
+            await wait_for(pilot, lambda: "■ stopped" in status_text(app), what="stopped, as its events say")
+            await wait_for(pilot, lambda: dash.check_action("stop", ()) is False, what="no more commands")
+            await press(pilot, "q")  # now: quit
+            await wait_for(pilot, lambda: app.return_code is not None, what="the app to exit")
+
+    try:
+        asyncio.run(pause_then_detach())
+        assert p.poll() is None and run_status(RunDir(run))[0] == "running"  # q left it training (paused)
+        assert RunDir(run).lock_owner().pid == p.pid  # the viewer never took the lock
+        asyncio.run(stop())
+        assert p.wait(60) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+    final = events_of(run)[-1]
+    assert final["event"] == "RunFinished" and final["outcome"] == "stopped"
+    assert final["reason"].startswith(control.REMOTE_STOP_REASON) and RunDir(run).last_checkpoint.is_file()
+
+
+def test_a_command_that_cannot_be_delivered_is_shown_not_raised(tmp_path):
+    import json
+    import socket
+
+    run = tmp_path / "runs" / "r"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("")
+    (run / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": "now"}))
+    got: list = []
+    channel = control.ControlChannel.open(RunDir(run), got.append, poll_seconds=3600)
+
+    async def main():
+        app = CifarTuiApp("watch", run_dir=run)
+        async with app.run_test(size=(100, 30)) as pilot:
+            dash = dashboard(app)
+            await wait_for(pilot, lambda: dash.source.can_command, what="the channel")
+            channel.close()  # the run ends between the look and the key
+            await press(pilot, "s")
+            await wait_for(pilot, lambda: any("not sent" in line for line in dash.event_log.lines_written),
+                           what="the refusal in the log")
+            await press(pilot, "q")
+            await wait_for(pilot, lambda: app.return_code is not None, what="the app to exit")
+
+    asyncio.run(main())
+    assert got == []
+
+
+def test_start_screen_detach_starts_a_background_run_and_attaches(tmp_path):
+    from textual.widgets import Input, Select, Switch
+
+    runs = tmp_path / "runs"
+
+    async def main():
+        app = CifarTuiApp("start", runs_dir=runs)
+        async with app.run_test(size=(100, 30)) as pilot:
+            screen = app.screen
+            screen.query_one("#f-data", Input).value = "synthetic"
+            screen.query_one("#f-preset", Select).value = "tiny"
+            await pilot.pause(0.1)
+            screen.query_one("#f-epochs", Input).value = "500"
+            screen.query_one("#f-width", Input).value = "0.125"
+            screen.query_one("#f-detach", Switch).value = True
+            await pilot.click("#f-start")
+            await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="the attached dashboard")
+            dash = dashboard(app)
+            assert isinstance(dash.source, AttachSource) and app.session is None  # not trained in this process
+            await wait_for(pilot, lambda: dash.source.can_command, what="commands over the channel")
+            await press(pilot, "x")
+            await wait_for(pilot, lambda: "■ stopped" in status_text(app), what="stopped")
+            return Path(dash.source.run_dir)
+
+    run = asyncio.run(main())
+    final = events_of(run)[-1]
+    assert final["event"] == "RunFinished" and final["outcome"] == "stopped"
+    assert RunDir(run).log_path.is_file()  # the background process wrote its output there
+
+
+def test_a_dashboard_whose_terminal_closes_saves_and_stops(tmp_path):
+    """Textual does nothing on SIGHUP by default (the process would die unsaved): the app
+    stops the run with a checkpoint, waits for it, and exits 129."""
+    term = Terminal()
+    try:
+        p, run = start(tmp_path, stdin=term.slave, stdout=term.slave, stderr=term.slave, start_new_session=True)
+    finally:
+        os.close(term.slave)
+    try:
+        term.close()  # the terminal goes away, then the hang-up
+        p.send_signal(signal.SIGHUP)
+        assert p.wait(60) == 129
+    finally:
+        if p.poll() is None:
+            p.kill()
+    final = events_of(run)[-1]
+    assert final["event"] == "RunFinished" and final["outcome"] == "stopped"
+    assert "terminal closed (SIGHUP)" in final["reason"]
+    assert RunDir(run).last_checkpoint.is_file() and not RunDir(run).lock_path.exists()

@@ -1,0 +1,206 @@
+"""Detached runs: training in a background process of its own that outlives the terminal.
+
+``cifar-tui train --detach ...`` (and the start screen's Detach switch) call
+:func:`launch`: it chooses the run folder, starts ``python -m tui_trainer.detach
+SPEC`` in a new session (``setsid``: no controlling terminal, so closing the
+terminal or the SSH connection sends it no SIGHUP), with stdin from /dev/null
+and stdout/stderr appended to the run folder's log (:attr:`RunDir.log_path`),
+and waits until the run has started (its ``RunStarted`` event) or the child has
+failed, whose one-line error it reports. The child trains headless
+(:func:`tui_trainer.headless.run_headless`) in that folder; other terminals
+steer it over its control channel (``cifar-tui ctl``, ``cifar-tui watch``).
+
+SPEC is JSON: ``{"config": TrainConfig as a dict | null, "resume": path | null,
+"resume_overrides": dict | null, "run_dir": path}``, written by this module.
+
+No torch here (the child imports it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from engine.rundir import RunDir, RunDirError, resume_target
+
+STARTUP_WAIT_SECONDS = 600.0  # loading the data the first time may mean a download
+
+
+class DetachError(Exception):
+    """The background run could not be started. One line, for the user."""
+
+
+@dataclass(frozen=True)
+class Launched:
+    run: RunDir
+    pid: int
+    started: bool  # its RunStarted was seen (False: still loading when the wait ran out)
+    note: Optional[str] = None  # e.g. why a resumed run continues in a new folder
+
+
+def launch(config: Any = None, *, resume: Optional[str] = None, resume_overrides: Optional[dict] = None,
+           wait: float = STARTUP_WAIT_SECONDS, tick: Optional[Callable[[], None]] = None) -> Launched:
+    """Start a detached run and wait until it trains (or fails: :class:`DetachError`)."""
+    try:
+        run, note, created = _target(config, resume, resume_overrides)
+    except RunDirError as e:
+        raise DetachError(str(e)) from None
+    start = _size(run.metrics_path)
+    spec = {"config": config.to_dict() if config is not None else None,
+            "resume": str(Path(resume).expanduser().resolve()) if resume else None,
+            "resume_overrides": resume_overrides, "run_dir": str(run.path.resolve())}
+    try:
+        log = open(run.log_path, "ab")
+    except OSError as e:
+        raise DetachError(f"cannot write {run.log_path} ({e.strerror or e})") from None
+    with log:
+        log.write(f"--- cifar-tui detached run, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        log.flush()
+        child = subprocess.Popen(
+            [sys.executable, "-m", "tui_trainer.detach", json.dumps(spec)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            close_fds=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+    started = _wait_started(child, run, start, wait, tick)
+    if child.poll() is not None and not started:
+        message = _error_line(run.log_path, child.returncode)
+        if created:
+            _remove_unstarted(run)
+        raise DetachError(message)
+    return Launched(run=RunDir(run.path.resolve()), pid=child.pid, started=started, note=note)
+
+
+def _target(config: Any, resume: Optional[str], overrides: Optional[dict]) -> tuple[RunDir, Optional[str], bool]:
+    """(the run folder, a note, whether it was made here). A new run gets a new folder; a
+    resumed one the folder the trainer would choose (:func:`engine.rundir.resume_target`)."""
+    if resume is None:
+        return RunDir.create(config.runs_dir, config.preset), None, True
+    p = Path(resume).expanduser()
+    ckpt: Optional[Path] = p
+    if p.is_dir():
+        ckpt = RunDir(p.parent if p.name == "checkpoints" else p).checkpoint_for("resume")
+    if ckpt is None or not ckpt.is_file():
+        raise DetachError(f"--resume {resume}: no checkpoint there (a run folder needs checkpoints/last.pt)")
+    summary = RunDir.read_summary(ckpt)
+    step = summary.get("global_step") if isinstance(summary.get("global_step"), int) else 0
+    preset = summary.get("preset") if isinstance(summary.get("preset"), str) else "run"
+    runs_dir = (overrides or {}).get("runs_dir")
+    own = RunDir.of_checkpoint(ckpt)
+    target = resume_target(ckpt, step, runs_dir, preset)
+    return target.run, target.note, own is None or target.run != own
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _wait_started(child: subprocess.Popen, run: RunDir, offset: int, wait: float,
+                  tick: Optional[Callable[[], None]]) -> bool:
+    """Until the run's metrics show a RunStarted written after ``offset``, the child exits,
+    or ``wait`` seconds pass. True once started."""
+    deadline = time.monotonic() + wait
+    seen = offset
+    while time.monotonic() < deadline:
+        size = _size(run.metrics_path)
+        if size > seen:
+            with open(run.metrics_path, "rb") as fh:
+                fh.seek(offset)
+                if b'"event":"RunStarted"' in fh.read():
+                    return True
+            seen = size
+        if child.poll() is not None:
+            return False
+        if tick is not None:
+            tick()
+        time.sleep(0.1)
+    return False
+
+
+def _error_line(log: Path, code: Optional[int]) -> str:
+    """What the failed child said last: its ``error:`` line, else its last line."""
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(max(0, _size(log) - 16384))
+            lines = [ln.strip() for ln in fh.read().decode("utf-8", "replace").splitlines() if ln.strip()]
+    except OSError:
+        lines = []
+    for line in reversed(lines):
+        if line.startswith("error: "):
+            return line[len("error: "):]
+    last = lines[-1] if lines and not lines[-1].startswith("---") else ""
+    return f"the background run exited at once (code {code})" + (f": {last}" if last else "")
+
+
+def _remove_unstarted(run: RunDir) -> None:
+    """Remove a folder made for a run that never started (its log, an empty checkpoints/)."""
+    try:
+        run.log_path.unlink(missing_ok=True)
+        run.checkpoints_dir.rmdir()
+        run.path.rmdir()
+    except OSError:
+        pass  # something else is in it: keep it
+
+
+def start_from_cli(config: Any = None, *, resume: Optional[str] = None, resume_overrides: Optional[dict] = None,
+                   ui: bool = True) -> int:
+    """``cifar-tui train --detach ...``: start the run in the background, say where it is
+    and how to reach it, then (``ui``) open the dashboard attached to it. Exit code: 0
+    started, 1 it could not start (its one-line error on stderr)."""
+    from rich.console import Console
+
+    err = Console(stderr=True, highlight=False)
+    try:
+        with err.status("starting the run in the background (loading torch and the data)..."):
+            launched = launch(config, resume=resume, resume_overrides=resume_overrides)
+    except DetachError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopped waiting; the run goes on starting in the background (cifar-tui runs shows it)",
+              file=sys.stderr)
+        return 0
+    run = launched.run
+    if launched.note:
+        print(f"note: {launched.note}")
+    state = "training" if launched.started else "still starting (loading the data)"
+    print(f"{state} in the background (process {launched.pid}): {run.path}")
+    print(f"  attach:  cifar-tui watch {run.path}")
+    print(f"  control: cifar-tui ctl {run.path} pause|resume|save|stop|mixup on|off|auto")
+    print(f"  output:  {run.log_path}")
+    if ui and launched.started:
+        from .app import run_watch_app
+
+        return run_watch_app(str(run.path))
+    return 0
+
+
+# ----------------------------------------------------------------- the child
+
+
+def child_main(argv: list[str]) -> int:
+    """``python -m tui_trainer.detach SPEC``: train headless in SPEC's run folder."""
+    from engine.config import ConfigError, TrainConfig
+
+    from .headless import run_headless
+
+    try:
+        spec = json.loads(argv[0])
+        config = TrainConfig.from_dict(spec["config"]).validate() if spec.get("config") else None
+    except (IndexError, ValueError, KeyError, TypeError, ConfigError) as e:
+        print(f"error: a detached run needs its settings from cifar-tui train --detach ({e})", flush=True)
+        return 2
+    return run_headless(config=config, resume=spec.get("resume"), resume_overrides=spec.get("resume_overrides"),
+                        run_dir=spec.get("run_dir"))
+
+
+if __name__ == "__main__":
+    sys.exit(child_main(sys.argv[1:]))
