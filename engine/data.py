@@ -102,8 +102,17 @@ def cache_dir() -> Path:
 # ------------------------------------------------------------------------- loading
 
 
-def load_data(source: str, *, use_cache: bool = True, download: bool = True) -> DataBundle:
-    """Resolve ``source`` and load it. Raises :class:`DataError` with a one-line message."""
+# progress(message, done, total): called while a folder or zip of images is decoded
+Progress = Callable[[str, int, int], None]
+
+
+def load_data(source: str, *, use_cache: bool = True, download: bool = True,
+              progress: Optional[Progress] = None) -> DataBundle:
+    """Resolve ``source`` and load it. Raises :class:`DataError` with a one-line message.
+
+    ``progress(message, done, total)``, if given, is called from this thread while
+    images are decoded (a folder or zip the first time; a cached one is not decoded
+    again), a few dozen times in all, and once more when the decoding is done."""
     src = str(source).strip()
     if src.lower() == "synthetic":
         return make_synthetic()
@@ -116,21 +125,21 @@ def load_data(source: str, *, use_cache: bool = True, download: bool = True) -> 
             "cifar-10-batches-py folder, an image folder or a zip"
         )
     try:
-        return _load_path(path.resolve(), src, use_cache)
+        return _load_path(path.resolve(), src, use_cache, progress)
     except OSError as e:  # permission denied, I/O error, ... anywhere below
         where = f" ({e.filename})" if getattr(e, "filename", None) else ""
         raise DataError(f"--data {src}: cannot be read{where}: {e.strerror or e}") from None
 
 
-def _load_path(path: Path, src: str, use_cache: bool) -> DataBundle:
+def _load_path(path: Path, src: str, use_cache: bool, progress: Optional[Progress] = None) -> DataBundle:
     st = _regular_or_folder(path, f"--data {src}")  # a named pipe or device would block or never end
     if stat.S_ISDIR(st.st_mode):
         batches = _find_batches_dir(path)
         if batches is not None:
             return load_batches_dir(batches, source=str(path))
-        return _cached(path, "folder", use_cache, lambda: load_image_folder(path))
+        return _cached(path, "folder", use_cache, lambda: load_image_folder(path, progress, cached=use_cache))
     if zipfile.is_zipfile(path):
-        return _cached(path, "zip", use_cache, lambda: load_zip(path))
+        return _cached(path, "zip", use_cache, lambda: load_zip(path, progress, cached=use_cache))
     if path.suffix.lower() == ".zip":
         raise DataError(f"--data {path}: not a readable zip file (corrupt or truncated?); re-create it or point at the unpacked folder")
     raise DataError(
@@ -506,11 +515,13 @@ def _why(e: BaseException) -> tuple[int, str]:
     return _UNREADABLE, f"{type(e).__name__}: {_one_line(e, 80)}"
 
 
-def _decode_many(items: list, read: Callable[[object], bytes]) -> _Decoded:
+def _decode_many(items: list, read: Callable[[object], bytes],
+                 progress: Optional[Callable[[int], None]] = None) -> _Decoded:
     """Decode images to uint8 (N,3,32,32) with Pillow (see :mod:`engine.imagedecode`).
 
     An item that cannot be read or decoded, or is over a size limit, is skipped and
-    reported in ``failures``; nothing here raises for a bad image.
+    reported in ``failures``; nothing here raises for a bad image. ``progress(done)``
+    is called from this thread after each chunk (a few dozen times).
     """
     n = len(items)
     out = np.empty((n, 3, 32, 32), dtype=np.uint8)
@@ -535,8 +546,13 @@ def _decode_many(items: list, read: Callable[[object], bytes]) -> _Decoded:
     # Python overhead, so a few threads are enough.
     workers = max(1, min(4, os.cpu_count() or 1))
     step = max(64, -(-n // (workers * 8)))
+    resized = 0
     with ThreadPoolExecutor(workers) as pool:
-        resized = sum(pool.map(lambda lo: work(lo, min(lo + step, n)), range(0, n, step)))
+        starts = range(0, n, step)
+        for lo, r in zip(starts, pool.map(lambda lo: work(lo, min(lo + step, n)), starts)):
+            resized += r
+            if progress is not None:
+                progress(min(lo + step, n))
     x = torch.from_numpy(out if ok.all() else out[ok])
     return _Decoded(x, ok, resized, [(i, *failures[i]) for i in sorted(failures)])
 
@@ -556,7 +572,8 @@ def _empty_set() -> ImageSet:
 
 
 def _build_bundle(path: Path, kind: str, splits: dict, read: Callable, flat: bool = False,
-                  notes: Optional[list[str]] = None) -> DataBundle:
+                  notes: Optional[list[str]] = None, progress: Optional[Progress] = None,
+                  cached: bool = True) -> DataBundle:
     if not splits:
         raise DataError(
             f"--data {path}: no class sub-folders with images; expected train/<class>/*.png "
@@ -568,6 +585,11 @@ def _build_bundle(path: Path, kind: str, splits: dict, read: Callable, flat: boo
         raise DataError(f"--data {path}: found only one class folder ({classes[0]}); a classifier needs at least two")
     sets: dict[str, ImageSet] = {}
     notes = list(notes or [])
+    total = sum(len(files) for by_class in splits.values() for files in by_class.values())
+    message = f"decoding {total:,} images" + (" once, cached for next time" if cached else "")
+    before = 0
+    if progress is not None:
+        progress(message, 0, total)
     for split, by_class in splits.items():
         unknown = sorted(set(by_class) - set(classes))
         if unknown:
@@ -577,7 +599,9 @@ def _build_bundle(path: Path, kind: str, splits: dict, read: Callable, flat: boo
             files = sorted(by_class.get(c, []))
             items += files
             labels += [ci] * len(files)
-        dec = _decode_many(items, read)
+        tick = None if progress is None else (lambda done, b=before: progress(message, b + done, total))
+        dec = _decode_many(items, read, tick)
+        before += len(items)
         where = f" in {split or 'train'}/"
         fails = [("/".join(items[i][-2:]), k, why) for i, k, why in dec.failures]
         notes += _skip_notes(fails, where)
@@ -605,13 +629,13 @@ def _walk(root: Path) -> tuple[list[tuple[str, ...]], list[str]]:
     return files, errors
 
 
-def load_image_folder(path: Path) -> DataBundle:
+def load_image_folder(path: Path, progress: Optional[Progress] = None, cached: bool = False) -> DataBundle:
     files, errors = _walk(path)
     notes = [f"could not read {len(errors)} folder(s), e.g. {errors[0]}; their images are left out"] if errors else []
     splits, layout = _layout(files)
     limit = image_byte_limit()
     return _build_bundle(path, "folder", splits, lambda parts: _read_regular(path.joinpath(*parts), limit, ENV_IMAGE_MB),
-                         flat=layout == "" and bool(splits), notes=notes)
+                         flat=layout == "" and bool(splits), notes=notes, progress=progress, cached=cached)
 
 
 def _open_zip(path: Path, what: str) -> tuple[zipfile.ZipFile, list[zipfile.ZipInfo]]:
@@ -622,7 +646,7 @@ def _open_zip(path: Path, what: str) -> tuple[zipfile.ZipFile, list[zipfile.ZipI
         raise DataError(f"{what}: not a readable zip file ({_one_line(e)}); re-create it or point at the unpacked folder") from None
 
 
-def load_zip(path: Path) -> DataBundle:
+def load_zip(path: Path, progress: Optional[Progress] = None, cached: bool = False) -> DataBundle:
     zf, infos = _open_zip(path, f"--data {path}")
     with zf:
         # A zipped cifar-10-batches-py folder.
@@ -633,7 +657,7 @@ def load_zip(path: Path) -> DataBundle:
         splits, layout = _layout(by_parts)
         limit = image_byte_limit()
         return _build_bundle(path, "zip", splits, lambda parts: _read_member(zf, by_parts[parts], limit, ENV_IMAGE_MB),
-                             flat=layout == "" and bool(splits))
+                             flat=layout == "" and bool(splits), progress=progress, cached=cached)
 
 
 # ---- test-only sources and class matching ----------------------------------------------
@@ -681,25 +705,46 @@ def match_classes(data_classes: Sequence[str], ckpt_classes: Sequence[str], what
 # ---- unlabelled images for prediction -------------------------------------------------
 
 
-def load_predict_inputs(inputs: list[str]) -> tuple[torch.Tensor, list[str], list[str]]:
+@dataclass
+class PredictInputs:
+    """Unlabelled images for prediction, in input order (see :func:`read_predict_inputs`)."""
+
+    x: torch.Tensor  # uint8 (N,3,32,32), the decoded images only
+    names: list[str]  # one per decoded image
+    ids: list[int]  # one per decoded image: its position among all the images given (skipped ones count)
+    notes: list[str]
+    skipped: list[tuple[int, str, str]]  # (position, name, why) of each image that could not be decoded
+
+    @property
+    def total(self) -> int:
+        return len(self.ids) + len(self.skipped)
+
+
+def read_predict_inputs(inputs: list[str]) -> PredictInputs:
     """Unlabelled images for prediction from files, folders, zips or CIFAR-style pickles.
 
-    Returns ``(uint8 tensor (N,3,32,32), names, notes)`` in input order: arguments
-    in the order given, a folder's or zip's images sorted by path, a pickle's rows
-    in order. An image that cannot be decoded is skipped (``names`` lists only the
-    decoded ones) and counted in ``notes``. Raises :class:`DataError` for an input
-    that is not usable at all, or when no image at all could be decoded.
+    Input order: arguments in the order given, a folder's or zip's images sorted by
+    path, a pickle's rows in order. An image that cannot be decoded is skipped, listed
+    in ``skipped`` and counted in ``notes``; the others keep their position as ``ids``
+    (so an ID in a CSV of predictions always names the same input). Raises
+    :class:`DataError` for an input that is not usable at all, or when no image at
+    all could be decoded.
     """
     chunks: list[torch.Tensor] = []
     names: list[str] = []
+    ids: list[int] = []
     failures: list[tuple[str, int, str]] = []
-    resized = 0
+    skipped: list[tuple[int, str, str]] = []
+    resized = offset = 0
     for arg in inputs:
-        x, got, fails, r = _predict_input(arg)
+        x, got, fails, r, positions, count = _predict_input(arg)
         chunks.append(x)
         names += got
-        failures += fails
+        ids += [offset + i for i in positions]
+        failures += [(name, k, why) for _, name, k, why in fails]
+        skipped += [(offset + i, name, why) for i, name, _, why in fails]
         resized += r
+        offset += count
     notes = _skip_notes(failures)
     if failures and not names:
         name, _, why = failures[0]
@@ -708,11 +753,18 @@ def load_predict_inputs(inputs: list[str]) -> tuple[torch.Tensor, list[str], lis
     if resized:
         notes.append(f"resized {resized} image(s) to 32x32")
     x = torch.cat(chunks) if chunks else torch.empty((0, 3, 32, 32), dtype=torch.uint8)
-    return x, names, notes
+    return PredictInputs(x, names, ids, notes, sorted(skipped))
 
 
-def _predict_input(arg: str) -> tuple[torch.Tensor, list[str], list[tuple[str, int, str]], int]:
-    """One argument of :func:`load_predict_inputs` -> (images, their names, failures, resized)."""
+def load_predict_inputs(inputs: list[str]) -> tuple[torch.Tensor, list[str], list[str]]:
+    """``(images, names, notes)`` of :func:`read_predict_inputs` (the decoded images only)."""
+    got = read_predict_inputs(inputs)
+    return got.x, got.names, got.notes
+
+
+def _predict_input(arg: str) -> tuple[torch.Tensor, list[str], list[tuple[int, str, int, str]], int, list[int], int]:
+    """One argument of :func:`read_predict_inputs` -> (images, their names, failures as
+    (position, name, kind, why), resized, the decoded images' positions, how many images)."""
     p = Path(arg).expanduser()
     try:
         st = _regular_or_folder(p, arg)
@@ -740,13 +792,16 @@ def _predict_input(arg: str) -> tuple[torch.Tensor, list[str], list[tuple[str, i
         limit = image_byte_limit()
         return _decoded_named([p], lambda q: _read_regular(q, limit, ENV_IMAGE_MB), str)
     x = _pickle_images(p, arg)
-    return x, [f"{arg}[{i}]" for i in range(x.shape[0])], [], 0
+    n = x.shape[0]
+    return x, [f"{arg}[{i}]" for i in range(n)], [], 0, list(range(n)), n
 
 
-def _decoded_named(items: list, read: Callable, name: Callable) -> tuple[torch.Tensor, list[str], list, int]:
+def _decoded_named(items: list, read: Callable, name: Callable):
     dec = _decode_many(items, read)
-    names = [name(items[i]) for i in np.flatnonzero(dec.ok)]
-    return dec.x, names, [(name(items[i]), k, why) for i, k, why in dec.failures], dec.resized
+    positions = [int(i) for i in np.flatnonzero(dec.ok)]
+    names = [name(items[i]) for i in positions]
+    fails = [(i, name(items[i]), k, why) for i, k, why in dec.failures]
+    return dec.x, names, fails, dec.resized, positions, len(items)
 
 
 def _pickle_images(p: Path, arg: str) -> torch.Tensor:

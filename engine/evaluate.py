@@ -275,10 +275,44 @@ def evaluate_checkpoint(
     out = CheckpointEvaluation(ckpt["path"], ckpt.get("epoch"), described, classes, r, images, list(bundle.notes))
     if store:
         try:
-            store_evaluation(ckpt["path"], described, out.to_dict(), fingerprint)
+            store_evaluation(ckpt["path"], described, {**out.to_dict(), **stored_predictions(r)}, fingerprint)
         except OSError:
             out.notes.append("could not store the result beside the checkpoint (read-only folder?)")
     return out
+
+
+def stored_predictions(r: EvalResult) -> dict[str, list[int]]:
+    """The per-image predictions, small, for the stored result (the browser's gallery is
+    filled from them without evaluating again): the class per image, and the confidence
+    in thousandths (10,000 test images: about 60 KB of JSON)."""
+    return {"predictions": [int(v) for v in r.predictions.tolist()],
+            "confidence_permille": [int(round(1000 * float(v))) for v in r.confidence.tolist()]}
+
+
+def gallery_from_stored(result: dict[str, Any]):
+    """The images of a stored evaluation with its stored predictions, for the gallery:
+    ``(ImageSet, predictions, confidences, classes)``. The images are read again from the
+    result's data source (a decoded folder or zip comes from the cache). Raises
+    :class:`engine.data.DataError` when they cannot be, or no longer match the result."""
+    from .data import DataError, ImageSet, load_data, match_classes
+
+    preds, conf = result.get("predictions"), result.get("confidence_permille")
+    described = result.get("data_source")
+    classes = [str(c) for c in result.get("classes") or []]
+    if not isinstance(preds, list) or not isinstance(conf, list) or not isinstance(described, str) or not classes:
+        raise DataError("this stored result has no predictions; press e to evaluate again")
+    source, _, split = described.rpartition(":")
+    bundle = load_data(source or described, download=False)
+    images = bundle.train if split == "all" else bundle.test
+    if images is None or len(images) != len(preds) or len(conf) != len(preds):
+        raise DataError(f"{source} is not the data this result was computed on any more; press e to evaluate again")
+    remap, note = match_classes(bundle.classes, classes, bundle.source)
+    if note is not None:
+        images = ImageSet(images.x, remap[images.y])
+    ok = all(isinstance(p, int) and 0 <= p < len(classes) for p in preds)
+    if not ok or not all(isinstance(c, int) for c in conf):
+        raise DataError("the stored predictions are damaged; press e to evaluate again")
+    return images, preds, [c / 1000.0 for c in conf], classes
 
 
 def predict_checkpoint(path: str, images: torch.Tensor, device: str = "auto", batch_size: int = 500,

@@ -145,6 +145,17 @@ class Failed(Event):
 
 
 @dataclass(frozen=True)
+class DataProgress(Event):
+    """Slow data preparation before the run starts (decoding a folder or zip of images the
+    first time), at most a few times a second: ``done`` of ``total`` items so far.
+    ``message`` says what is happening, e.g. "decoding 50,000 images once, cached for next time"."""
+
+    message: str
+    done: int = 0
+    total: int = 0
+
+
+@dataclass(frozen=True)
 class RunFinished(Event):
     """The run's last event, always (also written as the last line of ``metrics.jsonl``).
 
@@ -176,6 +187,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         StateChanged,
         Warning,
         Failed,
+        DataProgress,
         RunFinished,
     )
 }

@@ -471,7 +471,7 @@ class Trainer:
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels
         torch.manual_seed(cfg.seed)
-        bundle = self._data if self._data is not None else load_data(cfg.data)
+        bundle = self._data if self._data is not None else load_data(cfg.data, progress=self._data_progress())
         require_training_split(bundle)
         for note in bundle.notes:
             self._warn(note)
@@ -504,6 +504,19 @@ class Trainer:
         self._saver = BackgroundWriter() if s.store is not None else None
         self._announce(s)
         return s
+
+    def _data_progress(self, every: float = 0.5) -> Callable[[str, int, int], None]:
+        """A callback for :func:`engine.data.load_data` that announces ``DataProgress``:
+        the first call, then at most every ``every`` seconds, and the last one."""
+        last = [-math.inf]
+
+        def progress(message: str, done: int, total: int) -> None:
+            now = time.monotonic()
+            if done >= total or now - last[0] >= every:
+                last[0] = now
+                self._emit(ev.DataProgress(message=message, done=int(done), total=int(total)))
+
+        return progress
 
     @staticmethod
     def _initialise(cfg: TrainConfig, model: SEResNet, train: ImageSet) -> None:

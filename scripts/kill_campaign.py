@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import csv
 import fcntl
-import hashlib
 import json
 import os
 import pickle

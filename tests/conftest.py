@@ -1,4 +1,4 @@
-"""Shared fixtures: every test gets its own cache and runs folder, and small fast configs."""
+"""Shared fixtures: every test gets its own cache, runs and config folders, and small fast configs."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 def _isolated_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("CIFAR_TUI_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("CIFAR_TUI_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("CIFAR_TUI_CONFIG_DIR", str(tmp_path / "config"))  # the remembered theme
     yield
 
 

@@ -48,6 +48,10 @@ class CifarTuiApp(App):
     BINDINGS = [
         Binding("q", "quit", "Quit", tooltip="Quit (a running training is stopped and saved first)"),
         Binding("ctrl+c", "quit", "Quit", show=False),
+        Binding("question_mark", "toggle_keys", "Keys", show=False, tooltip="Show or hide the keys panel"),
+        # escape first closes the keys panel; a screen's greyed-out escape says why it does nothing
+        Binding("escape", "hide_keys", show=False, priority=True),
+        Binding("escape", "explain_escape", show=False),
     ]
 
     def __init__(
@@ -62,6 +66,7 @@ class CifarTuiApp(App):
         events: Optional[Iterable[ev.Event]] = None,
         clock: Optional[Callable[[], float]] = None,
         trainer_factory: Optional[Callable[..., Any]] = None,
+        sampler_factory: Optional[Callable[[], Any]] = None,
     ) -> None:
         super().__init__()
         if mode not in ("start", "train", "watch", "replay", "browse"):
@@ -75,10 +80,12 @@ class CifarTuiApp(App):
         self.events = list(events) if events is not None else None
         self.clock = clock
         self.trainer_factory = trainer_factory
+        self.sampler_factory = sampler_factory  # the dashboards' system-panel sampler (tests: fake readings)
         self.session: Optional[LiveSource] = None  # the one training run this app drives
         self.quitting = False
         self._quit_presses = 0
         self._abandoned = False
+        self._saved_theme: Optional[str] = None
         self.signalled: Optional[int] = None  # SIGHUP or SIGTERM ended the app (see _StopSignals)
 
     # --------------------------------------------------------------- startup
@@ -88,6 +95,7 @@ class CifarTuiApp(App):
         return Path(self._runs_dir).expanduser() if self._runs_dir else None
 
     def on_mount(self) -> None:
+        self._restore_theme()
         if self.mode == "start":
             self.push_screen(StartScreen(self.runs_dir))
         elif self.mode == "train":
@@ -98,7 +106,7 @@ class CifarTuiApp(App):
             assert self.run_dir is not None
             self.open_watch(self.run_dir)
         else:
-            self.push_screen(DashboardScreen(StaticSource(self.events or [], run_dir=self.run_dir), clock=self.clock))
+            self.push_screen(self._dashboard(StaticSource(self.events or [], run_dir=self.run_dir)))
 
     def start_training(self, config: Any, *, resume: Optional[str] = None, resume_overrides: Optional[dict] = None,
                        can_go_back: bool = False) -> LiveSource:
@@ -109,14 +117,14 @@ class CifarTuiApp(App):
         session = LiveSource(config, resume=resume, resume_overrides=resume_overrides,
                              trainer_factory=self.trainer_factory)
         self.session = session
-        self.push_screen(DashboardScreen(session, clock=self.clock, can_go_back=can_go_back))
+        self.push_screen(self._dashboard(session, can_go_back=can_go_back))
         session.start(self)
         return session
 
     def open_watch(self, run_dir: Path, *, can_go_back: bool = False) -> None:
         """The dashboard on a run another process writes: attached (its keys steer the run
         while it trains), never taking its lock."""
-        self.push_screen(DashboardScreen(AttachSource(run_dir), clock=self.clock, can_go_back=can_go_back))
+        self.push_screen(self._dashboard(AttachSource(run_dir), can_go_back=can_go_back))
 
     def start_detached(self, config: Any) -> None:
         """Start a run in its own background process, then attach to it."""
@@ -138,6 +146,10 @@ class CifarTuiApp(App):
             return
         self.call_from_thread(self.open_watch, launched.run.path, can_go_back=True)
 
+    def _dashboard(self, source: Any, can_go_back: bool = False) -> DashboardScreen:
+        sampler = self.sampler_factory() if self.sampler_factory is not None else None
+        return DashboardScreen(source, clock=self.clock, can_go_back=can_go_back, sampler=sampler)
+
     # -------------------------------------------------------------- messages
     def on_start_run(self, message: StartRun) -> None:
         if message.detach and message.config is not None:
@@ -151,6 +163,50 @@ class CifarTuiApp(App):
 
     def on_open_browser(self, message: OpenBrowser) -> None:
         self.push_screen(BrowserScreen(message.runs_dir, select=message.select))
+
+    # ------------------------------------------------------------------ theme
+    def _restore_theme(self) -> None:
+        """The theme chosen last time (platformdirs' config folder), then remember changes."""
+        from .settings import load_settings
+
+        theme = load_settings().get("theme")
+        if isinstance(theme, str) and theme in self.available_themes:
+            self.theme = theme
+        self._saved_theme = self.theme
+        self.theme_changed_signal.subscribe(self, self._remember_theme)
+
+    def _remember_theme(self, theme) -> None:
+        from .settings import save_setting
+
+        if theme.name != self._saved_theme:
+            self._saved_theme = theme.name
+            save_setting("theme", theme.name)
+
+    # ------------------------------------------------------------------- keys
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "hide_keys":
+            return bool(self.screen.query("HelpPanel"))
+        if action == "explain_escape":
+            return self._escape_blocked() is not None
+        return True
+
+    def _escape_blocked(self) -> Optional[str]:
+        reason = getattr(self.screen, "back_blocked_reason", None)
+        return reason() if callable(reason) else None
+
+    def action_toggle_keys(self) -> None:
+        if self.screen.query("HelpPanel"):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
+
+    def action_hide_keys(self) -> None:
+        self.action_hide_help_panel()
+
+    def action_explain_escape(self) -> None:
+        reason = self._escape_blocked()
+        if reason:
+            self.notify(reason, severity="warning", timeout=6, markup=False)
 
     # ---------------------------------------------------------- command palette
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:

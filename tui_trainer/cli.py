@@ -28,18 +28,31 @@ def fail(message: str, code: int = 1) -> "typer.Exit":
     raise typer.Exit(code)
 
 
+RUNS_DIR_HELP = "The runs folder (default: $CIFAR_TUI_RUNS_DIR, else the user data folder)."
+
+
 @app.callback(invoke_without_command=True)
 def _root(
     ctx: typer.Context,
     no_ui: bool = typer.Option(False, "--no-ui", help="Run the command headless (rich progress) instead of the dashboard."),
+    runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP + " Also the default of the commands' own --runs-dir."),
 ) -> None:
-    ctx.obj = {"no_ui": no_ui}
+    if runs_dir is not None:
+        where = Path(runs_dir).expanduser()
+        if where.exists() and not where.is_dir():
+            fail(f"--runs-dir {runs_dir} is a file; give a folder for the run folders", 2)
+    ctx.obj = {"no_ui": no_ui, "runs_dir": runs_dir}
     if ctx.invoked_subcommand is None:
         if no_ui:
             fail("--no-ui needs a command, for example: cifar-tui --no-ui train --preset tiny", 2)
         from .app import run_start_app
 
-        raise typer.Exit(run_start_app())
+        raise typer.Exit(run_start_app(runs_dir))
+
+
+def _runs_dir(ctx: typer.Context, given: Optional[str]) -> Optional[str]:
+    """A command's --runs-dir, else the root command's (cifar-tui --runs-dir X COMMAND)."""
+    return given if given is not None else (ctx.obj or {}).get("runs_dir")
 
 
 # ------------------------------------------------------------------------------ train
@@ -74,6 +87,7 @@ def train(
     from engine.config import ConfigError, make_config
 
     no_ui = bool((ctx.obj or {}).get("no_ui")) or no_ui_here
+    runs_dir = _runs_dir(ctx, runs_dir)
     if compile_mode is not None and compile_model is None:
         compile_model = True  # a mode says to compile
     overrides: dict[str, Any] = dict(
@@ -245,11 +259,16 @@ def _checkpoint_arg(checkpoint: str) -> str:
     return str(p)
 
 
+PREDICT_COLUMNS = ("ID", "Labels", "File", "Class", "Confidence")
+
+
 @app.command()
 def predict(
     checkpoint: str = typer.Argument(..., help="A checkpoint (.pt) or a run folder (uses its best.pt)."),
     inputs: list[str] = typer.Argument(..., help="Image files, folders, zips, or CIFAR-style pickles of unlabelled images ({'data': N x 3072 uint8})."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Write a CSV with header ID,Labels (ID = row in input order, Labels = class index)."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Write a CSV with header ID,Labels (ID = the image's position in input order, Labels = class index); an image that cannot be decoded is skipped, its ID left out and named on stderr."),
+    columns: Optional[str] = typer.Option(None, "--columns", help="The CSV's columns, comma-separated, from: " + ",".join(PREDICT_COLUMNS) + "  [default: ID,Labels]"),
+    full: bool = typer.Option(False, "--full", help="All CSV columns: " + ",".join(PREDICT_COLUMNS) + "."),
     top_k: int = typer.Option(3, "--top-k", "-k", help="Classes to show per image in the table."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     batch_size: int = typer.Option(500, "--batch-size", "-b", help="Images per forward pass."),
@@ -263,35 +282,54 @@ def predict(
     if batch_size < 1:
         fail(f"--batch-size must be at least 1 (got {batch_size})", 2)
     _device_arg(device)
+    cols = _predict_columns(columns, full)
     path = _checkpoint_arg(checkpoint)
     if output is not None:
         _check_output_path(output, [path, *inputs], force)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)  # notes stay whole lines (paths are long)
     from .headless import progress_callback
 
     try:
         from engine.checkpoint import load_checkpoint
-        from engine.evaluate import load_predict_inputs, predict_checkpoint
+        from engine.data import read_predict_inputs
+        from engine.evaluate import predict_checkpoint
 
         load_checkpoint(path, purpose="inference")  # refuse a bad checkpoint before decoding any input
-        images, names, notes = load_predict_inputs(inputs)
+        got = read_predict_inputs(inputs)
         with progress_callback(err, "predicting", enabled=output is not None) as cb:
-            probs, classes = predict_checkpoint(path, images, device=device, batch_size=batch_size, progress=cb)
+            probs, classes = predict_checkpoint(path, got.x, device=device, batch_size=batch_size, progress=cb)
     except _engine_errors() as e:
         fail(str(e), 1)
-    for note in notes:
+    for note in got.notes:
         err.print(f"note: {note}", markup=False, highlight=False)
-    pred = probs.argmax(1).tolist()
+    if got.skipped:
+        ids = ", ".join(str(i) for i, _, _ in got.skipped[:10]) + (", ..." if len(got.skipped) > 10 else "")
+        err.print(f"note: {len(got.skipped)} of {got.total} image(s) skipped; IDs without a prediction: {ids}",
+                  markup=False, highlight=False)
     if output is not None:
-        _write_predictions_csv(Path(output).expanduser(), pred)
-        err.print(f"wrote {len(pred)} predictions to {output}", markup=False, highlight=False)
+        conf, pred = probs.max(1)
+        rows = [{"ID": i, "Labels": int(c), "File": name, "Class": classes[int(c)], "Confidence": f"{float(p):.4f}"}
+                for i, name, c, p in zip(got.ids, got.names, pred.tolist(), conf.tolist())]
+        _write_predictions_csv(Path(output).expanduser(), rows, cols)
+        skipped = f" ({len(got.skipped)} skipped)" if got.skipped else ""
+        err.print(f"wrote {len(rows)} predictions to {output}{skipped}", markup=False, highlight=False)
         return
     from .headless import render_predictions
 
-    render_predictions(Console(), names, probs, classes, top_k)
+    render_predictions(Console(), got.names, probs, classes, top_k, ids=got.ids)
 
 
-PREDICTIONS_HEADER = ("ID", "Labels")  # the first columns of every CSV `predict --output` writes
+def _predict_columns(columns: Optional[str], full: bool) -> list[str]:
+    if full:
+        return list(PREDICT_COLUMNS)
+    if columns is None:
+        return ["ID", "Labels"]
+    by_name = {c.lower(): c for c in PREDICT_COLUMNS}
+    chosen = [c.strip() for c in columns.split(",") if c.strip()]
+    unknown = [c for c in chosen if c.lower() not in by_name]
+    if unknown or not chosen:
+        fail(f"--columns {columns!r}: choose from {','.join(PREDICT_COLUMNS)} (comma-separated)", 2)
+    return list(dict.fromkeys(by_name[c.lower()] for c in chosen))
 
 
 def _check_output_path(output: str, reads: list[str], force: bool) -> Path:
@@ -300,7 +338,7 @@ def _check_output_path(output: str, reads: list[str], force: bool) -> Path:
     A command must not destroy what it reads: the output is never one of ``reads``
     (the checkpoint, the inputs) nor any checkpoint, whatever ``--force`` says. An
     existing file is replaced only if it is a CSV this command wrote (its header starts
-    ``ID,Labels``), is empty, or ``force`` is given. The write itself is atomic
+    only columns of ``PREDICT_COLUMNS``), is empty, or ``force`` is given. The write itself is atomic
     (a temporary file renamed into place), so a kill never leaves a partial CSV.
     """
     out = Path(output).expanduser()
@@ -343,11 +381,13 @@ def _file_head(path: Path, n: int = 256) -> Optional[bytes]:
 
 
 def _is_predictions_csv(head: bytes) -> bool:
+    """Whether a file starts with a header `predict --output` writes (columns of PREDICT_COLUMNS)."""
     first = head.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", errors="replace")
-    return tuple(first.split(",")[:2]) == PREDICTIONS_HEADER
+    names = first.split(",")
+    return bool(first) and all(n in PREDICT_COLUMNS for n in names) and len(set(names)) == len(names)
 
 
-def _write_predictions_csv(path: Path, pred: list[int]) -> None:
+def _write_predictions_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
     import csv
     import io
 
@@ -355,9 +395,9 @@ def _write_predictions_csv(path: Path, pred: list[int]) -> None:
 
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(list(PREDICTIONS_HEADER))
-    for i, c in enumerate(pred):
-        w.writerow([i, c])
+    w.writerow(columns)
+    for row in rows:
+        w.writerow([row[c] for c in columns])
     try:
         atomic_write_text(path, buf.getvalue())
     except OSError as e:
@@ -366,6 +406,7 @@ def _write_predictions_csv(path: Path, pred: list[int]) -> None:
 
 @app.command()
 def runs(
+    ctx: typer.Context,
     runs_dir: Optional[str] = typer.Argument(None, help="The runs folder (default: the user data folder)."),
     as_json: bool = typer.Option(False, "--json", help="Print the runs as one JSON document (a list)."),
 ) -> None:
@@ -376,6 +417,7 @@ def runs(
 
     from engine.runs import default_runs_dir, list_runs
 
+    runs_dir = _runs_dir(ctx, runs_dir)
     root = Path(runs_dir).expanduser() if runs_dir else default_runs_dir()
     if runs_dir and not root.exists():
         fail(f"{runs_dir}: no such folder", 1)
@@ -394,11 +436,59 @@ def runs(
 
 
 @app.command()
-def browse(runs_dir: Optional[str] = typer.Argument(None, help="The runs folder (default: the user data folder).")) -> None:
-    """Open the checkpoint browser: evaluate checkpoints, look at predictions, resume runs."""
+def browse(ctx: typer.Context,
+           runs_dir: Optional[str] = typer.Argument(None, help="The runs folder (default: the user data folder).")) -> None:
+    """Open the checkpoint browser: evaluate checkpoints, look at predictions, compare and resume runs."""
     from .app import run_browse_app
 
-    raise typer.Exit(run_browse_app(runs_dir))
+    raise typer.Exit(run_browse_app(_runs_dir(ctx, runs_dir)))
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    run: str = typer.Argument(..., help="A run folder, or a run id in the runs folder."),
+    csv_file: Optional[str] = typer.Option(None, "--csv", help="Write one row per epoch (epoch, train/val loss and accuracy, lr, mixup, seconds) to this CSV file; - for stdout."),
+    tensorboard: Optional[str] = typer.Option(None, "--tensorboard", help="Write TensorBoard scalars under DIR/<run id> (needs: pip install 'cifar-tui[tensorboard]')."),
+    runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP),
+) -> None:
+    """Export a run's history: a CSV of its epochs, or TensorBoard scalars."""
+    from engine.export import ExportError, epochs_csv, read_history, write_csv, write_tensorboard
+
+    if csv_file is None and tensorboard is None:
+        fail("nothing to export: add --csv FILE and/or --tensorboard DIR", 2)
+    run_dir = _run_arg(run, _runs_dir(ctx, runs_dir))
+    try:
+        history = read_history(run_dir)
+        if not history.epochs and not history.steps:
+            fail(f"{run_dir}: no finished epoch or logged step to export yet", 1)
+        if csv_file == "-":
+            typer.echo(epochs_csv(history), nl=False)
+        elif csv_file is not None:
+            n = write_csv(history, Path(csv_file).expanduser())
+            typer.echo(f"wrote {n} epoch(s) of {history.run_id} to {csv_file}", err=True)
+        if tensorboard is not None:
+            where = write_tensorboard(history, tensorboard)
+            typer.echo(f"wrote TensorBoard scalars of {history.run_id} to {where} "
+                       f"(view them with: tensorboard --logdir {tensorboard})", err=True)
+    except ExportError as e:
+        fail(str(e), 1)
+
+
+def _run_arg(run: str, runs_dir: Optional[str]) -> Path:
+    """A run folder named by its path or by its id in the runs folder."""
+    from engine.runs import default_runs_dir
+
+    p = Path(run).expanduser()
+    if p.is_dir():
+        return p
+    if "/" not in run and "\\" not in run:
+        root = Path(runs_dir).expanduser() if runs_dir else default_runs_dir()
+        if (root / run).is_dir():
+            return root / run
+        fail(f"{run}: no such run folder, and no run with that id in {root}", 1)
+    fail(f"{run}: no such run folder", 1)
+    raise AssertionError  # pragma: no cover
 
 
 def main(argv: Optional[list[str]] = None) -> None:

@@ -19,3 +19,15 @@ def fmt_pct(v: Optional[float], digits: int = 1, missing: str = "-", sign: bool 
     if v is None or v != v:
         return missing
     return f"{100.0 * v:.{digits}f}" + ("%" if sign else "")
+
+
+def data_progress_text(e) -> str:
+    """An :class:`engine.events.DataProgress` in words: "decoding 50,000 images once, cached
+    for next time: 12,000/50,000 (24%)", and when done "decoded 50,000 images (cached for
+    next time)"."""
+    if e.total and e.done >= e.total:
+        what = e.message.replace("decoding", "decoded", 1)
+        return what.replace(" once, cached for next time", " (cached for next time)")
+    if not e.total:
+        return e.message
+    return f"{e.message}: {e.done:,}/{e.total:,} ({100 * e.done / e.total:.0f}%)"

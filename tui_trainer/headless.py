@@ -29,7 +29,7 @@ from rich.text import Text
 
 from engine import events as ev
 
-from .formatting import fmt_pct, format_size
+from .formatting import data_progress_text, fmt_pct, format_size
 
 # Signals that stop a foreground run gracefully (a checkpoint first), and what the run says.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -161,6 +161,8 @@ class HeadlessRenderer:
             self.say(("warning: ", "yellow"), e.message)
         elif isinstance(e, ev.StateChanged) and e.state == "stopping":
             self.say((e.reason, "yellow"))
+        elif isinstance(e, ev.DataProgress) and e.total and e.done >= e.total:
+            self.console.print(styled((data_progress_text(e), "dim")), soft_wrap=True)
         elif isinstance(e, ev.RunFinished):
             self.finished = e
 
@@ -182,7 +184,7 @@ class HeadlessRenderer:
             self.progress.start()
             self.started = True
         total = max(1, (self.epochs - self.start_epoch) * self.steps_per_epoch)
-        self.run_task = self.progress.add_task("run  ", total=total, stats="steps")
+        self.run_task = self.progress.add_task("total", total=total, stats="steps, all epochs")
 
     def close(self) -> None:
         if self.started:
@@ -283,6 +285,8 @@ def run_headless(config=None, resume: Optional[str] = None, resume_overrides: Op
                 continue
             if isinstance(e, (ev.RunStarted, ev.Failed)):
                 status.stop()
+            elif isinstance(e, ev.DataProgress):
+                status.update(Text(data_progress_text(e)))
             renderer.handle(e)
     except KeyboardInterrupt:
         status.stop()
@@ -367,7 +371,10 @@ def render_eval(console: Console, result: dict) -> None:
     console.print(grid)
 
 
-def render_predictions(console: Console, names: list, probs, classes: list, top_k: int) -> None:
+def render_predictions(console: Console, names: list, probs, classes: list, top_k: int,
+                       ids: Optional[list[int]] = None) -> None:
+    """A table of the top classes per image; ``ids``: each image's position in the input
+    (images that could not be decoded have none), default 0, 1, 2..."""
     from rich.table import Table
 
     k = min(top_k, probs.shape[1])
@@ -378,7 +385,7 @@ def render_predictions(console: Console, names: list, probs, classes: list, top_
     for r in range(k):
         table.add_column(f"#{r + 1}")
     for i, name in enumerate(names):
-        table.add_row(str(i), Text(str(name)),
+        table.add_row(str(ids[i] if ids is not None else i), Text(str(name)),
                       *[Text(f"{classes[int(c)]} {100 * float(p):.1f}%") for p, c in zip(top_p[i], top_i[i])])
     console.print(table)
 

@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Optional
 
 from engine import events as ev
 
-from .formatting import fmt_pct
+from .formatting import data_progress_text, fmt_pct
 
 # How strongly the per-step loss curve is smoothed (exponential moving average).
 LOSS_EMA = 0.25
@@ -78,6 +78,8 @@ class RunState:
         self.ended_at: Optional[float] = None
         self.last_event_at: Optional[float] = None
         self.events_seen = 0
+        self.loading: Optional[ev.DataProgress] = None  # data being decoded before the run starts
+        self._eta_at: Optional[tuple[float, float]] = None  # (seconds left, when) at the last step event
         # plot series; x is in (fractional) epochs so steps and epochs share an axis
         self.step_x: list[float] = []
         self.step_loss: list[float] = []  # smoothed
@@ -118,11 +120,28 @@ class RunState:
         return max(0.0, end - self.started_at)
 
     def eta(self) -> Optional[float]:
-        """Seconds left at the recent speed, or None when unknown / not running."""
+        """Seconds left at the recent speed, or None when unknown / not running. Between two
+        step events it counts down with the clock (never below zero)."""
         if self.state not in ("running",) or not self._speed or not self.batch_size or not self.total_steps:
             return None
+        if self._eta_at is None:
+            remaining = max(0, self.total_steps - self.global_step)
+            return remaining * self.batch_size / self._speed
+        left, at = self._eta_at
+        now = self.clock()
+        if self.started_at is not None:  # whole seconds, in step with Elapsed (one redraw a second, not two)
+            passed = math.floor(now - self.started_at) - math.floor(at - self.started_at)
+        else:
+            passed = now - at
+        return max(0.0, left - max(0.0, passed))
+
+    def _reset_eta(self, at: float) -> None:
+        """The estimate from the last step event, counted down from ``at`` on."""
+        if not self._speed or not self.batch_size or not self.total_steps:
+            self._eta_at = None
+            return
         remaining = max(0, self.total_steps - self.global_step)
-        return remaining * self.batch_size / self._speed
+        self._eta_at = (remaining * self.batch_size / self._speed, at)
 
     def take_log(self) -> list[LogLine]:
         out, self._log = self._log, []
@@ -180,8 +199,20 @@ class RunState:
         elif isinstance(e, ev.Failed):
             self.failure = e.message
             log(LogLine(e.time, f"failed: {e.message}", "bold red"))
+        elif isinstance(e, ev.DataProgress):
+            self._on_data_progress(e)
         elif isinstance(e, ev.RunFinished):
             self._on_finished(e)
+
+    def _on_data_progress(self, e: ev.DataProgress) -> None:
+        first = self.loading is None or self.loading.message != e.message
+        done = bool(e.total) and e.done >= e.total
+        self.loading = None if done else e
+        if first and not done:
+            self._log.append(LogLine(e.time, e.message, "dim"))
+        if done:
+            self._log.append(LogLine(e.time, data_progress_text(e), "dim"))
+        self.state_dirty = True
 
     def _on_finished(self, e: ev.RunFinished) -> None:
         self.finished, self.outcome = e, e.outcome
@@ -228,7 +259,9 @@ class RunState:
         self.failure = None
         self.outcome, self.finished = None, None
         self._speed = None
+        self._eta_at = None
         self.images_per_s = None
+        self.loading = None
         # a resumed run continues from its checkpoint: drop what came after it
         if resumed:
             self.history = [h for h in self.history if h.epoch <= e.start_epoch]
@@ -248,6 +281,12 @@ class RunState:
 
     def _on_state(self, e: ev.StateChanged) -> None:
         self.state, self.reason = e.state, e.reason
+        if self._eta_at is not None:  # the countdown stops while paused
+            left, at = self._eta_at
+            if e.state == "paused":
+                self._eta_at = (max(0.0, left - max(0.0, e.time - at)), e.time)
+            elif e.state == "running":
+                self._eta_at = (left, e.time)
         if e.state in ("finished", "failed"):
             self.ended_at = e.time
         if e.state == "failed" and e.reason:
@@ -286,6 +325,7 @@ class RunState:
             self.step_loss.append(max(0.0, self._loss_ema))
             self.step_lr.append(e.lr)
             self.plots_dirty = True
+        self._reset_eta(e.time)
         self.state_dirty = True
 
     def _on_epoch_done(self, e: ev.EpochDone) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import MARKUP_CLASSES
 from textual.app import App
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import Input, Static
 
 from engine import events as ev
 from engine.rundir import RunDir

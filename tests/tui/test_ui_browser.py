@@ -6,12 +6,14 @@ from pathlib import Path
 
 import pytest
 from textual.app import App
-from textual.widgets import DataTable, Static
+from textual.widgets import DataTable, Input, Static
 
 from engine.config import TrainConfig, make_config
 from engine.trainer import Trainer
 from tui_trainer.messages import StartRun
 from tui_trainer.screens.browser import BrowserScreen
+from tui_trainer.screens.newrun import ExtendRunScreen, NewRunScreen
+from tui_trainer.widgets.runform import RunForm
 from tui_trainer.widgets.evaluation import Gallery, ImageTile
 
 
@@ -40,7 +42,7 @@ class Host(App):
         self.push_screen(BrowserScreen(self.root, select=self.select))
 
     def on_start_run(self, message: StartRun) -> None:
-        self.started.append((message.config, {"resume": message.resume}))
+        self.started.append((message.config, {"resume": message.resume, "overrides": message.resume_overrides}))
 
 
 async def wait_eval(pilot, screen, timeout=60.0):
@@ -119,18 +121,35 @@ def test_resume_and_new_run_from_a_checkpoint(runs, tmp_path):
         app = Host(root, select=str(run_dir))
         async with app.run_test(size=(100, 30)) as pilot:
             await pilot.pause(0.2)
-            await pilot.press("n")
-            await pilot.pause(0.1)
-            config, kw = app.started[-1]
-            assert config == TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())["config"])
-            assert config.width == 0.125 and config.epochs == 2 and kw["resume"] is None
             screen = app.screen
+            await pilot.press("n")  # the form, prefilled with the run's settings; nothing starts yet
+            await pilot.pause(0.2)
+            assert isinstance(app.screen, NewRunScreen) and app.started == []
+            form = app.screen.query_one(RunForm)
+            assert form.values()["width"] == "0.125" and form.values()["subset"] == "600"
+            await pilot.press("enter")  # Start (the focused field submits the form)
+            await pilot.pause(0.2)
+            config, kw = app.started[-1]
+            stored = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text())["config"])
+            assert config == stored.replace(runs_dir=str(root))  # the new run goes beside the ones browsed
+            assert config.width == 0.125 and config.epochs == 2 and kw["resume"] is None
+            assert app.screen is screen
             table = screen.query_one(DataTable)
             table.move_cursor(row=[r.ckpt.name for r in screen.rows].index("last.pt"))
             await pilot.pause(0.1)
-            await pilot.press("r")  # last.pt of a run that finished its epochs: a message, no resume
+            await pilot.press("r")  # last.pt of a run that finished its epochs: the dialog to extend it
+            await pilot.pause(0.2)
+            assert isinstance(app.screen, ExtendRunScreen) and len(app.started) == 1
+            app.screen.query_one("#x-epochs", Input).value = "2"
+            await pilot.press("enter")  # not more than it has done: refused in the dialog
             await pilot.pause(0.1)
-            assert len(app.started) == 1
+            assert "larger than the 2" in str(app.screen.query_one("#extend-error", Static).render())
+            app.screen.query_one("#x-epochs", Input).value = "4"
+            app.screen.query_one("#x-lr", Input).value = "0.01"
+            await pilot.press("enter")
+            await pilot.pause(0.2)
+            config, kw = app.started[-1]
+            assert config is None and kw["resume"].endswith("last.pt") and kw["overrides"] == {"epochs": 4, "lr": 0.01}
 
     asyncio.run(go())
     # a run stopped half-way resumes from the browser

@@ -14,7 +14,23 @@ import pytest
 
 from engine import events as ev
 from tui_trainer.app import CifarTuiApp
+from tui_trainer.sysstats import SystemStats
 from ui_support import clock_after, demo_events
+
+
+class FixedSampler:
+    """The system panel's numbers, fixed (a snapshot must not show this machine's load)."""
+
+    samples = 0
+    device = None
+
+    def set_device(self, device: str) -> None:
+        self.device = device
+
+    def sample(self) -> SystemStats:
+        self.samples += 1
+        return SystemStats(cpu_pct=93.0, proc_cpu_pct=178.0, cores=2, mem_used=3 * 2**30, mem_total=23 * 2**30,
+                           rss=812 * 2**20, threads=14, torch_threads=2, gpu=None, gpu_note="n/a (no nvidia-ml-py)")
 
 
 @pytest.fixture(autouse=True)
@@ -27,7 +43,7 @@ def utc(monkeypatch):
 
 
 def replay(events):
-    return CifarTuiApp("replay", events=events, clock=clock_after(events))
+    return CifarTuiApp("replay", events=events, clock=clock_after(events), sampler_factory=FixedSampler)
 
 
 async def settle(pilot):
@@ -52,6 +68,14 @@ def test_dashboard_failed_80x24(snap_compare):
     assert snap_compare(replay(events), terminal_size=(80, 24), run_before=settle)
 
 
+async def settle_inputs(pilot):
+    from textual.widgets import Input
+
+    for field in pilot.app.screen.query(Input):
+        field.cursor_blink = False  # a blinking cursor would be on or off in the picture by chance
+    await settle(pilot)
+
+
 def test_start_screen_80x24(snap_compare):
     app = CifarTuiApp("start", runs_dir="/nonexistent/cifar-tui-runs")
-    assert snap_compare(app, terminal_size=(80, 24), run_before=settle)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=settle_inputs)

@@ -48,15 +48,17 @@ class Row:
         return self.ckpt.path
 
 
-COLUMNS: list[tuple[str, str, Callable[[Row], Any]]] = [  # key, title, sort key
+COLUMNS: list[tuple[str, str, Callable[[Row], Any]]] = [  # key, title, sort key; what matters first
     ("run", "Run", lambda r: r.run.run_id),
-    ("data", "Data", lambda r: r.run.data or ""),
     ("ckpt", "Checkpoint", lambda r: r.ckpt.name),
     ("epoch", "Ep", lambda r: r.ckpt.epoch if r.ckpt.epoch is not None else -1),
     ("val", "Val %", lambda r: r.ckpt.val_acc if r.ckpt.val_acc is not None else -1.0),
     ("test", "Test %", lambda r: r.ckpt.test_acc if r.ckpt.test_acc is not None else -1.0),
     ("size", "Size", lambda r: r.ckpt.size),
+    ("data", "Data", lambda r: r.run.data or ""),
 ]
+SORT_KEYS = [key for key, _, _ in COLUMNS]
+MARK = "◆"  # a run marked for comparison
 
 
 def _pct(v: Optional[float]) -> str:
@@ -65,6 +67,13 @@ def _pct(v: Optional[float]) -> str:
 
 def _short(text: str, n: int) -> str:
     return text if len(text) <= n else "…" + text[-(n - 1):]
+
+
+def _data_name(data: Optional[str]) -> str:
+    """A data source's file name (the Run tab shows the whole path)."""
+    if not data:
+        return ""
+    return Path(data).name if "/" in data or "\\" in data else data
 
 
 def flatten(runs: list[RunSummary]) -> list[Row]:
@@ -78,11 +87,16 @@ class BrowserScreen(Screen):
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("e", "evaluate", "Evaluate"),
-        Binding("w", "wrong", "Misclassified"),
-        Binding("k", "next_class", "Class"),
+        Binding("w", "wrong", "Misclassified", tooltip="Gallery: show only the misclassified images"),
+        Binding("w", "all_images", "All images", tooltip="Gallery: show every image again"),
+        Binding("k", "next_class", "Class", show=False),
         Binding("a", "all_classes", "All classes", show=False),
         Binding("r", "resume", "Resume"),
         Binding("n", "new_run", "New run"),
+        Binding("s", "sort", "Sort", show=False, tooltip="Sort by the next column (S: reverse the order)"),
+        Binding("S", "reverse_sort", "Reverse sort", show=False),
+        Binding("space", "mark", "Mark", tooltip="Mark or unmark this run for comparison"),
+        Binding("v", "compare", "Compare", tooltip="Compare the marked runs: curves and settings"),
         Binding("f5", "reload", "Reload", show=False),
     ]
 
@@ -95,6 +109,9 @@ class BrowserScreen(Screen):
         self.sort_reverse = True
         self.evaluating: Optional[str] = None
         self.fresh: Optional[str] = None  # the checkpoint whose evaluation is on screen, just computed
+        self.marked: list[str] = []  # run folders marked for comparison, in the order marked
+        self.gallery_of: Optional[str] = None  # the checkpoint whose predictions the gallery shows
+        self.gallery_loading: Optional[str] = None
 
     # ----------------------------------------------------------------------- layout
     def compose(self) -> ComposeResult:
@@ -110,7 +127,7 @@ class BrowserScreen(Screen):
                     yield Input(placeholder="test data: blank = the checkpoint's own test split, or a path / cifar10",
                                 id="eval-data")
                     yield Button("Evaluate", id="eval-go", variant="primary")
-                yield ProgressBar(id="eval-progress", show_eta=True)
+                yield ProgressBar(id="eval-progress", show_eta=True, classes="-hidden")
                 with VerticalScroll():
                     yield Static("Press e to evaluate the selected checkpoint.", id="eval-summary")
                     yield Static("", id="eval-matrix")
@@ -121,10 +138,17 @@ class BrowserScreen(Screen):
     def on_mount(self) -> None:
         self.sub_title = "checkpoints"
         table = self.query_one(DataTable)
-        for key, title, _ in COLUMNS:
-            table.add_column(title, key=key)
+        self._columns(table)
         self.action_reload()
         table.focus()
+
+    def _columns(self, table: DataTable) -> None:
+        """The column titles, the sorted one with an arrow (▼ descending, ▲ ascending)."""
+        table.clear(columns=True)
+        table.add_column(" ", key="mark")
+        for key, title, _ in COLUMNS:
+            arrow = (" ▼" if self.sort_reverse else " ▲") if key == self.sort_key else ""
+            table.add_column(Text(title + arrow, style="bold" if arrow else ""), key=key)
 
     # ----------------------------------------------------------------------- table
     def _root(self) -> Path:
@@ -137,7 +161,7 @@ class BrowserScreen(Screen):
 
         root = self._root()
         self.rows = flatten(list_runs(root))
-        where = f"Runs in {root}: {len(self.rows)} checkpoint(s). Click a column title to sort."
+        where = f"{len(self.rows)} checkpoint(s) in {root}.  s sorts, space marks runs, v compares them."
         if not self.rows:
             where = (f"No checkpoints in {root} yet. Train a run first "
                      "(cifar-tui train --data synthetic --preset tiny).")
@@ -148,14 +172,15 @@ class BrowserScreen(Screen):
         table = self.query_one(DataTable)
         keyfn = next(fn for key, _, fn in COLUMNS if key == self.sort_key)
         self.rows.sort(key=keyfn, reverse=self.sort_reverse)
-        table.clear()
+        self._columns(table)
         for r in self.rows:
             c = r.ckpt
             test = _pct(c.test_acc) if c.test_acc is not None else ("stale" if c.test_stale else "")
             table.add_row(
-                Text(_short(r.run.run_id, 24)), Text(_short(r.run.data or "", 14)), Text(c.name),
+                Text(MARK if r.run.path in self.marked else "", style="bold cyan"),
+                Text(_short(r.run.run_id, 24)), Text(c.name),
                 "" if c.epoch is None else str(c.epoch) + ("+" if c.step_in_epoch else ""),
-                _pct(c.val_acc), test, format_size(c.size), key=r.path,
+                _pct(c.val_acc), test, format_size(c.size), Text(_short(_data_name(r.run.data), 16)), key=r.path,
             )
         target = keep or self._initial_target()
         if target is not None:
@@ -178,7 +203,22 @@ class BrowserScreen(Screen):
 
     @on(DataTable.HeaderSelected)
     def _sort(self, event: DataTable.HeaderSelected) -> None:
-        self.sort_by(str(event.column_key.value))
+        if str(event.column_key.value) in SORT_KEYS:
+            self.sort_by(str(event.column_key.value))
+
+    def action_sort(self) -> None:
+        """Sort by the next column."""
+        i = SORT_KEYS.index(self.sort_key) if self.sort_key in SORT_KEYS else -1
+        self.sort_by(SORT_KEYS[(i + 1) % len(SORT_KEYS)])
+        self._say_sort()
+
+    def action_reverse_sort(self) -> None:
+        self.sort_by(self.sort_key)
+        self._say_sort()
+
+    def _say_sort(self) -> None:
+        title = next(t for k, t, _ in COLUMNS if k == self.sort_key)
+        self.notify(f"sorted by {title}, {'descending' if self.sort_reverse else 'ascending'}", timeout=2)
 
     def sort_by(self, key: str) -> None:
         """Sort by a column (again on the same column: reverse the order)."""
@@ -221,7 +261,8 @@ class BrowserScreen(Screen):
             text.append(", test acc: stale (the file changed since it was evaluated; press e)", style="yellow")
         text.append("\n\nsettings: ", style="bold")
         text.append(", ".join(f"{k}={v}" for k, v in run.config.items() if k not in ("runs_dir",)))
-        text.append("\n\nkeys: e evaluate   r resume this run   n new run with these settings", style="dim")
+        text.append("\n\nkeys: e evaluate   r resume or extend this run   n new run with these settings   "
+                    "space mark for comparison   v compare", style="dim")
         self.query_one("#run-info", Static).update(text)
         # a stored evaluation is shown without recomputing
         if self.evaluating is None and show_eval and row.path != self.fresh:
@@ -255,7 +296,9 @@ class BrowserScreen(Screen):
         self.query_one("#browser-tabs", TabbedContent).active = "tab-eval"
         self.query_one("#eval-summary", Static).update(Text(f"Evaluating {row.path} ..."))
         self.query_one("#eval-matrix", Static).update("")
-        self.query_one(ProgressBar).update(total=None, progress=0)
+        bar = self.query_one(ProgressBar)
+        bar.update(total=None, progress=0)
+        bar.remove_class("-hidden")
         self._evaluate(row.path, data)
 
     @on(Button.Pressed, "#eval-go")
@@ -289,7 +332,7 @@ class BrowserScreen(Screen):
 
     def _eval_failed(self, message: str) -> None:
         self.evaluating = None
-        self.query_one(ProgressBar).update(total=1, progress=0)
+        self.query_one(ProgressBar).add_class("-hidden")
         self.query_one("#eval-summary", Static).update(Text(f"Evaluation failed: {message}", style="bold red"))
         self.notify(message, title="Evaluation failed", severity="error", timeout=10, markup=False)
 
@@ -301,6 +344,7 @@ class BrowserScreen(Screen):
         r = evaluation.result
         self.query_one(Gallery).set_data(evaluation.images.x, evaluation.images.y.tolist(), r.predictions.tolist(),
                                          r.confidence.tolist(), evaluation.classes)
+        self.gallery_of = path
         self.action_reload_keep(path)
 
     def action_reload_keep(self, path: str) -> None:
@@ -316,11 +360,12 @@ class BrowserScreen(Screen):
         head.append(f"{100 * result['accuracy']:.2f}% accuracy", style="bold")
         head.append(f", loss {result['loss']:.4f}, on {result['images']:,} images of {result['data_source']}")
         if stored:
-            head.append(f"\n(stored result from {result.get('evaluated', 'earlier')}; press e to evaluate again"
-                        " and fill the gallery)", style="dim")
+            gallery = "the Gallery tab shows its predictions" if isinstance(result.get("predictions"), list) \
+                else "press e to evaluate again and fill the gallery"
+            head.append(f"\n(stored result from {result.get('evaluated', 'earlier')}; {gallery})", style="dim")
         for note in result.get("notes") or []:
             head.append(f"\nnote: {note}", style="yellow")
-        self.query_one(ProgressBar).update(total=1, progress=1)
+        self.query_one(ProgressBar).add_class("-hidden")
         self.query_one("#eval-summary", Static).update(head)
         self.query_one("#eval-matrix", Static).update(
             Group(Text("confusion matrix: rows are true classes, columns predicted; acc% per class", style="dim"),
@@ -328,10 +373,68 @@ class BrowserScreen(Screen):
 
     # --------------------------------------------------------------------- gallery
     def action_wrong(self) -> None:
+        self._set_only_wrong(True)
+
+    def action_all_images(self) -> None:
+        self._set_only_wrong(False)
+
+    def _set_only_wrong(self, on: bool) -> None:
         g = self.query_one(Gallery)
-        g.only_wrong = not g.only_wrong
+        g.only_wrong = on
         g.refresh_tiles()
         self.query_one("#browser-tabs", TabbedContent).active = "tab-gallery"
+        self.refresh_bindings()  # w now does the other thing
+        self._fill_gallery_from_stored()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("wrong", "all_images"):
+            return (action == "all_images") == self.query_one(Gallery).only_wrong
+        return True
+
+    @on(TabbedContent.TabActivated, "#browser-tabs")
+    def _tab(self, event: TabbedContent.TabActivated) -> None:
+        if event.pane.id == "tab-gallery":
+            self._fill_gallery_from_stored()
+
+    def _fill_gallery_from_stored(self) -> None:
+        """Show the selected checkpoint's stored predictions in the gallery (the images are
+        read again from its data, in a thread), without evaluating again."""
+        row = self.current()
+        if row is None or self.evaluating is not None or row.path in (self.gallery_of, self.gallery_loading):
+            return
+        stored = latest_evaluation(row.path)
+        if stored is None or not stored.has_predictions:
+            return
+        self.gallery_loading = row.path
+        self.query_one(Gallery).show_note(f"Loading the images of the stored evaluation ({stored.source})...")
+        self._load_gallery(row.path, stored.result)
+
+    @work(thread=True, exclusive=True, group="gallery")
+    def _load_gallery(self, path: str, result: dict) -> None:
+        try:
+            from engine.data import DataError
+            from engine.evaluate import gallery_from_stored
+
+            try:
+                images, preds, conf, classes = gallery_from_stored(result)
+            except (DataError, OSError) as e:
+                self.app.call_from_thread(self._gallery_failed, path, str(e))
+                return
+        except Exception as e:  # the browser must keep working whatever happens
+            self.app.call_from_thread(self._gallery_failed, path, f"{type(e).__name__}: {e}")
+            return
+        self.app.call_from_thread(self._gallery_done, path, images, preds, conf, classes)
+
+    def _gallery_done(self, path: str, images, preds, conf, classes) -> None:
+        self.gallery_loading = None
+        if self.evaluating is not None:
+            return  # a fresh evaluation is on its way
+        self.gallery_of = path
+        self.query_one(Gallery).set_data(images.x, images.y.tolist(), preds, conf, classes)
+
+    def _gallery_failed(self, path: str, message: str) -> None:
+        self.gallery_loading = None
+        self.query_one(Gallery).show_note(f"The stored predictions cannot be shown: {message}")
 
     def action_next_class(self) -> None:
         g = self.query_one(Gallery)
@@ -349,29 +452,74 @@ class BrowserScreen(Screen):
 
     # ------------------------------------------------------------- resume / new run
     def action_resume(self) -> None:
+        """Resume a checkpoint; one of a run that finished its epochs: extend it (a dialog)."""
         row = self.current()
         if row is None:
             return
         planned, c = row.run.epochs, row.ckpt
         if planned is not None and c.epoch is not None and c.epoch >= planned and not c.step_in_epoch:
-            self.notify(f"This run finished its {planned} epochs. Press n for a new run with its settings, or extend it: "
-                        f"cifar-tui train --resume {c.path} --epochs {planned * 2}", severity="warning", timeout=12,
-                        markup=False)
+            from .newrun import ExtendRunScreen
+
+            lr = row.run.config.get("lr")
+
+            def chosen(overrides: Optional[dict]) -> None:
+                if overrides:
+                    self.post_message(StartRun(None, resume=c.path, resume_overrides=overrides))
+
+            self.app.push_screen(ExtendRunScreen(row.run.run_id, c.path, c.epoch, planned,
+                                                 lr if isinstance(lr, (int, float)) else None), chosen)
             return
         self.post_message(StartRun(None, resume=c.path, resume_overrides={}))
 
     def action_new_run(self) -> None:
+        """The new-run form, prefilled with this run's settings (nothing starts until Start)."""
         row = self.current()
         if row is None:
             return
         from engine.config import ConfigError, TrainConfig
+
+        from .newrun import NewRunScreen
 
         try:
             config = TrainConfig.from_dict(row.run.config).validate()
         except (ConfigError, TypeError) as e:
             self.notify(f"The run's settings cannot be used: {e}", severity="error", markup=False)
             return
-        self.post_message(StartRun(config))
+
+        def chosen(new: Optional[TrainConfig]) -> None:
+            if new is not None:
+                self.post_message(StartRun(new))
+
+        runs_dir = str(self.runs_dir) if self.runs_dir else None
+        self.app.push_screen(NewRunScreen(config, runs_dir, title=f"New run with the settings of {row.run.run_id}"),
+                             chosen)
+
+    # ------------------------------------------------------------------- compare
+    def action_mark(self) -> None:
+        row = self.current()
+        if row is None:
+            return
+        run = row.run.path
+        if run in self.marked:
+            self.marked.remove(run)
+        else:
+            self.marked.append(run)
+        self._fill(keep=row.path, show_eval=False)
+        n = len(self.marked)
+        self.notify(f"{n} run(s) marked" + ("; v compares them" if n >= 2 else "; mark another, then v"), timeout=3)
+
+    def marked_runs(self) -> list[RunSummary]:
+        runs = {r.run.path: r.run for r in self.rows}
+        return [runs[p] for p in self.marked if p in runs]
+
+    def action_compare(self) -> None:
+        from .compare import CompareScreen
+
+        runs = self.marked_runs()
+        if len(runs) < 2:
+            self.notify("Mark two or more runs with space, then press v.", severity="warning")
+            return
+        self.app.push_screen(CompareScreen(runs))
 
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 1:

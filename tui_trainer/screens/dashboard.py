@@ -25,8 +25,11 @@ from ..bridge import CommandRefused, EventSource
 from ..messages import OpenBrowser
 from ..runstate import RunState
 from ..widgets import EventLog, StatusPanel, TrainingPlots
+from ..widgets.system import SystemPanel
 
 TICK_SECONDS = 0.3  # how often events are drained and widgets updated
+STATUS_SECONDS = 0.9  # the status panel's numbers are updated about once a second
+PLOT_SECONDS = 2.0  # new steps alone redraw the plots at most this often (an epoch's end: at once)
 COMMAND_ACTIONS = ("toggle_mixup", "mixup_schedule", "pause", "resume", "save", "stop")
 
 
@@ -40,15 +43,17 @@ class DashboardScreen(Screen):
         Binding("s", "save", "Save", tooltip="Save a checkpoint now"),
         Binding("x", "stop", "Stop", tooltip="Stop training and save a checkpoint; the app stays open"),
         Binding("c", "checkpoints", "Checkpoints", tooltip="List this run's checkpoints"),
+        Binding("l", "log_scale", "Log loss", tooltip="Loss plot: switch between a linear and a log scale"),
         Binding("q", "detach", "Detach", tooltip="Leave the dashboard; the run keeps training (attach again with "
                 "cifar-tui watch RUN)"),
         Binding("escape", "back", "Back", tooltip="Back to the start screen"),
     ]
 
     def __init__(self, source: EventSource, *, clock: Optional[Callable[[], float]] = None, can_go_back: bool = False,
-                 tick_seconds: float = TICK_SECONDS) -> None:
+                 tick_seconds: float = TICK_SECONDS, sampler: Any = None) -> None:
         super().__init__()
         self.source = source
+        self._sampler = sampler  # a SystemSampler (tests pass one with fake readings)
         self.clock = clock or time.time
         self.can_go_back = can_go_back
         self.tick_seconds = tick_seconds
@@ -57,6 +62,10 @@ class DashboardScreen(Screen):
         self._want_pause: Optional[bool] = None
         self._want_mixup: Optional[bool] = None
         self._shown_state: object = None
+        self.clock_mono: Callable[[], float] = time.monotonic
+        self._plotted: tuple[float, int, str, bool] = (-1e9, -1, "", False)
+        self._status_key: object = None
+        self._status_at = -1e9
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -65,6 +74,7 @@ class DashboardScreen(Screen):
             yield TrainingPlots(id="plots")
             with Vertical(id="side"):
                 yield StatusPanel(id="status")
+                yield SystemPanel(self._sampler or _sampler_for(self.source), id="system")
                 yield EventLog(id="log")
         yield Footer()
 
@@ -80,6 +90,10 @@ class DashboardScreen(Screen):
     def event_log(self) -> EventLog:
         return self.query_one(EventLog)
 
+    @property
+    def system(self) -> SystemPanel:
+        return self.query_one(SystemPanel)
+
     def on_mount(self) -> None:
         kind = self.source.kind
         where = self.source.run_dir
@@ -89,6 +103,8 @@ class DashboardScreen(Screen):
 
     def on_resize(self, event) -> None:
         self.set_class(self.size.width < 90, "-narrow")
+        self.set_class(self.size.height < 28, "-short")
+        self.system.set_compact(self.size.height < 28)
 
     # -------------------------------------------------------------------- tick
     def tick(self) -> None:
@@ -100,8 +116,9 @@ class DashboardScreen(Screen):
             if isinstance(e, ev.RunStarted) and e.resumed_from and not st.history and not st.step_x:
                 self._load_history(e)
             st.apply(e)
-        if st.plots_dirty:
+        if st.plots_dirty and self._plots_due(st):
             st.plots_dirty = False
+            self._plotted = (self.clock_mono(), len(st.history), st.state, bool(st.step_x))
             self.plots.update_from(st)
         kind = self.source.kind
         if kind == "watch" and st.active and self.source.liveness() == "interrupted":
@@ -112,7 +129,14 @@ class DashboardScreen(Screen):
         quiet = None
         if kind == "watch" and st.last_event_at is not None:
             quiet = self.clock() - st.last_event_at
-        self.status.show(st, source_kind=kind, quiet_for=quiet, quitting=self.app_quitting)
+        status_key = (st.state, st.outcome, st.mixup, st.mixup_source, st.loading is None, self.app_quitting,
+                      st.global_step > 0)
+        if status_key != self._status_key or self.clock_mono() - self._status_at >= STATUS_SECONDS:
+            # the numbers (step, speed, ETA...) once a second; a new state, mixup or phase at once
+            self._status_key, self._status_at = status_key, self.clock_mono()
+            self.status.show(st, source_kind=kind, quiet_for=quiet, quitting=self.app_quitting)
+        if st.device:
+            self.system.set_device(st.device)
         if st.state_dirty:
             st.state_dirty = False
             if st.state in ("paused", "running", "finished", "failed"):
@@ -133,6 +157,13 @@ class DashboardScreen(Screen):
             if kind == "watch":
                 self.sub_title = f"{'attached to' if commandable else 'watching'} {self.source.run_dir}"
             self.refresh_bindings()
+
+    def _plots_due(self, st: RunState) -> bool:
+        """Redraw the plots now? At once for the first step, a new epoch or state, else every PLOT_SECONDS:
+        drawing them is most of the dashboard's work, and it competes with training."""
+        at, n_epochs, state, had_steps = self._plotted
+        return (n_epochs != len(st.history) or state != st.state or had_steps != bool(st.step_x)
+                or self.clock_mono() - at >= PLOT_SECONDS)
 
     def _load_history(self, started: ev.RunStarted) -> None:
         """A resumed run: show what its metrics.jsonl already holds (the epochs before this start)."""
@@ -179,8 +210,14 @@ class DashboardScreen(Screen):
         if action == "back":
             if not self.can_go_back:
                 return False
-            return None if self.source.active else True
+            return None if self.source.active else True  # greyed while training (the app says why)
         return True
+
+    def back_blocked_reason(self) -> Optional[str]:
+        """Why escape (Back) does nothing now, for the app to say; None when it works."""
+        if self.can_go_back and self.source.active:
+            return "Training is running: stop it first (x, it saves a checkpoint), then esc goes back."
+        return None
 
     def _send(self, command: ev.Command, note: str) -> bool:
         try:
@@ -232,6 +269,10 @@ class DashboardScreen(Screen):
             return
         self.post_message(OpenBrowser(Path(run_dir).parent, select=str(run_dir)))
 
+    def action_log_scale(self) -> None:
+        log = self.plots.toggle_log_scale()
+        self.notify(f"Loss plot: {'log' if log else 'linear'} scale", timeout=2)
+
     def action_detach(self) -> None:
         """Leave an attached run: the app exits, the run goes on in its own process."""
         self.app.exit(return_code=0)
@@ -239,3 +280,18 @@ class DashboardScreen(Screen):
     def action_back(self) -> None:
         if self.can_go_back and not self.source.active:
             self.dismiss(self.run_state.state)
+
+
+def _sampler_for(source: EventSource):
+    """The system panel's sampler: this process for a live run (the trainer is a thread
+    here); for a watched run, its writer's process when it runs on this machine."""
+    from ..sysstats import SystemSampler
+
+    pid = None
+    if source.kind == "watch" and source.run_dir is not None:
+        from engine.rundir import RunDir
+
+        owner = RunDir(source.run_dir).lock_owner()
+        if owner is not None and owner.alive and owner.pid:
+            pid = owner.pid
+    return SystemSampler(pid)

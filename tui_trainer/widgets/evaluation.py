@@ -58,8 +58,16 @@ def image_renderable(img_chw, size: int = 16):
     return Pixels.from_image(img, renderer=HalfcellRenderer())
 
 
+CAPTION_CHARS = 17  # a tile's width: whole CIFAR-10 class names ("automobile 100%") fit
+
+
+def _fit(name: str, room: int) -> str:
+    return name if len(name) <= room else name[: max(1, room - 1)] + "…"
+
+
 class ImageTile(Static):
-    """One prediction: the image, then `true -> predicted  confidence`."""
+    """One prediction: the image, then the true class and `= predicted` (or `> predicted`
+    when wrong) with the confidence; whole class names (a very long one ends in "…")."""
 
     DEFAULT_CSS = """
     ImageTile { width: 18; height: auto; padding: 0 1 0 0; }
@@ -67,11 +75,14 @@ class ImageTile(Static):
 
     def __init__(self, image, true_name: str, pred_name: str, confidence: float, index: int, size: int = 16):
         ok = true_name == pred_name
-        caption = Text(f"{true_name[:8]}", style="bold")
+        pct = f" {100 * confidence:.0f}%"
+        caption = Text(_fit(true_name, CAPTION_CHARS), style="bold", no_wrap=True)
         caption.append("\n")
-        caption.append(("= " if ok else "> ") + pred_name[:8], style="green" if ok else "bold red")
-        caption.append(f" {100 * confidence:.0f}%", style="dim")
+        caption.append(("= " if ok else "> ") + _fit(pred_name, CAPTION_CHARS - 2 - len(pct)),
+                       style="green" if ok else "bold red")
+        caption.append(pct, style="dim")
         super().__init__(Group(image_renderable(image, size), caption))
+        self.caption = caption.plain
         self.index = index
         self.correct = ok
         self.tooltip = Text(f"#{index}: true {true_name}, predicted {pred_name} ({100 * confidence:.1f}%)")
@@ -103,6 +114,9 @@ class Gallery(VerticalScroll):
         yield Static("Evaluate a checkpoint (e) to see its predictions here.", id="gallery-note")
         yield Grid(id="gallery-grid")
 
+    def show_note(self, message: str) -> None:
+        self.query_one("#gallery-note", Static).update(Text(message))
+
     def set_data(self, images, labels, preds, conf, classes) -> None:
         self.images = images
         self.labels = [int(v) for v in labels]
@@ -124,13 +138,18 @@ class Gallery(VerticalScroll):
         grid.remove_children()
         note = self.query_one("#gallery-note", Static)
         if self.images is None:
+            note.update(f"Evaluate a checkpoint (e) to see its predictions here. "
+                        f"Misclassified only: {'on' if self.only_wrong else 'off'} (w).")
             return
         sel = self.selection()
         self.shown = sel[: self.MAX_TILES]
-        what = "misclassified" if self.only_wrong else "all"
-        cls = f", class {self.class_names[self.class_filter]}" if self.class_filter is not None else ""
-        note.update(Text(f"{len(sel):,} images ({what}{cls}); showing {len(self.shown)}.  "
-                         "w: misclassified only   k: next class   a: all classes"))
+        cls = f" of class {self.class_names[self.class_filter]}" if self.class_filter is not None else ""
+        if self.only_wrong:
+            what = Text.assemble(("Misclassified only: on", "bold yellow"), f" ({len(sel):,} images{cls}; w shows all)")
+        else:
+            what = Text.assemble(("Misclassified only: off", "bold"), f" ({len(sel):,} images{cls}; w: only the wrong ones)")
+        what.append(f"  showing {len(self.shown)}.  k: next class   a: all classes", style="dim")
+        note.update(what)
         grid.mount_all([
             ImageTile(self.images[i], self.class_names[self.labels[i]], self.class_names[self.preds[i]], self.conf[i], i)
             for i in self.shown

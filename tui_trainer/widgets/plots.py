@@ -3,7 +3,13 @@
 Every plot's x axis is the epoch (fractional for per-step points), so the
 smoothed per-step curve and the per-epoch points line up. The plots only change
 when :meth:`TrainingPlots.update_from` is called with new data; the dashboard
-does that at most once per timer tick, and only when data arrived.
+does that at most once per timer tick, and only when data arrived, and a plot
+whose data did not change (accuracy between two epochs) is not drawn again.
+
+Series differ by marker as well as by colour. The y axis has round ticks, one
+every few rows; on the loss plot a lone outlier (an epoch-1 validation loss of
+558) is left above the range, with a note, instead of flattening the curves,
+and ``l`` switches it to a log scale.
 """
 
 from __future__ import annotations
@@ -24,6 +30,107 @@ TRAIN: Color = (80, 160, 255)  # blue
 TRAIN_EPOCH: Color = (255, 170, 60)  # orange
 VAL: Color = (90, 210, 120)  # green
 LR: Color = (220, 120, 230)  # magenta
+
+
+def nice_step(span: float, max_ticks: int) -> float:
+    """A round step (1, 2 or 5 times a power of ten) giving at most ``max_ticks`` ticks over ``span``."""
+    span = max(span, 1e-12)
+    raw = span / max(1, max_ticks)
+    mag = 10 ** math.floor(math.log10(raw))
+    for m in (1, 2, 5, 10):
+        if m * mag >= raw:
+            return m * mag
+    return 10 * mag  # pragma: no cover
+
+
+def nice_ticks(lo: float, hi: float, max_ticks: int) -> tuple[list[float], list[str]]:
+    """Round tick values inside [lo, hi] and their labels, all with the same decimals; at
+    least two ticks (a finer step when the range holds only one)."""
+    step = nice_step(hi - lo, max_ticks)
+    for _ in range(6):
+        first = math.ceil(lo / step - 1e-9)
+        ticks = [k * step for k in range(first, int(math.floor(hi / step + 1e-9)) + 1)]
+        if len(ticks) >= 2:
+            break
+        mag = 10 ** math.floor(math.log10(step) + 1e-9)
+        step = {1: 0.5, 2: 1, 5: 2}.get(round(step / mag), 0.5) * mag  # the next finer round step
+    decimals = max(0, -int(math.floor(math.log10(step) + 1e-9)))
+    return ticks, [f"{t:.{decimals}f}" for t in ticks]
+
+
+CANVAS_MARGIN = 4  # plotext's frame, x ticks and x label take 4 of a plot's rows
+
+
+def aligned_axis(lo: float, hi: float, rows: int, max_labels: int = 8) -> tuple[tuple[float, float], list[float], list[str]]:
+    """A y range holding [lo, hi] whose round ticks fall exactly every k rows of a canvas of
+    ``rows`` rows (plotext puts y at row round((y - bottom) / (top - bottom) * (rows - 1))),
+    so the tick labels are evenly spaced even on an 80x24 terminal. Of the round steps and
+    spacings that fit, the one that keeps the range tight (the most detail) with about
+    one label every three rows wins."""
+    best = None
+    target = min(6, max(3, rows // 3))
+    step = nice_step(max(hi - lo, 1e-12), max(1, rows - 1))
+    for _ in range(4):  # this step and the next coarser ones
+        for per in range(1, rows):  # rows from one tick to the next
+            unit = step / per  # the value of one row
+            first = math.ceil(lo / step - 1e-9) * step  # the lowest tick at or above lo
+            below = math.ceil((first - lo) / unit - 1e-9)  # rows under it, down to lo
+            bottom = first - below * unit
+            top = bottom + unit * (rows - 1)
+            count = (rows - 1 - below) // per + 1
+            if top < hi - 1e-12 or count < 2 or count > max(3, min(rows, max_labels)):
+                continue
+            score = (top - bottom) / max(hi - lo, 1e-12) + 0.25 * abs(count - target)
+            if best is None or score < best[0] - 1e-12:
+                best = (score, bottom, top, first, count, step)
+        mag = 10 ** math.floor(math.log10(step) + 1e-9)
+        step = {1: 2, 2: 5, 5: 10}.get(round(step / mag), 10) * mag  # the next coarser round step
+    if best is None:  # a canvas too small for two ticks
+        ticks, labels = nice_ticks(lo, hi, 2)
+        return (lo, hi), ticks, labels
+    _, bottom, top, first, count, step = best
+    ticks = [first + i * step for i in range(count)]
+    decimals = max(0, -int(math.floor(math.log10(step) + 1e-9)))
+    return (bottom, top), ticks, [f"{t:.{decimals}f}" for t in ticks]
+
+
+def log_ticks(lo: float, hi: float, max_ticks: int) -> tuple[list[float], list[str]]:
+    """Ticks for a log10 axis given in log10 units: powers of ten (and 2x, 5x between them
+    when there is room), labelled in the data's units."""
+    ticks: list[float] = []
+    for mults in ((1, 2, 5), (1, 3), (1,)):
+        ticks = [math.log10(m) + k for k in range(math.floor(lo) - 1, math.ceil(hi) + 1) for m in mults]
+        ticks = [t for t in ticks if lo - 1e-9 <= t <= hi + 1e-9]
+        if len(ticks) <= max_ticks:
+            break
+    if len(ticks) > max_ticks:  # many decades: every other power of ten
+        ticks = ticks[:: math.ceil(len(ticks) / max_ticks)]
+    return ticks, [f"{10 ** t:.4g}" for t in ticks]
+
+
+def split_outliers(values: Sequence[float], gap: float = 3.0, max_out: int = 3) -> tuple[list[float], int]:
+    """Drop the few largest values that stand far above all the others (more than ``gap``
+    times the next one down): at most ``max_out`` of them, and at most one in ten values,
+    so a curve is never cut, only a lone spike. Returns the values kept and how many were dropped."""
+    v = sorted(values, reverse=True)
+    limit = min(max_out, len(v) // 10)
+    cut = 0
+    for i in range(min(limit, len(v) - 1)):
+        if v[i + 1] > 0 and v[i] > gap * v[i + 1]:
+            cut = i + 1
+    return v[cut:], cut
+
+
+def epoch_ticks(left: float, right: float, width: int) -> list[int]:
+    """Whole-epoch ticks from ``left`` to ``right``, about one per 9 columns, and the last epoch."""
+    max_ticks = max(2, width // 9)
+    step = next(s for s in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 10**9)
+                if (right - left) / s <= max_ticks)
+    first = math.ceil(left / step) * step
+    ticks = list(range(int(first), int(right) + 1, step))
+    if ticks and right - ticks[-1] >= 0.6 * step and right == int(right):
+        ticks.append(int(right))  # show where the axis ends (the planned last epoch)
+    return ticks
 
 
 def downsample(xs: Sequence[float], ys: Sequence[float], max_points: int) -> tuple[list[float], list[float]]:
@@ -69,6 +176,8 @@ class _Plot(PlotextPlot):
 
     TITLE = ""
     SHORT_TITLE = ""
+    # what in the run state this plot draws: "steps" (every step event) or "epochs"
+    DEPENDS = "steps"
     # (name, short name, colour, glyph) of each series, for the legend
     SERIES: tuple[tuple[str, str, Color, str], ...] = ()
 
@@ -81,17 +190,51 @@ class _Plot(PlotextPlot):
         self.points: dict[str, int] = {}
         """How many points each series got at the last draw (for tests and debugging)."""
         self._xrange = (0.0, 1.0)
+        self.note = ""  # shown after the legend, e.g. "1 above"
+        self.draws = 0
+        self.ylim: tuple[float, float] = (0.0, 1.0)
 
     def draw(self, state: RunState) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def on_resize(self) -> None:
+        # the ticks are chosen for the plot's height: draw again at the new size
+        state = getattr(self, "_state", None)
+        if state is not None:
+            self.draw(state)
+            self._drawn_key = self.data_key(state)
+
+    def data_key(self, state: RunState) -> tuple:
+        """What the drawing depends on: the plot is drawn again only when this changes."""
+        last = state.history[-1] if state.history else None
+        x_right = math.ceil(state.progress - 1e-9)
+        if self.DEPENDS == "epochs":
+            return (len(state.history), last, x_right, state.epochs, self.size)
+        return (len(state.step_x), state.step_x[-1] if state.step_x else None, len(state.history), last, x_right,
+                state.epochs, self.size, bool(state.config))
 
     def _series(self, name: str, xs: Sequence[float], ys: Sequence[float], **kw) -> None:
         self.points[name] = len(xs)
         if xs:
             self.plt.plot(list(xs), list(ys), **kw)
 
-    def _finish(self, ylim: tuple[float, float], empty_note: str) -> None:
+    def _points(self, name: str, xs: Sequence[float], ys: Sequence[float], marker: str, color: Color) -> None:
+        """Per-epoch values: a thin line through them, and each one marked with ``marker``."""
+        self.points[name] = len(xs)
+        if xs:
+            self.plt.plot(list(xs), list(ys), marker="braille", color=color)
+            self.plt.scatter(list(xs), list(ys), marker=marker, color=color)
+
+    def _finish(self, ylim: tuple[float, float], empty_note: str, log: bool = False) -> None:
+        rows = max(2, (self.size.height or 10) - CANVAS_MARGIN)
+        if log:
+            ticks, labels = log_ticks(ylim[0], ylim[1], max(2, min(6, rows // 2)))
+        else:  # round ticks, each on a row of its own, the same number of rows apart
+            ylim, ticks, labels = aligned_axis(ylim[0], ylim[1], rows)
         self.plt.ylim(*ylim)
+        self.ylim = ylim
+        self.plt.yticks(ticks, labels)
+        self.draws += 1
         if not any(self.points.values()):
             (x0, x1), (y0, y1) = self._xrange, ylim
             self.plt.text(empty_note, (x0 + x1) / 2, (y0 + y1) / 2, alignment="center", color="gray",
@@ -101,6 +244,7 @@ class _Plot(PlotextPlot):
     def _begin(self) -> None:
         self.plt.clear_figure()
         self.points = {}
+        self.note = ""
         self.plt.xlabel("epoch")
 
     @property
@@ -121,20 +265,22 @@ class _Plot(PlotextPlot):
         right = max(right, left + 1.0)
         self._xrange = (left, right)
         self.plt.xlim(left, right)
-        max_ticks = max(2, (self.size.width or 40) // 9)
-        step = next(s for s in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 10**9)
-                    if (right - left) / s <= max_ticks)
-        first = math.ceil(left / step) * step
-        ticks = list(range(int(first), int(right) + 1, step))
-        if ticks and right - ticks[-1] >= 0.6 * step and right == int(right):
-            ticks.append(int(right))  # show where the axis ends (the planned last epoch)
+        ticks = epoch_ticks(left, right, self.size.width or 40)
         self.plt.xticks(ticks, [str(t) for t in ticks])
+
+
+EPOCH_MARK, VAL_MARK = "•", "x"  # per-epoch train points, validation points
+LOG_FLOOR = 1e-3  # the smallest loss a log axis shows
 
 
 class LossPlot(_Plot):
     TITLE, SHORT_TITLE = "Loss", "Loss"
-    SERIES = (("train (smoothed)", "train", TRAIN, "━"), ("train/epoch", "epoch", TRAIN_EPOCH, "●"),
-              ("val", "val", VAL, "●"))
+    SERIES = (("train (smoothed)", "train", TRAIN, "━"), ("train/epoch", "epoch", TRAIN_EPOCH, EPOCH_MARK),
+              ("val", "val", VAL, VAL_MARK))
+
+    def __init__(self, *, id: Optional[str] = None) -> None:  # noqa: A002
+        super().__init__(id=id)
+        self.log_scale = False
 
     def draw(self, state: RunState) -> None:
         self._begin()
@@ -143,17 +289,32 @@ class LossPlot(_Plot):
         tl = [h.train_loss for h in state.history]
         vx = [h.epoch for h in state.history if h.val_loss is not None and math.isfinite(h.val_loss)]
         vl = [h.val_loss for h in state.history if h.val_loss is not None and math.isfinite(h.val_loss)]
-        self._series("train (smoothed)", xs, ys, marker="braille", color=TRAIN)
-        self._series("train/epoch", ex, tl, marker="dot", color=TRAIN_EPOCH)
-        self._series("val", vx, vl, marker="dot", color=VAL)
+        y = (lambda vs: [math.log10(max(v, LOG_FLOOR)) for v in vs]) if self.log_scale else list
+        self._series("train (smoothed)", xs, y(ys), marker="braille", color=TRAIN)
+        self._points("train/epoch", ex, y(tl), EPOCH_MARK, TRAIN_EPOCH)
+        self._points("val", vx, y(vl), VAL_MARK, VAL)
         values = _finite(list(ys) + tl + vl)
         self._x_axis(state)
-        self._finish(nice_range(values, floor=0.0) if values else (0, 1), "no steps yet")
+        if self.log_scale:
+            self.note = "log scale"
+        if not values:
+            self._finish((0, 1), "no steps yet")
+        elif self.log_scale:
+            logs = [math.log10(max(v, LOG_FLOOR)) for v in values]
+            lo, hi = min(logs), max(logs)
+            pad = max(0.05, (hi - lo) * 0.08)
+            self._finish((lo - pad, hi + pad), "no steps yet", log=True)
+        else:
+            kept, above = split_outliers(values)
+            if above:
+                self.note = f"{above} off the top (max {max(values):.4g}; l: log scale)"
+            self._finish(nice_range(kept, floor=0.0), "no steps yet")
 
 
 class AccuracyPlot(_Plot):
     TITLE, SHORT_TITLE = "Accuracy %", "Acc %"
-    SERIES = (("train", "train", TRAIN_EPOCH, "●"), ("val", "val", VAL, "●"))
+    SERIES = (("train", "train", TRAIN_EPOCH, EPOCH_MARK), ("val", "val", VAL, VAL_MARK))
+    DEPENDS = "epochs"
 
     def draw(self, state: RunState) -> None:
         self._begin()
@@ -161,8 +322,8 @@ class AccuracyPlot(_Plot):
         ta = [100.0 * h.train_acc for h in state.history]
         vx = [h.epoch for h in state.history if h.val_acc is not None]
         va = [100.0 * h.val_acc for h in state.history if h.val_acc is not None]
-        self._series("train", ex, ta, marker="dot", color=TRAIN_EPOCH)
-        self._series("val", vx, va, marker="dot", color=VAL)
+        self._points("train", ex, ta, EPOCH_MARK, TRAIN_EPOCH)
+        self._points("val", vx, va, VAL_MARK, VAL)
         values = _finite(ta + va)
         self._x_axis(state)
         self._finish(nice_range(values, floor=0.0, ceil=100.0, min_rel_span=0.1) if values else (0, 100),
@@ -173,14 +334,22 @@ class LearningRatePlot(_Plot):
     TITLE, SHORT_TITLE = "Learning rate", "LR"
     SERIES = (("lr", "lr", LR, "━"),)
 
+    def data_key(self, state: RunState) -> tuple:
+        # the x axis is the whole run: draw again only when the curve reaches another column
+        span = max(1.0, float(state.epochs or 1))
+        column = int(state.progress / span * 2 * max(10, self.size.width or 40)) if state.step_x else -1
+        return (column, len(state.history), state.epochs, self.size, bool(state.config), bool(state.step_x))
+
     def draw(self, state: RunState) -> None:
         self._begin()
         xs, ys = downsample(state.step_x, state.step_lr, self._max_points)
         self._series("lr", xs, ys, marker="braille", color=LR)
         self._x_axis(state, whole_run=True)  # the whole schedule's span: where we are in it
         peak = state.config.get("lr") if state.config else None
-        values = _finite(list(ys) + ([float(peak)] if isinstance(peak, (int, float)) else []))
-        self._finish((0, max(values) * 1.05 if values else 0.1), "no steps yet")
+        peak = float(peak) if isinstance(peak, (int, float)) and not isinstance(peak, bool) and peak > 0 else None
+        values = _finite(list(ys) + ([peak] if peak is not None else []))
+        empty = f"peak {peak:g}, no steps yet" if peak is not None else "waiting for the run"
+        self._finish((0, max(values) * 1.05 if values else 1.0), empty)
 
 
 class Legend(Widget):
@@ -193,6 +362,7 @@ class Legend(Widget):
     def __init__(self, plot: _Plot) -> None:
         super().__init__()
         self.plot = plot
+        self.shown_note = ""
 
     def render(self) -> RenderResult:
         width = self.size.width - 1
@@ -205,6 +375,8 @@ class Legend(Widget):
                 text.append("  " if not short else " ")
                 text.append(glyph, style=f"rgb({r},{g},{b})")
                 text.append(" " + (short_name if short else name))
+            if self.plot.note:
+                text.append(("  " if not short else " ") + self.plot.note, style="dim")
             if text.cell_len <= width or short:
                 text.truncate(max(width, 1), overflow="ellipsis")
                 return text
@@ -247,11 +419,30 @@ class TrainingPlots(Vertical):
     def on_mount(self) -> None:
         self.update_from(RunState())  # empty axes until data arrives
 
-    def update_from(self, state: RunState) -> None:
+    def update_from(self, state: RunState, force: bool = False) -> None:
+        """Draw the plots whose data changed since they were last drawn (all with ``force``)."""
         self._state = state
+        drawn = False
         for plot in self.query(_Plot):
-            plot.draw(state)
-        self.redraws += 1
+            key = plot.data_key(state)
+            plot._state = state
+            if force or key != getattr(plot, "_drawn_key", None):
+                plot.draw(state)
+                plot._drawn_key = key
+                drawn = True
+        for legend in self.query(Legend):
+            if legend.plot.note != legend.shown_note:
+                legend.shown_note = legend.plot.note
+                legend.refresh()
+        self.redraws += drawn
+
+    def toggle_log_scale(self) -> bool:
+        """Switch the loss plot between a linear and a log scale; returns True if now log."""
+        loss = self.query_one(LossPlot)
+        loss.log_scale = not loss.log_scale
+        if self._state is not None:
+            self.update_from(self._state, force=True)
+        return loss.log_scale
 
     def on_resize(self) -> None:
         # the number of points kept and the ticks depend on the size

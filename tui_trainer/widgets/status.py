@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
@@ -34,7 +33,16 @@ def state_text(state: RunState, source_kind: str = "live") -> Text:
         label, style = OUTCOME_STYLE[state.outcome]
     if state.state == "starting":
         label = "◌ loading data..." if source_kind == "live" else "◌ no events yet"
+        if state.loading is not None and state.loading.total:
+            label = f"◌ decoding {100 * state.loading.done / state.loading.total:.0f}%"
     return Text(label, style=style)
+
+
+def fmt_params(n: Optional[int]) -> str:
+    """79,339 params; 4.99M params (the exact count is in the event log)."""
+    if n is None:
+        return ""
+    return f"{n:,} params" if n < 1_000_000 else f"{n / 1e6:.2f}M params"
 
 
 def short_reason(reason: str, limit: int = REASON_CHARS) -> str:
@@ -67,7 +75,10 @@ class StatusPanel(Static):
         super().__init__("", id=id)
         self.border_title = "Status"
         self.plain = ""
+        self.redraws = 0
         self._key: object = None
+        self._rows: list[tuple[str, Text | str]] = []
+        self._lines: tuple[int, int] = (0, 0)
 
     def show(self, state: RunState, *, source_kind: str = "live", quiet_for: Optional[float] = None,
              quitting: bool = False) -> None:
@@ -77,12 +88,20 @@ class StatusPanel(Static):
             return  # nothing changed: no refresh, no layout
         self._key = key
         self.plain = "\n".join(f"{a} {b.plain if isinstance(b, Text) else b}" for a, b in rows)
-        grid = Table.grid(padding=(0, 1), expand=True)
-        grid.add_column(style="dim", no_wrap=True, width=8)
-        grid.add_column(ratio=1, overflow="fold")
-        for label, value in rows:  # strings come from events (a device, a reason): text, never markup
-            grid.add_row(label, Text(value) if isinstance(value, str) else value)
-        self.update(grid)
+        self._rows = rows
+        self._draw()
+
+    def _draw(self, relayout: bool = False) -> None:
+        width = self.content_size.width
+        text = label_rows(self._rows, width)
+        lines = (text.plain.count("\n") + 1, width)
+        self.redraws += 1
+        self.update(text, layout=relayout or lines != self._lines)  # a layout only when the height changes
+        self._lines = lines
+
+    def on_resize(self) -> None:
+        if self._rows:  # (after this resize is laid out, so that the new height is measured)
+            self.call_after_refresh(self._draw, True)
 
     @staticmethod
     def rows(state: RunState, *, source_kind: str = "live", quiet_for: Optional[float] = None,
@@ -100,13 +119,15 @@ class StatusPanel(Static):
             style = "red" if state.state == "failed" else "dim"
             reason = state.failure if state.state == "failed" and state.failure else state.reason
             rows.append(("", Text(short_reason(reason), style=style)))
+        if state.state == "starting" and state.loading is not None and state.loading.total:
+            rows.append(("", Text(f"{state.loading.done:,} / {state.loading.total:,} images", style="dim")))
         dev = state.device or "-"
+        if state.params is not None:
+            dev += " · " + fmt_params(state.params)
         rows.append(("Device", dev))
-        rows.append(("Params", f"{state.params:,}" if state.params is not None else "-"))
         epochs = state.epochs or "?"
         rows.append(("Epoch", f"{state.epoch} / {epochs}" if state.epoch else f"- / {epochs}" if state.epochs else "-"))
-        total = state.total_steps
-        rows.append(("Step", f"{state.global_step:,} / {total:,}" if total else (f"{state.global_step:,}" if state.global_step else "-")))
+        rows.append(("  step", _step_in_epoch(state)))
         ips = state.images_per_s
         rows.append(("Speed", f"{ips:,.0f} img/s" if ips else "-"))
         if state.state == "paused":
@@ -132,3 +153,60 @@ class StatusPanel(Static):
             best = Text("-")
         rows.append(("Best val", best))
         return rows
+
+
+LABEL_WIDTH = 8
+
+
+def label_rows(rows: list[tuple[str, Text | str]], width: int) -> Text:
+    """Rows of ``label value`` as one Text: labels dim in a column of LABEL_WIDTH, a value
+    too long for the rest of the line folded under itself. (One Text renders far faster
+    than a rich Table, and these panels are drawn every second.)"""
+    room = max(4, (width or 32) - LABEL_WIDTH - 1)
+    out = Text()
+    indent = " " * (LABEL_WIDTH + 1)
+    for i, (label, value) in enumerate(rows):
+        if i:
+            out.append("\n")
+        out.append(label.ljust(LABEL_WIDTH)[:LABEL_WIDTH] + " ", style="dim")
+        value = value if isinstance(value, Text) else Text(value)
+        for j, part in enumerate(value.split("\n", allow_blank=True)):
+            if j:
+                out.append("\n" + indent)
+            if part.no_wrap or part.overflow == "ellipsis":
+                part = part.copy()
+                part.truncate(room, overflow="ellipsis")
+                out.append_text(part)
+                continue
+            if part.cell_len <= room:
+                out.append_text(part)
+                continue
+            for k, piece in enumerate(part.wrap(_wrap_console(), room)):  # at spaces where it can
+                if k:
+                    out.append("\n" + indent)
+                out.append_text(piece)
+    return out
+
+
+_console = None
+
+
+def _wrap_console():
+    global _console
+    if _console is None:
+        import io
+
+        from rich.console import Console
+
+        _console = Console(file=io.StringIO(), width=200)
+    return _console
+
+
+def _step_in_epoch(state: RunState) -> str:
+    """The step within the epoch shown above it: "120 / 704"."""
+    spe = state.steps_per_epoch
+    if not state.epoch or not spe:
+        return "-"
+    done_before = (state.epoch - 1) * spe
+    in_epoch = min(spe, max(0, state.global_step - done_before))
+    return f"{in_epoch:,} / {spe:,}"

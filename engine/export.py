@@ -1,0 +1,163 @@
+"""A run's history out of its run folder: one row per epoch (CSV), and TensorBoard scalars.
+
+The history is read from the run's ``metrics.jsonl`` (the engine's own events), so
+it covers every epoch of every start of the run. A run resumed from an earlier
+checkpoint continues from there: the epochs it trained again replace the ones
+recorded before, as the dashboard shows them.
+
+Reading and the CSV import no torch; the TensorBoard export needs the optional
+``tensorboard`` package (``pip install 'cifar-tui[tensorboard]'``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from . import events as ev
+from .files import atomic_write_text
+from .rundir import RunDir
+
+EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "mixup", "seconds")
+TENSORBOARD_MISSING = ("the TensorBoard export needs the tensorboard package; "
+                       "install it with: pip install 'cifar-tui[tensorboard]'")
+
+
+class ExportError(Exception):
+    """A one-line message for the user (nothing to export, a file that cannot be written...)."""
+
+
+@dataclass
+class EpochRow:
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: Optional[float]
+    val_acc: Optional[float]
+    lr: float
+    mixup: bool
+    seconds: float
+    time: float  # when the epoch ended (seconds since the epoch)
+
+    def values(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in EPOCH_COLUMNS}
+
+
+@dataclass
+class StepRow:
+    step: int  # global step (1-based)
+    epoch: int
+    loss: float  # the running mean over the epoch so far (as StepDone reports it)
+    lr: float
+    images_per_s: float
+    time: float
+
+
+@dataclass
+class RunHistory:
+    run_id: str
+    path: str
+    config: dict[str, Any]
+    epochs: list[EpochRow] = field(default_factory=list)
+    steps: list[StepRow] = field(default_factory=list)
+    bad_lines: int = 0  # lines of metrics.jsonl that could not be read
+
+
+def read_history(run_dir: str | Path) -> RunHistory:
+    """The epochs and logged steps of a run folder, in order, as the run stands now."""
+    run = RunDir(run_dir)
+    if not run.metrics_path.is_file():
+        raise ExportError(f"{run.path}: not a run folder (no metrics.jsonl); give a run folder or a run id")
+    raw, bad = run.read_metrics()
+    info = run.read_config()
+    config = info.get("config") if isinstance(info.get("config"), dict) else {}
+    h = RunHistory(run.run_id, str(run.path), dict(config), bad_lines=bad)
+    for d in raw:
+        try:
+            e = ev.event_from_dict(d)
+        except ValueError:
+            h.bad_lines += 1
+            continue
+        _fold(h, e)
+    return h
+
+
+def _fold(h: RunHistory, e: ev.Event) -> None:
+    if isinstance(e, ev.RunStarted):
+        if e.config:
+            h.config = dict(e.config)
+        # a start from an earlier checkpoint: what came after it is replaced
+        h.epochs = [r for r in h.epochs if r.epoch <= e.start_epoch]
+        h.steps = [s for s in h.steps if s.epoch <= e.start_epoch]
+    elif isinstance(e, ev.EpochDone):
+        h.epochs = [r for r in h.epochs if r.epoch < e.epoch]
+        h.epochs.append(EpochRow(e.epoch, e.train_loss, e.train_acc, e.val_loss, e.val_acc, e.lr, e.mixup,
+                                 e.seconds, e.time))
+    elif isinstance(e, ev.StepDone):
+        h.steps = [s for s in h.steps if s.step < e.step]
+        h.steps.append(StepRow(e.step, e.epoch, e.loss, e.lr, e.images_per_s, e.time))
+
+
+def _cell(v: Any) -> Any:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return ""
+    if isinstance(v, bool):
+        return int(v)
+    return v
+
+
+def epochs_csv(h: RunHistory) -> str:
+    """One row per epoch under the header of :data:`EPOCH_COLUMNS` (mixup as 1/0, a
+    missing validation value as an empty cell)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(EPOCH_COLUMNS)
+    for r in h.epochs:
+        w.writerow([_cell(v) for v in r.values().values()])
+    return buf.getvalue()
+
+
+def write_csv(h: RunHistory, path: str | Path) -> int:
+    """Write :func:`epochs_csv` to ``path`` atomically; returns the number of rows."""
+    try:
+        atomic_write_text(Path(path), epochs_csv(h))
+    except OSError as e:
+        raise ExportError(f"cannot write {path} ({e.strerror or e})") from None
+    return len(h.epochs)
+
+
+def write_tensorboard(h: RunHistory, logdir: str | Path) -> Path:
+    """Write the run's scalars as a TensorBoard event file under ``logdir/<run id>``:
+    per epoch ``loss/train``, ``loss/val``, ``accuracy/train``, ``accuracy/val``,
+    ``epoch/lr``, ``epoch/mixup``, ``epoch/seconds`` (step = epoch), and per logged
+    step ``step/loss_running_mean``, ``step/lr``, ``step/images_per_s`` (step = global
+    step). Raises :class:`ExportError` when the tensorboard package is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ExportError(TENSORBOARD_MISSING) from None
+    target = Path(logdir).expanduser() / h.run_id
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        writer = SummaryWriter(log_dir=str(target))
+    except OSError as e:
+        raise ExportError(f"cannot write to {target} ({e.strerror or e})") from None
+    try:
+        for r in h.epochs:
+            scalars = {"loss/train": r.train_loss, "loss/val": r.val_loss, "accuracy/train": r.train_acc,
+                       "accuracy/val": r.val_acc, "epoch/lr": r.lr, "epoch/mixup": float(r.mixup),
+                       "epoch/seconds": r.seconds}
+            for tag, v in scalars.items():
+                if v is not None and math.isfinite(v):
+                    writer.add_scalar(tag, v, r.epoch, walltime=r.time)
+        for s in h.steps:
+            for tag, v in (("step/loss_running_mean", s.loss), ("step/lr", s.lr), ("step/images_per_s", s.images_per_s)):
+                if math.isfinite(v):
+                    writer.add_scalar(tag, v, s.step, walltime=s.time)
+    finally:
+        writer.close()
+    return target
