@@ -338,8 +338,9 @@ def _check_output_path(output: str, reads: list[str], force: bool) -> Path:
     A command must not destroy what it reads: the output is never one of ``reads``
     (the checkpoint, the inputs) nor any checkpoint, whatever ``--force`` says. An
     existing file is replaced only if it is a CSV this command wrote (its header starts
-    only columns of ``PREDICT_COLUMNS``), is empty, or ``force`` is given. The write itself is atomic
-    (a temporary file renamed into place), so a kill never leaves a partial CSV.
+    ``ID,Labels``, or holds only ``--columns`` names), is empty, or ``force`` is given. The
+    write itself is atomic (a temporary file renamed into place), so a kill never leaves a
+    partial CSV.
     """
     out = Path(output).expanduser()
     if out.is_dir():
@@ -381,9 +382,12 @@ def _file_head(path: Path, n: int = 256) -> Optional[bytes]:
 
 
 def _is_predictions_csv(head: bytes) -> bool:
-    """Whether a file starts with a header `predict --output` writes (columns of PREDICT_COLUMNS)."""
+    """Whether a file starts with a header `predict --output` writes: ``ID,Labels`` first, or
+    only columns of PREDICT_COLUMNS (``--columns``)."""
     first = head.split(b"\n", 1)[0].rstrip(b"\r").decode("utf-8", errors="replace")
     names = first.split(",")
+    if names[:2] == ["ID", "Labels"]:  # the default columns, and every older version's
+        return True
     return bool(first) and all(n in PREDICT_COLUMNS for n in names) and len(set(names)) == len(names)
 
 

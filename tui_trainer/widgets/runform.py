@@ -172,6 +172,7 @@ class RunForm(Widget):
                 yield Label("Detach", id="f-detach-label")
                 yield Switch(value=False, id="f-detach", tooltip="Train in a background process of its own: it "
                              "survives closing the app, the terminal or the SSH session; the dashboard attaches to it")
+                yield Label("off", id="f-detach-state")
             yield Button(self.button_label, variant="primary", id="f-start", compact=True)
         yield Static("", id="f-preset-note")
         yield Static("", id="form-error")
@@ -195,6 +196,10 @@ class RunForm(Widget):
     @on(Switch.Changed, "#f-mixup")
     def _mixup_changed(self, event: Switch.Changed) -> None:
         self._show_mixup(event.value)
+
+    @on(Switch.Changed, "#f-detach")
+    def _detach_changed(self, event: Switch.Changed) -> None:
+        self.query_one("#f-detach-state", Label).update("on" if event.value else "off")
 
     def _show_mixup(self, on: bool) -> None:
         self.query_one("#f-mixup-state", Label).update("on" if on else "off")
