@@ -413,6 +413,7 @@ def runs(
     ctx: typer.Context,
     runs_dir: Optional[str] = typer.Argument(None, help="The runs folder (default: the user data folder)."),
     as_json: bool = typer.Option(False, "--json", help="Print the runs as one JSON document (a list)."),
+    runs_dir_opt: Optional[str] = typer.Option(None, "--runs-dir", help="The runs folder, as an option (as train's)."),
 ) -> None:
     """List runs with their status and checkpoints (epoch, validation and test accuracy, size)."""
     import json
@@ -421,7 +422,7 @@ def runs(
 
     from engine.runs import default_runs_dir, list_runs
 
-    runs_dir = _runs_dir(ctx, runs_dir)
+    runs_dir = _runs_dir(ctx, _one_folder(runs_dir, runs_dir_opt))
     root = Path(runs_dir).expanduser() if runs_dir else default_runs_dir()
     if runs_dir and not root.exists():
         fail(f"{runs_dir}: no such folder", 1)
@@ -441,11 +442,19 @@ def runs(
 
 @app.command()
 def browse(ctx: typer.Context,
-           runs_dir: Optional[str] = typer.Argument(None, help="The runs folder (default: the user data folder).")) -> None:
+           runs_dir: Optional[str] = typer.Argument(None, help="The runs folder (default: the user data folder)."),
+           runs_dir_opt: Optional[str] = typer.Option(None, "--runs-dir", help="The runs folder, as an option.")) -> None:
     """Open the checkpoint browser: evaluate checkpoints, look at predictions, compare and resume runs."""
     from .app import run_browse_app
 
-    raise typer.Exit(run_browse_app(_runs_dir(ctx, runs_dir)))
+    raise typer.Exit(run_browse_app(_runs_dir(ctx, _one_folder(runs_dir, runs_dir_opt))))
+
+
+def _one_folder(positional: Optional[str], option: Optional[str]) -> Optional[str]:
+    """The runs folder given as an argument or as --runs-dir (not two different ones)."""
+    if positional is not None and option is not None and Path(positional).expanduser() != Path(option).expanduser():
+        fail(f"two runs folders given ({positional} and --runs-dir {option}); give one", 2)
+    return positional if positional is not None else option
 
 
 @app.command()

@@ -36,6 +36,14 @@ def test_runs_json_fields(finished_run):
     assert names["best.pt"]["val_acc"] == run["best_val_acc"]
 
 
+def test_runs_takes_the_folder_as_runs_dir_too(finished_run, tmp_path):
+    r = runner.invoke(app, ["runs", "--runs-dir", str(finished_run.parent), "--json"])
+    assert r.exit_code == 0, r.output
+    assert [run["run_id"] for run in json.loads(r.output)] == [finished_run.name]
+    r = runner.invoke(app, ["runs", str(tmp_path), "--runs-dir", str(finished_run.parent)])
+    assert r.exit_code == 2 and "two runs folders" in r.output
+
+
 def test_runs_json_test_acc_is_null_when_stale(run_copy):
     from engine.evaluate import evaluate_checkpoint
     from engine.rundir import RunDir
