@@ -9,7 +9,6 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,75 +16,12 @@ from typer.testing import CliRunner
 
 from engine import control
 from engine import events as ev
-from engine.rundir import RunDir, read_metrics
+from engine.rundir import RunDir
 from engine.runs import run_status
+from procs import ROOT, TRAIN, Terminal, env_for, events_of, start_trainer, wait_for
 from tui_trainer.cli import app
 
-ROOT = Path(__file__).resolve().parents[2]
-TRAIN = ["train", "--data", "synthetic", "--preset", "tiny", "--width", "0.125", "--subset", "256",
-         "--val-size", "64", "--batch-size", "64"]
 runner = CliRunner()
-
-
-def env_for(tmp_path) -> dict:
-    return dict(os.environ, CIFAR_TUI_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
-
-
-def wait_for(predicate, what: str, timeout: float = 90.0) -> None:
-    deadline = time.time() + timeout
-    while not predicate():
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
-def events_of(run: Path) -> list[dict]:
-    return read_metrics(RunDir(run).metrics_path)[0]
-
-
-def start_headless(tmp_path, epochs: int = 500, **popen) -> tuple[subprocess.Popen, Path]:
-    """A headless trainer in its own process; returns it and its run folder once it trains."""
-    runs = tmp_path / "runs"
-    p = subprocess.Popen([sys.executable, "-m", "tui_trainer", "--no-ui", *TRAIN, "--epochs", str(epochs),
-                          "--runs-dir", str(runs)], cwd=ROOT, env=env_for(tmp_path), **popen)
-    wait_for(lambda: runs.exists() and any(runs.iterdir()) or p.poll() is not None, "the run folder")
-    assert p.poll() is None, "the trainer exited"
-    (run,) = list(runs.iterdir())
-    wait_for(lambda: any(d["event"] == "StepDone" for d in events_of(run)), "the first steps")
-    return p, run
-
-
-class Terminal:
-    """A pseudo-terminal for a process, read like a terminal reads it; :meth:`close` is the
-    terminal going away (nothing holds its master side any more)."""
-
-    def __init__(self, rows: int = 30, cols: int = 100) -> None:
-        import fcntl
-        import pty
-        import struct
-        import termios
-        import threading
-
-        self.master, self.slave = pty.openpty()
-        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._drain, daemon=True)
-        self._thread.start()
-
-    def _drain(self) -> None:
-        import select
-
-        while not self._stop.is_set():
-            if select.select([self.master], [], [], 0.1)[0]:
-                try:
-                    if not os.read(self.master, 65536):
-                        return
-                except OSError:
-                    return
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        os.close(self.master)
 
 
 def ctl(run: Path, *words: str, timeout: float = 60):
@@ -194,7 +130,7 @@ def test_ctl_steers_a_headless_run_in_another_process(tmp_path):
     own events, seen alike by a second viewer; the viewer never takes the lock."""
     from tui_trainer.bridge import WatchSource
 
-    p, run = start_headless(tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p, run = start_trainer(tmp_path, "--no-ui", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         viewer = WatchSource(run)
         seen = viewer.poll()
@@ -248,7 +184,7 @@ def test_sighup_in_a_closed_terminal_saves_and_stops(tmp_path):
     arrives; the run saves last.pt and finishes as stopped, exit code 129."""
     term = Terminal()
     try:
-        p, run = start_headless(tmp_path, stdin=term.slave, stdout=term.slave, stderr=term.slave,
+        p, run = start_trainer(tmp_path, "--no-ui", stdin=term.slave, stdout=term.slave, stderr=term.slave,
                                 start_new_session=True)
     finally:
         os.close(term.slave)

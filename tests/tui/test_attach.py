@@ -7,82 +7,16 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 from engine import control
-from engine.rundir import RunDir, read_metrics
+from engine.rundir import RunDir
 from engine.runs import run_status
 from tui_trainer.app import CifarTuiApp
 from tui_trainer.bridge import AttachSource
 from tui_trainer.screens import DashboardScreen
+from procs import Terminal, events_of, start_trainer
 from ui_support import press, wait_for
-
-ROOT = Path(__file__).resolve().parents[2]
-TRAIN = ["train", "--data", "synthetic", "--preset", "tiny", "--width", "0.125", "--subset", "256",
-         "--val-size", "64", "--batch-size", "64", "--epochs", "500"]
-
-
-def env_for(tmp_path) -> dict:
-    return dict(os.environ, CIFAR_TUI_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
-
-
-def events_of(run: Path) -> list[dict]:
-    return read_metrics(RunDir(run).metrics_path)[0]
-
-
-def wait_until(predicate, what: str, timeout: float = 90.0) -> None:
-    deadline = time.time() + timeout
-    while not predicate():
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
-def start(tmp_path, *args: str, **popen) -> tuple[subprocess.Popen, Path]:
-    runs = tmp_path / "runs"
-    p = subprocess.Popen([sys.executable, "-m", "tui_trainer", *args, *TRAIN, "--runs-dir", str(runs)], cwd=ROOT,
-                         env=env_for(tmp_path), **popen)
-    wait_until(lambda: runs.exists() and any(runs.iterdir()) or p.poll() is not None, "the run folder")
-    assert p.poll() is None, "the trainer exited"
-    (run,) = list(runs.iterdir())
-    wait_until(lambda: any(d["event"] == "StepDone" for d in events_of(run)), "the first steps")
-    return p, run
-
-
-class Terminal:
-    """A pseudo-terminal for a process, read like a terminal reads it; :meth:`close` is the
-    terminal going away (nothing holds its master side any more)."""
-
-    def __init__(self, rows: int = 30, cols: int = 100) -> None:
-        import fcntl
-        import pty
-        import struct
-        import termios
-        import threading
-
-        self.master, self.slave = pty.openpty()
-        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._drain, daemon=True)
-        self._thread.start()
-
-    def _drain(self) -> None:
-        import select
-
-        while not self._stop.is_set():
-            if select.select([self.master], [], [], 0.1)[0]:
-                try:
-                    if not os.read(self.master, 65536):
-                        return
-                except OSError:
-                    return
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        os.close(self.master)
-
 
 def dashboard(app) -> DashboardScreen:
     screen = app.screen
@@ -95,7 +29,7 @@ def status_text(app) -> str:
 
 
 def test_watch_attaches_p_pauses_q_detaches_x_stops(tmp_path):
-    p, run = start(tmp_path, "--no-ui", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    p, run = start_trainer(tmp_path, "--no-ui", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     async def pause_then_detach():
         app = CifarTuiApp("watch", run_dir=run)
@@ -201,7 +135,7 @@ def test_a_dashboard_whose_terminal_closes_saves_and_stops(tmp_path):
     stops the run with a checkpoint, waits for it, and exits 129."""
     term = Terminal()
     try:
-        p, run = start(tmp_path, stdin=term.slave, stdout=term.slave, stderr=term.slave, start_new_session=True)
+        p, run = start_trainer(tmp_path, stdin=term.slave, stdout=term.slave, stderr=term.slave, start_new_session=True)
     finally:
         os.close(term.slave)
     try:

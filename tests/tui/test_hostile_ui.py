@@ -11,7 +11,6 @@ import shutil
 from pathlib import Path
 
 import torch
-from textual.app import App
 from textual.widgets import DataTable, Static
 
 from engine import events as ev
@@ -19,8 +18,7 @@ from engine.rundir import RunDir
 from tui_trainer.app import CifarTuiApp
 from tui_trainer.bridge import MetricsFollower
 from tui_trainer.screens import DashboardScreen
-from tui_trainer.screens.browser import BrowserScreen
-from ui_support import press, wait_for
+from ui_support import BrowserHost, press, wait_for
 
 SIZE = (120, 36)
 
@@ -95,13 +93,6 @@ def test_watch_skips_events_with_wrong_field_types_as_bad_lines(tmp_path):
     run(main())
 
 
-class Host(App):
-    def __init__(self, root: Path):
-        super().__init__()
-        self.root = root
-
-    def on_mount(self) -> None:
-        self.push_screen(BrowserScreen(self.root))
 
 
 def _damage(run_dir: Path) -> None:
@@ -122,7 +113,7 @@ def test_browser_lists_a_run_with_damaged_json_and_stays_usable(run_copy):
     _damage(run_copy)
 
     async def main():
-        app = Host(root)
+        app = BrowserHost(root)
         async with app.run_test(size=SIZE) as pilot:
             await pilot.pause(0.3)
             screen = app.screen

@@ -12,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import html
 import shutil
-from pathlib import Path
 
 import pytest
 from conftest import MARKUP_CLASSES
-from textual.app import App
 from textual.widgets import Input, Static
 
 from engine import events as ev
@@ -25,7 +23,7 @@ from tui_trainer.app import CifarTuiApp
 from tui_trainer.screens import DashboardScreen, StartScreen
 from tui_trainer.screens.browser import BrowserScreen
 from tui_trainer.widgets.evaluation import Gallery, ImageTile
-from ui_support import wait_for
+from ui_support import BrowserHost, wait_for
 
 SIZE = (140, 45)
 ODD_RUN = "run-[@click=app.quit]-[red]x"  # a run folder name: markup without a slash
@@ -117,13 +115,6 @@ def test_start_screen_lists_the_run_and_shows_a_form_error_as_text(runs):
     run(main())
 
 
-class Host(App):
-    def __init__(self, root: Path):
-        super().__init__()
-        self.root = root
-
-    def on_mount(self) -> None:
-        self.push_screen(BrowserScreen(self.root))
 
 
 async def _evaluated(pilot, screen: BrowserScreen) -> None:
@@ -136,7 +127,7 @@ def test_browser_run_tab_matrix_gallery_and_tooltips_show_names_as_text(runs):
     root, dst = runs
 
     async def main():
-        app = Host(root)
+        app = BrowserHost(root)
         async with app.run_test(size=SIZE, tooltips=True) as pilot:
             await pilot.pause(0.3)
             screen = app.screen
@@ -172,7 +163,7 @@ def test_browser_failed_evaluation_message_is_text(runs):
     root, _ = runs
 
     async def main():
-        app = Host(root)
+        app = BrowserHost(root)
         async with app.run_test(size=SIZE) as pilot:
             await pilot.pause(0.3)
             screen = app.screen

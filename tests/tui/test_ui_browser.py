@@ -2,19 +2,17 @@
 
 import asyncio
 import json
-from pathlib import Path
 
 import pytest
-from textual.app import App
 from textual.widgets import DataTable, Input, Static
 
 from engine.config import TrainConfig, make_config
 from engine.trainer import Trainer
-from tui_trainer.messages import StartRun
 from tui_trainer.screens.browser import BrowserScreen
 from tui_trainer.screens.newrun import ExtendRunScreen, NewRunScreen
 from tui_trainer.widgets.runform import RunForm
 from tui_trainer.widgets.evaluation import Gallery, ImageTile
+from ui_support import BrowserHost
 
 
 @pytest.fixture(scope="module")
@@ -31,18 +29,6 @@ def runs(finished_run, tmp_path_factory):
     return root, root / finished_run.name
 
 
-class Host(App):
-    """A bare app hosting the browser; records what the browser asks it to start."""
-
-    def __init__(self, root: Path, select=None):
-        super().__init__()
-        self.root, self.select, self.started = root, select, []
-
-    def on_mount(self) -> None:
-        self.push_screen(BrowserScreen(self.root, select=self.select))
-
-    def on_start_run(self, message: StartRun) -> None:
-        self.started.append((message.config, {"resume": message.resume, "overrides": message.resume_overrides}))
 
 
 async def wait_eval(pilot, screen, timeout=60.0):
@@ -62,7 +48,7 @@ def test_evaluate_then_filter_the_gallery(runs):
     root, run_dir = runs
 
     async def go():
-        app = Host(root, select=str(run_dir))
+        app = BrowserHost(root, select=str(run_dir))
         async with app.run_test(size=(100, 30)) as pilot:
             await pilot.pause(0.2)
             screen = app.screen
@@ -98,7 +84,7 @@ def test_a_broken_checkpoint_gives_a_message_and_the_browser_keeps_working(runs)
     root, run_dir = runs
 
     async def go():
-        app = Host(root, select=str(root / "20000101-000000-broken"))
+        app = BrowserHost(root, select=str(root / "20000101-000000-broken"))
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.pause(0.2)
             screen = app.screen
@@ -118,7 +104,7 @@ def test_resume_and_new_run_from_a_checkpoint(runs, tmp_path):
     root, run_dir = runs
 
     async def go():
-        app = Host(root, select=str(run_dir))
+        app = BrowserHost(root, select=str(run_dir))
         async with app.run_test(size=(100, 30)) as pilot:
             await pilot.pause(0.2)
             screen = app.screen
@@ -166,7 +152,7 @@ def test_resume_and_new_run_from_a_checkpoint(runs, tmp_path):
     assert t.run() == "stopped"
 
     async def go2():
-        app = Host(tmp_path, select=str(t.run_dir))
+        app = BrowserHost(tmp_path, select=str(t.run_dir))
         async with app.run_test(size=(100, 30)) as pilot:
             await pilot.pause(0.2)
             await pilot.press("r")
@@ -202,7 +188,7 @@ def test_a_stale_evaluation_is_not_shown_as_the_checkpoints(run_copy):
     last.write_bytes(last.read_bytes() + b"\0")  # the file changed after it was evaluated
 
     async def go():
-        app = Host(run_copy.parent, select=str(last))
+        app = BrowserHost(run_copy.parent, select=str(last))
         async with app.run_test(size=(100, 30)) as pilot:
             await pilot.pause(0.2)
             screen = app.screen

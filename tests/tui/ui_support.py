@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from pathlib import Path
 from typing import Callable
+
+from textual.app import App
 
 from engine import events as ev
 
@@ -100,3 +103,19 @@ async def press(pilot, *keys: str) -> None:
     for key in keys:
         pilot.app.simulate_key(key)
         await pilot.pause(0.05)
+
+
+class BrowserHost(App):
+    """A bare app hosting the checkpoint browser; records what the browser asks it to start."""
+
+    def __init__(self, root: Path, select=None):
+        super().__init__()
+        self.root, self.select, self.started = root, select, []
+
+    def on_mount(self) -> None:
+        from tui_trainer.screens import BrowserScreen
+
+        self.push_screen(BrowserScreen(self.root, select=self.select))
+
+    def on_start_run(self, message) -> None:
+        self.started.append((message.config, {"resume": message.resume, "overrides": message.resume_overrides}))

@@ -59,17 +59,21 @@ def short_reason(reason: str, limit: int = REASON_CHARS) -> str:
     return gist
 
 
-class StatusPanel(Static):
-    """A two-column table, rebuilt from the :class:`RunState` on every tick."""
+class Panel(Static):
+    """A bordered side panel of ``label value`` rows (the status and system panels)."""
 
     DEFAULT_CSS = """
-    StatusPanel {
+    Panel {
         height: auto;
         border: round $primary-darken-1;
         border-title-color: $text;
         padding: 0 1;
     }
     """
+
+
+class StatusPanel(Panel):
+    """A two-column table, rebuilt from the :class:`RunState` on every tick."""
 
     def __init__(self, *, id: Optional[str] = None) -> None:  # noqa: A002
         super().__init__("", id=id)

@@ -10,10 +10,9 @@ from __future__ import annotations
 from typing import Optional
 
 from rich.text import Text
-from textual.widgets import Static
 
 from ..sysstats import SystemSampler, SystemStats
-from .status import label_rows
+from .status import Panel, label_rows
 
 SAMPLE_SECONDS = 2.0
 
@@ -61,15 +60,8 @@ def system_rows(s: SystemStats, compact: bool = False) -> list[tuple[str, Text]]
     return rows
 
 
-class SystemPanel(Static):
-    DEFAULT_CSS = """
-    SystemPanel {
-        height: auto;
-        border: round $primary-darken-1;
-        border-title-color: $text;
-        padding: 0 1;
-    }
-    """
+class SystemPanel(Panel):
+    """CPU, memory and (on NVIDIA) GPU use, sampled by the UI on its own timer."""
 
     def __init__(self, sampler: Optional[SystemSampler] = None, *, interval: float = SAMPLE_SECONDS,
                  id: Optional[str] = None) -> None:  # noqa: A002

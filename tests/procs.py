@@ -1,0 +1,79 @@
+"""Helpers for tests that run cifar-tui in real processes: a small training command,
+waiting on a run folder's events, and a pseudo-terminal that can go away."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from engine.rundir import RunDir, read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+# a run small enough for a 2-core machine; add "--epochs N" (500: it trains until stopped)
+TRAIN = ["train", "--data", "synthetic", "--preset", "tiny", "--width", "0.125", "--subset", "256",
+         "--val-size", "64", "--batch-size", "64"]
+
+
+def env_for(tmp_path) -> dict:
+    return dict(os.environ, CIFAR_TUI_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
+
+
+def wait_for(predicate, what: str, timeout: float = 90.0) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def events_of(run: Path) -> list[dict]:
+    return read_metrics(RunDir(run).metrics_path)[0]
+
+
+def start_trainer(tmp_path, *before: str, epochs: int = 500, **popen) -> tuple[subprocess.Popen, Path]:
+    """``cifar-tui [before...] train ... --epochs N`` in its own process (``before``: e.g.
+    ``--no-ui``); returns it and its run folder once it has taken its first steps."""
+    runs = tmp_path / "runs"
+    p = subprocess.Popen([sys.executable, "-m", "tui_trainer", *before, *TRAIN, "--epochs", str(epochs),
+                          "--runs-dir", str(runs)], cwd=ROOT, env=env_for(tmp_path), **popen)
+    wait_for(lambda: runs.exists() and any(runs.iterdir()) or p.poll() is not None, "the run folder")
+    assert p.poll() is None, "the trainer exited"
+    (run,) = list(runs.iterdir())
+    wait_for(lambda: any(d["event"] == "StepDone" for d in events_of(run)), "the first steps")
+    return p, run
+
+
+class Terminal:
+    """A pseudo-terminal for a process, read like a terminal reads it; :meth:`close` is the
+    terminal going away (nothing holds its master side any more)."""
+
+    def __init__(self, rows: int = 30, cols: int = 100) -> None:
+        import fcntl
+        import pty
+        import struct
+        import termios
+        import threading
+
+        self.master, self.slave = pty.openpty()
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        import select
+
+        while not self._stop.is_set():
+            if select.select([self.master], [], [], 0.1)[0]:
+                try:
+                    if not os.read(self.master, 65536):
+                        return
+                except OSError:
+                    return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        os.close(self.master)
