@@ -28,7 +28,7 @@ DEFAULT_PRESET = "paper"
 PRESET_NOTES = {
     "paper": "the report's recipe: SGD, cosine, mixup, 430 epochs (for a GPU)",
     "fast": "time-to-accuracy on a GPU: batch 512, 30 epochs, EMA, no mixup",
-    "speedrun": "time to accuracy on a GPU (untuned): batch 1024, 16 epochs, compiled, TTA",
+    "speedrun": "GPU time to accuracy, untuned: batch 1024, 16 epochs, TTA",
     "tiny": "small and quick, for a CPU: width 0.25, 5 epochs, no mixup",
 }
 # the command line's names of settings -> the form's
