@@ -77,3 +77,25 @@ class Terminal:
         self._stop.set()
         self._thread.join(5)
         os.close(self.master)
+
+
+def hang_up_in_a_closed_terminal(tmp_path, *before: str) -> tuple[Path, list[dict]]:
+    """A trainer (``before``: e.g. ``--no-ui``) in a pseudo-terminal that goes away, then
+    SIGHUP, as when an SSH session or a tmux window closes. Asserts the exit code 129
+    and returns the run folder and its events."""
+    import signal
+
+    term = Terminal()
+    try:
+        p, run = start_trainer(tmp_path, *before, stdin=term.slave, stdout=term.slave, stderr=term.slave,
+                               start_new_session=True)
+    finally:
+        os.close(term.slave)
+    try:
+        term.close()  # the terminal goes away, then the hang-up
+        p.send_signal(signal.SIGHUP)
+        assert p.wait(60) == 129
+    finally:
+        if p.poll() is None:
+            p.kill()
+    return run, events_of(run)

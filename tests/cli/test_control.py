@@ -18,7 +18,7 @@ from engine import control
 from engine import events as ev
 from engine.rundir import RunDir
 from engine.runs import run_status
-from procs import ROOT, TRAIN, Terminal, env_for, events_of, start_trainer, wait_for
+from procs import ROOT, TRAIN, env_for, events_of, hang_up_in_a_closed_terminal, start_trainer, wait_for
 from tui_trainer.cli import app
 
 runner = CliRunner()
@@ -182,20 +182,8 @@ def test_ctl_steers_a_headless_run_in_another_process(tmp_path):
 def test_sighup_in_a_closed_terminal_saves_and_stops(tmp_path):
     """A foreground headless run whose terminal closes: the writes to it fail, SIGHUP
     arrives; the run saves last.pt and finishes as stopped, exit code 129."""
-    term = Terminal()
-    try:
-        p, run = start_trainer(tmp_path, "--no-ui", stdin=term.slave, stdout=term.slave, stderr=term.slave,
-                                start_new_session=True)
-    finally:
-        os.close(term.slave)
-    try:
-        term.close()  # the terminal goes away, then the hang-up
-        p.send_signal(signal.SIGHUP)
-        assert p.wait(60) == 129
-    finally:
-        if p.poll() is None:
-            p.kill()
-    final = events_of(run)[-1]
+    run, events = hang_up_in_a_closed_terminal(tmp_path, "--no-ui")
+    final = events[-1]
     assert final["event"] == "RunFinished" and final["outcome"] == "stopped"
     assert "terminal closed (SIGHUP)" in final["reason"]
     assert RunDir(run).last_checkpoint.is_file() and not RunDir(run).lock_path.exists()

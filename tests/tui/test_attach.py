@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from engine.runs import run_status
 from tui_trainer.app import CifarTuiApp
 from tui_trainer.bridge import AttachSource
 from tui_trainer.screens import DashboardScreen
-from procs import Terminal, events_of, start_trainer
+from procs import events_of, hang_up_in_a_closed_terminal, start_trainer
 from ui_support import press, wait_for
 
 def dashboard(app) -> DashboardScreen:
@@ -133,19 +132,8 @@ def test_start_screen_detach_starts_a_background_run_and_attaches(tmp_path):
 def test_a_dashboard_whose_terminal_closes_saves_and_stops(tmp_path):
     """Textual does nothing on SIGHUP by default (the process would die unsaved): the app
     stops the run with a checkpoint, waits for it, and exits 129."""
-    term = Terminal()
-    try:
-        p, run = start_trainer(tmp_path, stdin=term.slave, stdout=term.slave, stderr=term.slave, start_new_session=True)
-    finally:
-        os.close(term.slave)
-    try:
-        term.close()  # the terminal goes away, then the hang-up
-        p.send_signal(signal.SIGHUP)
-        assert p.wait(60) == 129
-    finally:
-        if p.poll() is None:
-            p.kill()
-    final = events_of(run)[-1]
+    run, events = hang_up_in_a_closed_terminal(tmp_path)
+    final = events[-1]
     assert final["event"] == "RunFinished" and final["outcome"] == "stopped"
     assert "terminal closed (SIGHUP)" in final["reason"]
     assert RunDir(run).last_checkpoint.is_file() and not RunDir(run).lock_path.exists()

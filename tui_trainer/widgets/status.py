@@ -71,27 +71,20 @@ class Panel(Static):
     }
     """
 
-
-class StatusPanel(Panel):
-    """A two-column table, rebuilt from the :class:`RunState` on every tick."""
-
-    def __init__(self, *, id: Optional[str] = None) -> None:  # noqa: A002
+    def __init__(self, title: str, *, id: Optional[str] = None) -> None:  # noqa: A002
         super().__init__("", id=id)
-        self.border_title = "Status"
-        self.plain = ""
+        self.border_title = title
+        self.plain = ""  # what is shown, as plain text (tests read it)
         self.redraws = 0
-        self._key: object = None
         self._rows: list[tuple[str, Text | str]] = []
         self._lines: tuple[int, int] = (0, 0)
 
-    def show(self, state: RunState, *, source_kind: str = "live", quiet_for: Optional[float] = None,
-             quitting: bool = False) -> None:
-        rows = self.rows(state, source_kind=source_kind, quiet_for=quiet_for, quitting=quitting)
-        key = tuple((a, b.plain if isinstance(b, Text) else b) for a, b in rows)
-        if key == self._key:
-            return  # nothing changed: no refresh, no layout
-        self._key = key
-        self.plain = "\n".join(f"{a} {b.plain if isinstance(b, Text) else b}" for a, b in rows)
+    def set_rows(self, rows: list[tuple[str, Text | str]]) -> None:
+        """Show these rows; nothing is redrawn or laid out when they read as before."""
+        plain = "\n".join(f"{a} {b.plain if isinstance(b, Text) else b}" for a, b in rows)
+        if self._rows and plain == self.plain:
+            return
+        self.plain = plain
         self._rows = rows
         self._draw()
 
@@ -106,6 +99,17 @@ class StatusPanel(Panel):
     def on_resize(self) -> None:
         if self._rows:  # (after this resize is laid out, so that the new height is measured)
             self.call_after_refresh(self._draw, True)
+
+
+class StatusPanel(Panel):
+    """A two-column table, rebuilt from the :class:`RunState` on every tick."""
+
+    def __init__(self, *, id: Optional[str] = None) -> None:  # noqa: A002
+        super().__init__("Status", id=id)
+
+    def show(self, state: RunState, *, source_kind: str = "live", quiet_for: Optional[float] = None,
+             quitting: bool = False) -> None:
+        self.set_rows(self.rows(state, source_kind=source_kind, quiet_for=quiet_for, quitting=quitting))
 
     @staticmethod
     def rows(state: RunState, *, source_kind: str = "live", quiet_for: Optional[float] = None,

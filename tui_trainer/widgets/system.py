@@ -12,7 +12,7 @@ from typing import Optional
 from rich.text import Text
 
 from ..sysstats import SystemSampler, SystemStats
-from .status import Panel, label_rows
+from .status import Panel
 
 SAMPLE_SECONDS = 2.0
 
@@ -65,16 +65,11 @@ class SystemPanel(Panel):
 
     def __init__(self, sampler: Optional[SystemSampler] = None, *, interval: float = SAMPLE_SECONDS,
                  id: Optional[str] = None) -> None:  # noqa: A002
-        super().__init__("", id=id)
-        self.border_title = "System"
+        super().__init__("System", id=id)
         self.sampler = sampler or SystemSampler()
         self.interval = interval
         self.stats: Optional[SystemStats] = None
-        self.plain = ""
-        self.redraws = 0
         self.compact = False
-        self._rows: list = []
-        self._lines: tuple[int, int] = (0, 0)
 
     def set_compact(self, compact: bool) -> None:
         """Two rows instead of four (a short terminal)."""
@@ -99,22 +94,4 @@ class SystemPanel(Panel):
         self._show(self.stats)
 
     def _show(self, stats: SystemStats) -> None:
-        rows = system_rows(stats, self.compact)
-        plain = "\n".join(f"{a} {b.plain}" for a, b in rows)
-        if plain == self.plain:
-            return
-        self.plain = plain
-        self._rows = rows
-        self._draw()
-
-    def _draw(self, relayout: bool = False) -> None:
-        width = self.content_size.width
-        text = label_rows(self._rows, width)
-        lines = (text.plain.count("\n") + 1, width)
-        self.redraws += 1
-        self.update(text, layout=relayout or lines != self._lines)
-        self._lines = lines
-
-    def on_resize(self) -> None:
-        if self._rows:  # (after this resize is laid out, so that the new height is measured)
-            self.call_after_refresh(self._draw, True)
+        self.set_rows(system_rows(stats, self.compact))
