@@ -32,6 +32,20 @@ def events_of(run: Path) -> list[dict]:
     return read_metrics(RunDir(run).metrics_path)[0]
 
 
+def assert_stopped_from_another_terminal(run: Path) -> dict:
+    """The run's last line is a RunFinished "stopped" by a control command, with last.pt saved
+    and the lock and control file gone. Returns that final event."""
+    from engine import control
+
+    final = events_of(run)[-1]
+    assert final["event"] == "RunFinished" and final["outcome"] == "stopped", final
+    assert final["reason"].startswith(control.REMOTE_STOP_REASON), final["reason"]
+    rd = RunDir(run)
+    assert rd.last_checkpoint.is_file() and final["last_checkpoint"] == str(rd.last_checkpoint)
+    assert not rd.control_path.exists() and not rd.lock_path.exists()
+    return final
+
+
 def start_trainer(tmp_path, *before: str, epochs: int = 500, **popen) -> tuple[subprocess.Popen, Path]:
     """``cifar-tui [before...] train ... --epochs N`` in its own process (``before``: e.g.
     ``--no-ui``); returns it and its run folder once it has taken its first steps."""

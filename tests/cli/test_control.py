@@ -18,7 +18,7 @@ from engine import control
 from engine import events as ev
 from engine.rundir import RunDir
 from engine.runs import run_status
-from procs import ROOT, TRAIN, env_for, events_of, hang_up_in_a_closed_terminal, start_trainer, wait_for
+from procs import ROOT, TRAIN, assert_stopped_from_another_terminal, env_for, events_of, hang_up_in_a_closed_terminal, start_trainer, wait_for
 from tui_trainer.cli import app
 
 runner = CliRunner()
@@ -163,11 +163,7 @@ def test_ctl_steers_a_headless_run_in_another_process(tmp_path):
     finally:
         if p.poll() is None:
             p.kill()
-    final = events_of(run)[-1]
-    assert final["event"] == "RunFinished" and final["outcome"] == "stopped"
-    assert final["reason"].startswith(control.REMOTE_STOP_REASON)
-    assert RunDir(run).last_checkpoint.is_file() and final["last_checkpoint"] == str(RunDir(run).last_checkpoint)
-    assert not RunDir(run).control_path.exists() and not RunDir(run).lock_path.exists()
+    assert_stopped_from_another_terminal(run)
     mixups = [d for d in events_of(run) if d["event"] == "MixupChanged" and d["source"] == "user"]
     assert mixups and mixups[0]["on"] is True
     # a second viewer saw every change, in order

@@ -14,7 +14,7 @@ from engine.runs import run_status
 from tui_trainer.app import CifarTuiApp
 from tui_trainer.bridge import AttachSource
 from tui_trainer.screens import DashboardScreen
-from procs import events_of, hang_up_in_a_closed_terminal, start_trainer
+from procs import assert_stopped_from_another_terminal, events_of, hang_up_in_a_closed_terminal, start_trainer
 from ui_support import press, wait_for
 
 def dashboard(app) -> DashboardScreen:
@@ -67,9 +67,7 @@ def test_watch_attaches_p_pauses_q_detaches_x_stops(tmp_path):
     finally:
         if p.poll() is None:
             p.kill()
-    final = events_of(run)[-1]
-    assert final["event"] == "RunFinished" and final["outcome"] == "stopped"
-    assert final["reason"].startswith(control.REMOTE_STOP_REASON) and RunDir(run).last_checkpoint.is_file()
+    assert_stopped_from_another_terminal(run)
 
 
 def test_a_command_that_cannot_be_delivered_is_shown_not_raised(tmp_path):
