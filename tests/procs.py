@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from engine import control
 from engine.rundir import RunDir, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,8 +36,6 @@ def events_of(run: Path) -> list[dict]:
 def assert_stopped_from_another_terminal(run: Path) -> dict:
     """The run's last line is a RunFinished "stopped" by a control command, with last.pt saved
     and the lock and control file gone. Returns that final event."""
-    from engine import control
-
     final = events_of(run)[-1]
     assert final["event"] == "RunFinished" and final["outcome"] == "stopped", final
     assert final["reason"].startswith(control.REMOTE_STOP_REASON), final["reason"]

@@ -18,7 +18,8 @@ from engine import control
 from engine import events as ev
 from engine.rundir import RunDir
 from engine.runs import run_status
-from procs import ROOT, TRAIN, assert_stopped_from_another_terminal, env_for, events_of, hang_up_in_a_closed_terminal, start_trainer, wait_for
+from procs import (ROOT, TRAIN, assert_stopped_from_another_terminal, env_for, events_of,
+                   hang_up_in_a_closed_terminal, start_trainer, wait_for)
 from tui_trainer.cli import app
 
 runner = CliRunner()
