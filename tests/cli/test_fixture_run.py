@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from tui_trainer.cli import app
 
-FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "runs"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "runs-2026-12"
 RUN_ID = "20261206-202658-tiny"
 runner = CliRunner()
 
