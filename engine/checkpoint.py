@@ -24,7 +24,8 @@ import torch
 
 from .config import MAX_WIDTH
 from .events import CheckpointKind
-from .files import atomic_link, atomic_write_bytes, atomic_write_json, is_regular_file
+from .files import atomic_link, atomic_write_bytes, atomic_write_json
+from . import resolve
 from .rundir import Purpose, RunDir
 
 FORMAT_NAME = "cifar-tui-checkpoint"
@@ -167,20 +168,12 @@ def perform_writes(store: "CheckpointStore", writes: list[PendingWrite]) -> list
 
 
 def resolve_checkpoint(path: str | Path, purpose: Purpose = "resume") -> Path:
-    """A checkpoint file from a file or run-folder argument: for ``resume`` a run folder's
-    last.pt, for ``inference`` its best.pt. Raises :class:`CheckpointError`."""
-    p = Path(path).expanduser()
-    if p.is_dir():
-        run = RunDir(p.parent) if p.name == "checkpoints" else RunDir(p)
-        found = run.checkpoint_for(purpose)
-        if found is None:
-            raise CheckpointError(f"{p} is a folder without checkpoints/last.pt or best.pt; give a .pt file or a run folder")
-        return found
-    if not p.exists():
-        raise CheckpointError(f"checkpoint {p} does not exist")
-    if not is_regular_file(p):
-        raise CheckpointError(f"{p} is not a regular file (a pipe or a device?); give a .pt file")
-    return p
+    """A checkpoint file from a file, run-folder or run-id argument (see
+    :func:`engine.resolve.resolve_checkpoint`). Raises :class:`CheckpointError`."""
+    try:
+        return resolve.resolve_checkpoint(path, purpose)
+    except resolve.ResolveError as e:
+        raise CheckpointError(str(e)) from None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",

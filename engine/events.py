@@ -19,12 +19,37 @@ from typing import Any, Literal, Optional
 
 # --------------------------------------------------------------------------- events
 
+# ------------------------------------------------------------ run states: one vocabulary
+#
+# State: what a live run is doing (StateChanged). A listener adds two words of its own:
+# "starting" (before the run's first state) and "interrupted" (its writer is gone without
+# a final RunFinished). Outcome: how a run ended (RunFinished). RunStatus: a run in the
+# catalogue (engine.runs): its outcome once it ended, else running or interrupted.
 State = Literal["running", "paused", "stopping", "finished", "failed"]
-MixupSource = Literal["schedule", "user"]
+STATES: tuple[str, ...] = ("running", "paused", "stopping", "finished", "failed")
+STARTING, INTERRUPTED = "starting", "interrupted"
+ACTIVE_STATES: tuple[str, ...] = (STARTING, "running", "paused", "stopping")  # a run still going
+ENDED_STATES: tuple[str, ...] = ("finished", "failed", INTERRUPTED)
 Outcome = Literal["completed", "stopped", "failed"]
+OUTCOMES: tuple[str, ...] = ("completed", "stopped", "failed")
+RunStatus = Literal["running", "completed", "stopped", "failed", "interrupted"]
+RUN_STATUSES: tuple[str, ...] = ("running", *OUTCOMES, INTERRUPTED)
+RESUMABLE_STATUSES: tuple[str, ...] = ("stopped", INTERRUPTED)  # ended before its planned epochs
+
+
+def status_of_outcome(outcome: object) -> RunStatus:
+    """The catalogue status of a run that ended with ``outcome`` (an unknown word: failed)."""
+    return outcome if outcome in OUTCOMES else "failed"  # type: ignore[return-value]
+
+
+def state_of_outcome(outcome: object) -> State:
+    """The live state a run is in once it ended with ``outcome``."""
+    return "failed" if status_of_outcome(outcome) == "failed" else "finished"
+
+
+MixupSource = Literal["schedule", "user"]
 CheckpointKind = Literal["last", "best", "epoch", "manual", "stop"]
 CHECKPOINT_KINDS: tuple[str, ...] = ("last", "best", "epoch", "manual", "stop")
-OUTCOMES: tuple[str, ...] = ("completed", "stopped", "failed")
 
 
 @dataclass(frozen=True)
@@ -78,6 +103,11 @@ class StepDone(Event):
 
 @dataclass(frozen=True)
 class EpochDone(Event):
+    """One finished epoch: the run's one epoch record. The trainer's history, the run's
+    checkpoints (as :func:`epoch_record_to_dict`), the export and the dashboard all hold
+    these; :func:`epoch_record_from_dict` reads one back (also the history dicts of
+    checkpoints written before the record was this event)."""
+
     epoch: int
     train_loss: float
     train_acc: float
@@ -214,7 +244,7 @@ _CHECKS: dict[str, Any] = {
     "bool": lambda v: isinstance(v, bool),
     "dict": lambda v: isinstance(v, dict),
     "tuple": lambda v: isinstance(v, (list, tuple)),
-    "State": lambda v: v in ("running", "paused", "stopping", "finished", "failed"),
+    "State": lambda v: v in STATES,
     "MixupSource": lambda v: v in ("schedule", "user"),
     "Outcome": lambda v: v in OUTCOMES,
     "CheckpointKind": lambda v: v in CHECKPOINT_KINDS,
@@ -252,6 +282,24 @@ def event_from_dict(data: dict[str, Any]) -> Event:
         return cls(**kwargs)
     except TypeError as e:  # a required field is missing
         raise ValueError(f"{name}: {e}") from None
+
+
+def epoch_record_to_dict(record: EpochDone) -> dict[str, Any]:
+    """An epoch record as plain values (for a checkpoint, loaded with ``weights_only``)."""
+    data = event_to_dict(record)
+    del data["event"]
+    return data
+
+
+def epoch_record_from_dict(data: dict[str, Any]) -> EpochDone:
+    """An epoch record from :func:`epoch_record_to_dict`, from an ``EpochDone`` line of
+    ``metrics.jsonl``, or from a history dict of an older checkpoint (no ``time``: 0).
+    Raises ``ValueError`` when a field is missing or of the wrong type."""
+    if not isinstance(data, dict):
+        raise ValueError(f"an epoch record is a dict (got {type(data).__name__})")
+    event = event_from_dict({"time": 0.0, **data, "event": "EpochDone"})
+    assert isinstance(event, EpochDone)
+    return event
 
 
 def event_to_json(event: Event) -> str:

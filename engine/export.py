@@ -16,7 +16,7 @@ import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from . import events as ev
 from .files import atomic_write_text
@@ -29,22 +29,6 @@ TENSORBOARD_MISSING = ("the TensorBoard export needs the tensorboard package; "
 
 class ExportError(Exception):
     """A one-line message for the user (nothing to export, a file that cannot be written...)."""
-
-
-@dataclass
-class EpochRow:
-    epoch: int
-    train_loss: float
-    train_acc: float
-    val_loss: Optional[float]
-    val_acc: Optional[float]
-    lr: float
-    mixup: bool
-    seconds: float
-    time: float  # when the epoch ended (seconds since the epoch)
-
-    def values(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in EPOCH_COLUMNS}
 
 
 @dataclass
@@ -62,7 +46,7 @@ class RunHistory:
     run_id: str
     path: str
     config: dict[str, Any]
-    epochs: list[EpochRow] = field(default_factory=list)
+    epochs: list[ev.EpochDone] = field(default_factory=list)  # the epoch records, in order
     steps: list[StepRow] = field(default_factory=list)
     bad_lines: int = 0  # lines of metrics.jsonl that could not be read
 
@@ -95,8 +79,7 @@ def _fold(h: RunHistory, e: ev.Event) -> None:
         h.steps = [s for s in h.steps if s.epoch <= e.start_epoch]
     elif isinstance(e, ev.EpochDone):
         h.epochs = [r for r in h.epochs if r.epoch < e.epoch]
-        h.epochs.append(EpochRow(e.epoch, e.train_loss, e.train_acc, e.val_loss, e.val_acc, e.lr, e.mixup,
-                                 e.seconds, e.time))
+        h.epochs.append(e)
     elif isinstance(e, ev.StepDone):
         h.steps = [s for s in h.steps if s.step < e.step]
         h.steps.append(StepRow(e.step, e.epoch, e.loss, e.lr, e.images_per_s, e.time))
@@ -117,7 +100,7 @@ def epochs_csv(h: RunHistory) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(EPOCH_COLUMNS)
     for r in h.epochs:
-        w.writerow([_cell(v) for v in r.values().values()])
+        w.writerow([_cell(getattr(r, name)) for name in EPOCH_COLUMNS])
     return buf.getvalue()
 
 

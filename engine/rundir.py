@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal, Optional
 
-from . import events as ev
 from .events import CHECKPOINT_KINDS, CheckpointKind  # noqa: F401  (re-exported)
 from .files import TEMP_MARK, atomic_write_json, pid_alive, read_json_dict  # noqa: F401  (pid_alive re-exported)
+# re-exported: the metrics file's reader, writer and follower live in engine.metrics
+from .metrics import MetricsFollower, MetricsWriter, read_metrics, tail_events  # noqa: F401
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
@@ -58,6 +59,11 @@ def default_runs_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("cifar-tui", appauthor=False)) / "runs"
+
+
+def runs_root(given: Optional[str | Path] = None) -> Path:
+    """The runs folder a command uses: ``given`` (its --runs-dir), else the default."""
+    return Path(given).expanduser() if given else default_runs_dir()
 
 
 def now_iso() -> str:
@@ -145,6 +151,11 @@ class RunDir:
             order = order[::-1]
         return next((p for p in order if p.is_file()), None)
 
+    def checkpoint_names(self, purpose: Purpose) -> str:
+        """The files :meth:`checkpoint_for` looks for, in words ("best.pt or last.pt")."""
+        names = [self.last_checkpoint.name, self.best_checkpoint.name]
+        return " or ".join(names[::-1] if purpose == "inference" else names)
+
     def checkpoints(self) -> list[Path]:
         """Every checkpoint file of the run (not temporary files), sorted by name."""
         d = self.checkpoints_dir
@@ -172,6 +183,13 @@ class RunDir:
     def is_run_dir(path: str | Path) -> bool:
         p = Path(path)
         return (p / CONFIG_FILE).is_file() or (p / CHECKPOINT_DIR).is_dir()
+
+    @classmethod
+    def of_folder(cls, folder: str | Path) -> "RunDir":
+        """The run a folder argument names: the folder itself, or the run of its
+        checkpoints folder."""
+        p = Path(folder)
+        return cls(p.parent) if p.name == CHECKPOINT_DIR else cls(p)
 
     @classmethod
     def of_checkpoint(cls, checkpoint: str | Path) -> Optional["RunDir"]:
@@ -245,18 +263,7 @@ class RunDir:
 
     def last_events(self, max_bytes: int = 65536) -> list[dict]:
         """The events in the last ``max_bytes`` of metrics.jsonl, oldest first (a cheap tail)."""
-        try:
-            with open(self.metrics_path, "rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                size = fh.tell()
-                fh.seek(max(0, size - max_bytes))
-                tail = fh.read()
-        except OSError:
-            return []
-        lines = tail.split(b"\n")
-        if size > max_bytes:
-            lines = lines[1:]  # the first one is probably cut
-        return [d for d in (_parse_json_line(raw) for raw in lines) if d is not None]
+        return tail_events(self.metrics_path, max_bytes)
 
     def lock(self) -> "RunLock":
         return RunLock(self.path)
@@ -264,8 +271,11 @@ class RunDir:
     def lock_owner(self) -> Optional["LockOwner"]:
         return RunLock.owner(self.path)
 
-    def metrics_writer(self) -> "MetricsWriter":
-        return MetricsWriter(self.metrics_path)
+    def metrics_writer(self) -> MetricsWriter:
+        try:
+            return MetricsWriter(self.metrics_path)
+        except OSError as e:
+            raise RunDirError(f"cannot write {self.metrics_path} ({e.strerror})") from None
 
     # ------------------------------------------------------------------ resume
     def is_latest(self, global_step: int) -> bool:
@@ -304,169 +314,6 @@ def resume_target(checkpoint: str | Path, global_step: int, runs_dir: Optional[s
                                  f"{new.path} so the original run stays as it is")
     new = RunDir.create(runs_dir, preset)
     return ResumeTarget(new, f"{checkpoint} is not inside a run folder; continuing in a new run folder {new.path}")
-
-
-# ---------------------------------------------------------------------- metrics
-
-
-def _parse_json_line(raw: bytes) -> Optional[dict]:
-    raw = raw.strip()
-    if not raw:
-        return None
-    try:
-        d = json.loads(raw.decode("utf-8", errors="replace"))
-    except ValueError:
-        return None
-    return d if isinstance(d, dict) and isinstance(d.get("event"), str) else None
-
-
-def read_metrics(path: str | Path) -> tuple[list[dict], int]:
-    """Read a ``metrics.jsonl``: (events as dicts, number of unreadable lines skipped)."""
-    events, bad = [], 0
-    try:
-        with open(path, "rb") as fh:
-            for raw in fh:
-                if not raw.strip():
-                    continue
-                d = _parse_json_line(raw)
-                if d is None:
-                    bad += 1
-                else:
-                    events.append(d)
-    except FileNotFoundError:
-        pass
-    return events, bad
-
-
-class MetricsFollower:
-    """Tail a ``metrics.jsonl`` that another process appends to.
-
-    Each :meth:`poll` reads what was added since the last one and returns the
-    complete lines as events. A line without its newline yet (the writer is
-    mid-write, or died mid-write) is kept back until it is complete; lines that
-    do not parse are counted in :attr:`bad_lines` and skipped. If the file is
-    replaced or truncated, following starts again from its beginning and
-    :attr:`restarted` is set.
-    """
-
-    def __init__(self, path: str | Path, *, chunk: int = 8 << 20) -> None:
-        self.path = Path(path)
-        self.chunk = chunk
-        self.offset = 0
-        self.bad_lines = 0
-        self.restarted = False
-        self._buf = b""
-        self._ident: Optional[tuple[int, int]] = None
-
-    def poll(self) -> list[ev.Event]:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return []
-        ident = (st.st_dev, st.st_ino)
-        if self._ident is not None and (ident != self._ident or st.st_size < self.offset):
-            self.offset, self._buf, self.restarted = 0, b"", True
-        self._ident = ident
-        if st.st_size == self.offset:
-            return []
-        try:
-            with open(self.path, "rb") as fh:
-                fh.seek(self.offset)
-                data = fh.read(self.chunk)
-        except OSError:
-            return []
-        self.offset += len(data)
-        buf = self._buf + data
-        lines = buf.split(b"\n")
-        self._buf = lines.pop()  # b"" after a final newline, else a torn last line
-        out: list[ev.Event] = []
-        for raw in lines:
-            event = self._parse(raw)
-            if event is not None:
-                out.append(event)
-        return out
-
-    def skip_to_end(self) -> "MetricsFollower":
-        """Follow only what is appended from now on."""
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return self
-        self.offset, self._ident, self._buf = st.st_size, (st.st_dev, st.st_ino), b""
-        return self
-
-    @property
-    def pending_bytes(self) -> int:
-        """Bytes of an unfinished last line held back."""
-        return len(self._buf)
-
-    def _parse(self, raw: bytes) -> Optional[ev.Event]:
-        raw = raw.strip()
-        if not raw:
-            return None
-        event = _parse_event_line(raw)
-        if event is None:
-            # A writer that died mid-line and was restarted leaves "<torn>{...}": keep the tail.
-            cut = raw.rfind(b'{"event"')
-            if cut > 0:
-                event = _parse_event_line(raw[cut:])
-        if event is None:
-            self.bad_lines += 1
-        return event
-
-
-def _parse_event_line(raw: bytes) -> Optional[ev.Event]:
-    try:
-        data = json.loads(raw.decode("utf-8", errors="replace"))
-        if not isinstance(data, dict):
-            return None
-        return ev.event_from_dict(data)
-    except (ValueError, TypeError):
-        return None
-
-
-class MetricsWriter:
-    """An event listener that appends each event to ``metrics.jsonl`` as one JSON line.
-
-    A torn last line (a writer killed mid-line) is closed off before appending. A
-    write error (a full disk) is counted, never raised: training must go on.
-    """
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.errors = 0
-        _close_torn_line(self.path)
-        self._fh = open(self.path, "a", encoding="utf-8")
-
-    def __call__(self, event: ev.Event) -> None:
-        fh = self._fh
-        if fh is None:
-            return
-        try:
-            fh.write(ev.event_to_json(event) + "\n")
-            fh.flush()
-        except (OSError, ValueError):
-            self.errors += 1
-
-    def close(self) -> None:
-        if self._fh is not None:
-            try:
-                self._fh.close()
-            except OSError:
-                pass
-            self._fh = None
-
-
-def _close_torn_line(path: Path) -> None:
-    try:
-        with open(path, "a+b") as fh:
-            fh.seek(0, os.SEEK_END)
-            if fh.tell() > 0:
-                fh.seek(-1, os.SEEK_END)
-                if fh.read(1) != b"\n":
-                    fh.write(b"\n")
-    except OSError as e:
-        raise RunDirError(f"cannot write {path} ({e.strerror})") from None
 
 
 # ------------------------------------------------------------------------ lock

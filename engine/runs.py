@@ -23,13 +23,13 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
+from . import events as ev
+from .events import RUN_STATUSES, RunStatus  # noqa: F401  (re-exported: the one vocabulary is in events)
 from .files import atomic_write_json, read_json_dict
 from .rundir import RunDir, default_runs_dir, now_iso
 
-RunStatus = Literal["running", "completed", "stopped", "failed", "interrupted"]
-RUN_STATUSES: tuple[str, ...] = ("running", "completed", "stopped", "failed", "interrupted")
 # a run whose lock is held on another host: trusted as running while its metrics move
 REMOTE_QUIET_SECONDS = 600
 
@@ -250,15 +250,15 @@ def run_status(run: RunDir, epochs_planned: Optional[int] = None,
     tail = run.last_events()
     for d in reversed(tail):
         name = d.get("event")
-        if name == "RunFinished" and d.get("outcome") in ("completed", "stopped", "failed"):
-            return d["outcome"], str(d.get("reason") or "")
+        if name == "RunFinished" and d.get("outcome") in ev.OUTCOMES:
+            return ev.status_of_outcome(d["outcome"]), str(d.get("reason") or "")
         if name == "RunStarted":
             break  # started (again) and never finished
         if name == "StateChanged" and d.get("state") in ("finished", "failed") and not _has_run_finished(tail):
             return _legacy_outcome(d, epochs_planned, epochs_done)
     if owner is not None and owner.pid is None:
         return "running", "starting"
-    return "interrupted", "the process ended without finishing the run (killed, or its terminal closed)"
+    return ev.INTERRUPTED, "the process ended without finishing the run (killed, or its terminal closed)"
 
 
 def _has_run_finished(events: list[dict]) -> bool:

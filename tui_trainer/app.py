@@ -31,7 +31,7 @@ from .bridge import AttachSource, LiveSource, StaticSource
 from .messages import OpenBrowser, StartRun, WatchRun
 from .screens import BrowserScreen, DashboardScreen, StartScreen
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_ABANDONED = 0, 1, 2, 130
+from .exitcodes import EXIT_ABANDONED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
 # Signals that end the app like a closed terminal: a running training stops with a checkpoint
 # first (the process must not die before it is saved), and the exit code is 128 + the signal.
 STOP_SIGNALS = {signal.SIGHUP: "stopped because the terminal closed (SIGHUP)", signal.SIGTERM: "stopped by SIGTERM"}

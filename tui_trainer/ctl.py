@@ -22,26 +22,9 @@ from engine.control import ControlError, confirms, send_command
 from engine.rundir import RunDir
 from engine.runs import run_status
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_TIMEOUT = 0, 1, 2, 124
+from .exitcodes import EXIT_OK, EXIT_REFUSED, EXIT_TIMEOUT, EXIT_USAGE  # noqa: F401
 USAGE = "pause, resume, stop, save, or mixup on|off|auto"
 MIXUP_WORDS = {"on": True, "off": False, "auto": None}
-
-
-class RunArgError(Exception):
-    """A RUN argument that names no run folder. One line."""
-
-
-def resolve_run(arg: str, runs_dir: Optional[str] = None) -> Path:
-    """A run folder from a path, or from a run id under the runs folder."""
-    p = Path(arg).expanduser()
-    if p.is_dir():
-        return p
-    from engine.rundir import default_runs_dir
-
-    root = Path(runs_dir).expanduser() if runs_dir else default_runs_dir()
-    if arg and arg == Path(arg).name and arg not in (".", "..") and (root / arg).is_dir():
-        return root / arg
-    raise RunArgError(f"{arg}: no such run folder, and no run of that id in {root}; list runs with: cifar-tui runs")
 
 
 def parse_command(words: list[str]) -> ev.Command:

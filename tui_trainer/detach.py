@@ -27,7 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from engine.resolve import ResolveError, resolve_checkpoint
 from engine.rundir import RunDir, RunDirError, resume_target
+
+from .exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 STARTUP_WAIT_SECONDS = 600.0  # loading the data the first time may mean a download
 
@@ -81,12 +84,10 @@ def _target(config: Any, resume: Optional[str], overrides: Optional[dict]) -> tu
     resumed one the folder the trainer would choose (:func:`engine.rundir.resume_target`)."""
     if resume is None:
         return RunDir.create(config.runs_dir, config.preset), None, True
-    p = Path(resume).expanduser()
-    ckpt: Optional[Path] = p
-    if p.is_dir():
-        ckpt = RunDir(p.parent if p.name == "checkpoints" else p).checkpoint_for("resume")
-    if ckpt is None or not ckpt.is_file():
-        raise DetachError(f"--resume {resume}: no checkpoint there (a run folder needs checkpoints/last.pt)")
+    try:
+        ckpt = resolve_checkpoint(resume, "resume", (overrides or {}).get("runs_dir"))
+    except ResolveError as e:
+        raise DetachError(f"--resume {e}") from None
     summary = RunDir.read_summary(ckpt)
     step = summary.get("global_step") if isinstance(summary.get("global_step"), int) else 0
     preset = summary.get("preset") if isinstance(summary.get("preset"), str) else "run"
@@ -163,11 +164,11 @@ def start_from_cli(config: Any = None, *, resume: Optional[str] = None, resume_o
             launched = launch(config, resume=resume, resume_overrides=resume_overrides)
     except DetachError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("stopped waiting; the run goes on starting in the background (cifar-tui runs shows it)",
               file=sys.stderr)
-        return 0
+        return EXIT_OK
     run = launched.run
     if launched.note:
         print(f"note: {launched.note}")
@@ -180,7 +181,7 @@ def start_from_cli(config: Any = None, *, resume: Optional[str] = None, resume_o
         from .app import run_watch_app
 
         return run_watch_app(str(run.path))
-    return 0
+    return EXIT_OK
 
 
 # ----------------------------------------------------------------- the child
@@ -197,7 +198,7 @@ def child_main(argv: list[str]) -> int:
         config = TrainConfig.from_dict(spec["config"]).validate() if spec.get("config") else None
     except (IndexError, ValueError, KeyError, TypeError, ConfigError) as e:
         print(f"error: a detached run needs its settings from cifar-tui train --detach ({e})", flush=True)
-        return 2
+        return EXIT_USAGE
     return run_headless(config=config, resume=spec.get("resume"), resume_overrides=spec.get("resume_overrides"),
                         run_dir=spec.get("run_dir"))
 

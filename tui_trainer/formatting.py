@@ -5,6 +5,12 @@ from __future__ import annotations
 from typing import Optional
 
 
+# How a run's catalogue status (engine.events.RUN_STATUSES) is shown, in the tables of
+# `cifar-tui runs` and on the start screen.
+STATUS_STYLE = {"running": "bold green", "completed": "cyan", "stopped": "yellow", "failed": "bold red",
+                "interrupted": "red"}
+
+
 def format_size(n: float) -> str:
     """A file size in a few characters: 512B, 9.5K, 706K, 2.5M."""
     for unit in ("B", "K", "M", "G"):

@@ -29,7 +29,8 @@ from rich.text import Text
 
 from engine import events as ev
 
-from .formatting import data_progress_text, fmt_pct, format_size
+from .exitcodes import EXIT_FAILED, EXIT_OK
+from .formatting import STATUS_STYLE, data_progress_text, fmt_pct, format_size
 
 # Signals that stop a foreground run gracefully (a checkpoint first), and what the run says.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -231,10 +232,10 @@ def exit_code(finished: Optional[ev.RunFinished], signalled: Optional[int]) -> i
     """0 completed (or stopped by a command), 1 failed or the last checkpoint not written,
     128 + the signal number when a signal stopped it after saving."""
     if finished is None or finished.outcome == "failed" or finished.save_error:
-        return 1
+        return EXIT_FAILED
     if finished.outcome == "stopped" and signalled:
         return signalled
-    return 0
+    return EXIT_OK
 
 
 def run_headless(config=None, resume: Optional[str] = None, resume_overrides: Optional[dict[str, Any]] = None,
@@ -388,10 +389,6 @@ def render_predictions(console: Console, names: list, probs, classes: list, top_
         table.add_row(str(ids[i] if ids is not None else i), Text(str(name)),
                       *[Text(f"{classes[int(c)]} {100 * float(p):.1f}%") for p, c in zip(top_p[i], top_i[i])])
     console.print(table)
-
-
-STATUS_STYLE = {"running": "bold green", "completed": "cyan", "stopped": "yellow", "failed": "bold red",
-                "interrupted": "red"}
 
 
 def render_runs(console: Console, runs: list, root) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
 from engine import events as ev
+from engine.events import ACTIVE_STATES
 
 from .formatting import data_progress_text, fmt_pct
 
@@ -21,21 +22,6 @@ from .formatting import data_progress_text, fmt_pct
 LOSS_EMA = 0.25
 # How strongly images/s is smoothed for the ETA.
 SPEED_EMA = 0.3
-
-ACTIVE_STATES = ("starting", "running", "paused", "stopping")
-
-
-@dataclass
-class EpochPoint:
-    epoch: int
-    train_loss: float
-    train_acc: float
-    val_loss: Optional[float]
-    val_acc: Optional[float]
-    lr: float
-    mixup: bool
-    seconds: float
-
 
 @dataclass
 class LogLine:
@@ -69,7 +55,7 @@ class RunState:
         self.mixup_source: str = "schedule"
         self.best_val_acc: Optional[float] = None
         self.best_epoch: Optional[int] = None
-        self.state = "starting"
+        self.state = ev.STARTING
         self.reason = ""
         self.outcome: Optional[str] = None  # from RunFinished: completed | stopped | failed
         self.finished: Optional[ev.RunFinished] = None
@@ -84,7 +70,7 @@ class RunState:
         self.step_x: list[float] = []
         self.step_loss: list[float] = []  # smoothed
         self.step_lr: list[float] = []
-        self.history: list[EpochPoint] = []
+        self.history: list[ev.EpochDone] = []  # the run's epoch records, one per epoch
         # what changed since the owner last looked
         self.plots_dirty = False
         self.state_dirty = False
@@ -216,8 +202,8 @@ class RunState:
 
     def _on_finished(self, e: ev.RunFinished) -> None:
         self.finished, self.outcome = e, e.outcome
-        if self.state in ACTIVE_STATES or self.state == "interrupted":
-            self.state = "failed" if e.outcome == "failed" else "finished"
+        if self.state in ACTIVE_STATES or self.state == ev.INTERRUPTED:
+            self.state = ev.state_of_outcome(e.outcome)
             self.reason = e.reason
         self.ended_at = self.ended_at or e.time
         if e.save_error:
@@ -230,9 +216,9 @@ class RunState:
     def mark_interrupted(self) -> None:
         """The writer of a watched run is gone without a final event (killed, or its
         terminal closed): the run is not running, whatever its last state said."""
-        if self.state == "interrupted" or self.finished is not None:
+        if self.state == ev.INTERRUPTED or self.finished is not None:
             return
-        self.state = "interrupted"
+        self.state = ev.INTERRUPTED
         self.reason = "its process ended without finishing the run"
         self.ended_at = self.last_event_at or self.clock()
         self.state_dirty = True
@@ -330,7 +316,7 @@ class RunState:
 
     def _on_epoch_done(self, e: ev.EpochDone) -> None:
         self.history = [h for h in self.history if h.epoch < e.epoch]
-        self.history.append(EpochPoint(e.epoch, e.train_loss, e.train_acc, e.val_loss, e.val_acc, e.lr, e.mixup, e.seconds))
+        self.history.append(e)
         self.epochs_done = e.epoch
         if e.best_val_acc is not None:
             self.best_val_acc, self.best_epoch = e.best_val_acc, e.best_epoch

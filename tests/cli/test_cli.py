@@ -111,7 +111,7 @@ def test_resume_from_files_that_are_not_checkpoints(tmp_path):
     junk = tmp_path / "x.pt"
     junk.write_bytes(b"\x00" * 100)
     assert "not a readable checkpoint" in one_line_error(invoke("--no-ui", "train", "--resume", str(junk)), 1)
-    assert "no such checkpoint" in one_line_error(invoke("--no-ui", "train", "--resume", str(tmp_path / "none.pt")), 2)
+    assert "no such run folder or checkpoint" in one_line_error(invoke("--no-ui", "train", "--resume", str(tmp_path / "none.pt")), 2)
 
 
 def test_python_dash_m_works():

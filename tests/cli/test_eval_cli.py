@@ -143,7 +143,7 @@ def test_bad_checkpoints_give_one_line_errors(run_dir, tmp_path):
     assert "do not fit" in error_line(invoke("eval", tmp_path / "other_width.pt"))
     torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
     assert "not a cifar-tui checkpoint" in error_line(invoke("eval", tmp_path / "foreign.pt"))
-    assert "no such checkpoint" in error_line(invoke("eval", tmp_path / "missing.pt"))
+    assert "no such run folder or checkpoint" in error_line(invoke("eval", tmp_path / "missing.pt"), 2)
 
 
 def test_predict_bad_inputs(run_dir, tmp_path):

@@ -56,8 +56,8 @@ def test_export_csv_reads_back_one_row_per_epoch(finished_run, tmp_path):
 
 def test_export_refusals(finished_run, tmp_path):
     assert "nothing to export" in error_line(invoke("export", finished_run), 2)
-    assert "no run with that id" in error_line(invoke("export", "no-such-run", "--csv", "-", "--runs-dir", tmp_path))
-    assert "no such run folder" in error_line(invoke("export", tmp_path / "nope", "--csv", "-"))
+    assert "no run with that id" in error_line(invoke("export", "no-such-run", "--csv", "-", "--runs-dir", tmp_path), 2)
+    assert "no such run folder" in error_line(invoke("export", tmp_path / "nope", "--csv", "-"), 2)
     assert "not a run folder" in error_line(invoke("export", tmp_path, "--csv", "-"))
 
 

@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from engine.runs import RunSummary, default_runs_dir, list_runs
 
-from ..formatting import fmt_pct
+from ..formatting import STATUS_STYLE, fmt_pct
 from ..messages import OpenBrowser, StartRun, WatchRun
 from ..widgets.runform import RunForm
 
@@ -134,10 +134,6 @@ class StartScreen(Screen):
             self.notify("No run selected.", severity="warning")
             return
         self.post_message(OpenBrowser(run.parent, select=str(run)))
-
-
-STATUS_STYLE = {"running": "bold green", "completed": "cyan", "stopped": "yellow", "failed": "bold red",
-                "interrupted": "red"}
 
 
 DATA_CHARS = 14  # the last column: at 80 columns every other one fits beside it
