@@ -86,7 +86,7 @@ def train(
     if resume is not None:
         if preset is not None:
             overrides["preset"] = preset
-        resume = checkpoint_arg(resume, "resume", runs_dir, flag="--resume")
+        resume = checkpoint_arg(resume, "resume", runs_dir)
         # Validate the overrides on their own (an impossible value is refused before loading).
         try:
             make_config("tiny", **{k: v for k, v in overrides.items() if k != "preset"})

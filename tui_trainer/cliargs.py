@@ -41,15 +41,15 @@ def run_arg(run: str, runs_dir: Optional[str]) -> Path:
         raise  # (fail raises)
 
 
-def checkpoint_arg(checkpoint: str, purpose: str, runs_dir: Optional[str] = None, flag: str = "") -> str:
+def checkpoint_arg(checkpoint: str, purpose: str, runs_dir: Optional[str] = None) -> str:
     """The checkpoint file a CHECKPOINT argument names (a run: its best.pt for ``inference``,
-    its last.pt to ``resume``). ``flag``: the option's name, said before the error."""
+    its last.pt to ``resume``)."""
     from engine.resolve import NotFound, ResolveError, resolve_checkpoint
 
     try:
         return str(resolve_checkpoint(checkpoint, purpose, runs_dir))  # type: ignore[arg-type]
     except ResolveError as e:
-        fail(f"{flag} {e}" if flag else str(e), EXIT_USAGE if isinstance(e, NotFound) else EXIT_FAILED)
+        fail(str(e), EXIT_USAGE if isinstance(e, NotFound) else EXIT_FAILED)
         raise  # (fail raises)
 
 
