@@ -70,6 +70,21 @@ def now_iso() -> str:
     return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
+class _InRun:
+    """A read-only attribute of :class:`RunDir`: the path of one file of the run folder."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __get__(self, run: Optional["RunDir"], owner: type) -> Path:
+        if run is None:
+            raise AttributeError(self.name)
+        return run.path / self.name
+
+    def __set__(self, run: "RunDir", value: object) -> None:
+        raise AttributeError(f"the run folder's {self.name} has a fixed name")
+
+
 class RunDir:
     """A run folder. Creating the object touches nothing; :meth:`create` makes a new one."""
 
@@ -90,35 +105,14 @@ class RunDir:
     def run_id(self) -> str:
         return self.path.name
 
-    @property
-    def config_path(self) -> Path:
-        return self.path / CONFIG_FILE
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.path / METRICS_FILE
-
-    @property
-    def checkpoints_dir(self) -> Path:
-        return self.path / CHECKPOINT_DIR
-
-    @property
-    def lock_path(self) -> Path:
-        return self.path / LOCK_FILE
-
-    @property
-    def error_log_path(self) -> Path:
-        return self.path / ERROR_LOG
-
-    @property
-    def control_path(self) -> Path:
-        """The control channel of the trainer writing this run (see :mod:`engine.control`)."""
-        return self.path / CONTROL_FILE
-
-    @property
-    def log_path(self) -> Path:
-        """Where a detached run's output goes."""
-        return self.path / LOG_FILE
+    # the run's files and folders, each at its fixed name (see the module's docstring)
+    config_path = _InRun(CONFIG_FILE)
+    metrics_path = _InRun(METRICS_FILE)
+    checkpoints_dir = _InRun(CHECKPOINT_DIR)
+    lock_path = _InRun(LOCK_FILE)
+    error_log_path = _InRun(ERROR_LOG)
+    control_path = _InRun(CONTROL_FILE)  # the live trainer's control channel (engine.control)
+    log_path = _InRun(LOG_FILE)  # where a detached run's output goes
 
     def checkpoint_path(self, kind: CheckpointKind, *, epoch: int = 0, global_step: int = 0,
                         step_in_epoch: int = 0) -> Path:

@@ -6,6 +6,7 @@ that ``cifar-tui --help`` answers at once. Heavy modules load inside commands.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -47,41 +48,61 @@ def _root(
 
 # ------------------------------------------------------------------------------ train
 
+# train's settings, in the order of its help: name -> (type, flags, help). Each is an option
+# whose default, None, means "the preset's" (or, with --resume, "the run's").
+TRAIN_SETTINGS: dict[str, tuple[type, tuple[str, ...], str]] = {
+    "data": (str, ("--data", "-d"), DATA_HELP + "  [default: cifar10]"),
+    "preset": (str, ("--preset",), "Recipe: paper (the report's), speedrun (time-to-accuracy on a GPU, same network), fast (an earlier GPU recipe) or tiny (CPU demo).  [default: paper]"),
+    "epochs": (int, ("--epochs", "-e"), "Epochs in total (with --resume: extend the run to this many)."),
+    "width": (float, ("--width", "-w"), "Channel width multiplier; 1.0 is the report's 4,993,166-parameter network."),
+    "batch_size": (int, ("--batch-size", "-b"), "Images per step."),
+    "lr": (float, ("--lr",), "Peak learning rate."),
+    "mixup": (bool, ("--mixup/--no-mixup",), "Use mixup on the schedule's epochs, or never."),
+    "subset": (int, ("--subset",), "Train on only N images (for quick runs)."),
+    "val_size": (int, ("--val-size",), "Validation images held out of the training set; 0: train on all (default: 5,000, or 10% of a small set; speedrun: 0)."),
+    "seed": (int, ("--seed",), "Random seed (split, initialisation, augmentation).  [default: 0]"),
+    "device": (str, ("--device",), "auto, cpu, cuda, cuda:N or mps.  [default: auto]"),
+    "runs_dir": (str, ("--runs-dir",), "Where run folders go (default: the user data folder)."),
+    "save_every": (int, ("--save-every",), "Also keep a copy of the checkpoint as checkpoints/epoch-NNN.pt every N epochs (last.pt is written on those epochs too)."),
+    "save_every_epochs": (int, ("--save-every-epochs",), "Write checkpoints/last.pt every N epochs; 0: at the end of the first epoch a minute or more after the last write. Always at the run's end and at a stop; a new best.pt is written with it.  [default: 0]"),
+    "compile": (bool, ("--compile/--no-compile",), "torch.compile the training step on CUDA (compile time is reported apart; the last, smaller batch of each epoch is then skipped).  [default: the preset's]"),
+    "compile_mode": (str, ("--compile-mode",), "torch.compile mode: default, reduce-overhead (CUDA graphs), max-autotune or max-autotune-no-cudagraphs."),
+}
+
+
+def _with_settings(settings: dict[str, tuple[type, tuple[str, ...], str]]):
+    """Give a command taking ``**settings`` one typer option per entry of ``settings``,
+    before its own options (typer reads the signature)."""
+    def wrap(fn):
+        sig = inspect.signature(fn)
+        own = [p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],
+                                   default=typer.Option(None, *flags, help=help))
+                 for name, (kind, flags, help) in settings.items()]
+        fn.__signature__ = sig.replace(parameters=own[:1] + extra + [p.replace(kind=p.KEYWORD_ONLY) for p in own[1:]])
+        fn.__annotations__ = {**fn.__annotations__, **{p.name: p.annotation for p in extra}}
+        return fn
+    return wrap
+
+
 @app.command()
+@_with_settings(TRAIN_SETTINGS)
 def train(
     ctx: typer.Context,
-    data: Optional[str] = typer.Option(None, "--data", "-d", help=DATA_HELP + "  [default: cifar10]"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Recipe: paper (the report's), speedrun (time-to-accuracy on a GPU, same network), fast (an earlier GPU recipe) or tiny (CPU demo).  [default: paper]"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Epochs in total (with --resume: extend the run to this many)."),
-    width: Optional[float] = typer.Option(None, "--width", "-w", help="Channel width multiplier; 1.0 is the report's 4,993,166-parameter network."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="Images per step."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
-    mixup: Optional[bool] = typer.Option(None, "--mixup/--no-mixup", help="Use mixup on the schedule's epochs, or never."),
-    subset: Optional[int] = typer.Option(None, "--subset", help="Train on only N images (for quick runs)."),
-    val_size: Optional[int] = typer.Option(None, "--val-size", help="Validation images held out of the training set; 0: train on all (default: 5,000, or 10% of a small set; speedrun: 0)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (split, initialisation, augmentation).  [default: 0]"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps.  [default: auto]"),
-    runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help="Where run folders go (default: the user data folder)."),
-    save_every: Optional[int] = typer.Option(None, "--save-every", help="Also keep a copy of the checkpoint as checkpoints/epoch-NNN.pt every N epochs (last.pt is written on those epochs too)."),
-    save_every_epochs: Optional[int] = typer.Option(None, "--save-every-epochs", help="Write checkpoints/last.pt every N epochs; 0: at the end of the first epoch a minute or more after the last write. Always at the run's end and at a stop; a new best.pt is written with it.  [default: 0]"),
-    compile_model: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the training step on CUDA (compile time is reported apart; the last, smaller batch of each epoch is then skipped).  [default: the preset's]"),
-    compile_mode: Optional[str] = typer.Option(None, "--compile-mode", help="torch.compile mode: default, reduce-overhead (CUDA graphs), max-autotune or max-autotune-no-cudagraphs."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue from a checkpoint (.pt), a run folder or a run id (its last.pt), with its stored settings."),
     detach: bool = typer.Option(False, "--detach", help="Train in a background process of its own that survives closing the terminal or the SSH session (output in the run folder's train.log); then attach the dashboard to it, or with --no-ui print how to attach (cifar-tui watch RUN) and steer it (cifar-tui ctl RUN ...)."),
     no_ui_here: bool = typer.Option(False, "--no-ui", hidden=True),
+    **settings: Any,
 ) -> None:
     """Train the network (dashboard by default; headless with --no-ui)."""
     from engine.config import ConfigError, make_config
 
     no_ui = bool((ctx.obj or {}).get("no_ui")) or no_ui_here
-    runs_dir = runs_dir_of(ctx, runs_dir)
-    if compile_mode is not None and compile_model is None:
-        compile_model = True  # a mode says to compile
-    overrides: dict[str, Any] = dict(
-        data=data, epochs=epochs, width=width, batch_size=batch_size, lr=lr, mixup=mixup, subset=subset,
-        val_size=val_size, seed=seed, device=device, runs_dir=runs_dir, save_every=save_every,
-        save_every_epochs=save_every_epochs, compile=compile_model, compile_mode=compile_mode,
-    )
+    preset = settings.pop("preset")
+    settings["runs_dir"] = runs_dir = runs_dir_of(ctx, settings["runs_dir"])
+    if settings["compile_mode"] is not None and settings["compile"] is None:
+        settings["compile"] = True  # a mode says to compile
+    overrides: dict[str, Any] = dict(settings)
     config = None
     if resume is not None:
         if preset is not None:
