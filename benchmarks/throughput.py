@@ -88,12 +88,18 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def make_step(model, opt, cfg, device, *, amp: bool, label_smoothing: float = 0.0) -> Callable:
-    """One training step as the engine takes it, minus data, mixup, EMA and bookkeeping."""
+def make_step(model, opt, cfg, device, *, amp: bool, label_smoothing: float = 0.0, cpu_bf16: bool = False) -> Callable:
+    """One training step as the engine takes it, minus data, mixup, EMA and bookkeeping.
+    ``cpu_bf16``: bf16 autocast on the CPU too (the GPU suite's dry run exercises it there)."""
     import torch
     import torch.nn.functional as F
 
     from engine.device import autocast_for
+
+    def autocast():
+        if cpu_bf16 and device.type == "cpu":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return autocast_for(device, amp)
 
     mark = getattr(getattr(torch, "compiler", None), "cudagraph_mark_step_begin", None)
     cudagraphs = bool(cfg.compile and device.type == "cuda" and cfg.compile_mode in ("reduce-overhead", "max-autotune"))
@@ -101,7 +107,7 @@ def make_step(model, opt, cfg, device, *, amp: bool, label_smoothing: float = 0.
     def step(xb, yb):
         if cudagraphs and mark is not None:
             mark()
-        with autocast_for(device, amp):
+        with autocast():
             loss = F.cross_entropy(model(xb), yb, label_smoothing=label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -132,26 +138,28 @@ def fresh_model(cfg, device, *, channels_last: bool, compile_model: bool = False
     import torch._dynamo
 
     torch._dynamo.reset()  # compile anew (inductor's on-disk caches may still make a repeat faster)
-    return torch.compile(model, backend=backend, **({"mode": mode} if mode else {})), opt
+    # dynamic=False: a second batch size in this process is a new static graph, never a dynamic one
+    return torch.compile(model, backend=backend, dynamic=False, **({"mode": mode} if mode else {})), opt
 
 
 # ---------------------------------------------------------------------------- variants
 
 
-def bench_model_only(cfg, device, batch: int, warmup: int, steps: int, stats: Optional[dict] = None) -> float:
+def bench_model_only(cfg, device, batch: int, warmup: int, steps: int, stats: Optional[dict] = None,
+                     cpu_bf16: bool = False) -> float:
     """(a) A fixed, already-normalised batch on the device; the engine's step. ``stats``
     gets ``first_step_s``: the first step's seconds (with torch.compile, the compile time)."""
     import torch
 
     cuda = device.type == "cuda"
-    cl = cuda and cfg.channels_last
+    cl = (cuda or cpu_bf16) and cfg.channels_last  # (the dry run's CPU check takes the GPU's layout too)
     model, opt = fresh_model(cfg, device, channels_last=cl, compile_model=cfg.compile)
     g = torch.Generator().manual_seed(0)
     xb = torch.randn((batch, 3, 32, 32), generator=g).to(device)
     if cl:
         xb = xb.contiguous(memory_format=torch.channels_last)
     yb = torch.randint(0, 10, (batch,), generator=g).to(device)
-    step = make_step(model, opt, cfg, device, amp=cfg.amp, label_smoothing=cfg.label_smoothing)
+    step = make_step(model, opt, cfg, device, amp=cfg.amp, label_smoothing=cfg.label_smoothing, cpu_bf16=cpu_bf16)
     t0 = time.perf_counter()
     for i in range(warmup):
         step(xb, yb)
@@ -210,19 +218,28 @@ def engine_config(cfg, batch: int, warmup: int, steps: int, runs_dir: str):
                        mixup=False, runs_dir=runs_dir, low_res_epochs=0).validate()
 
 
-def _compiled(rec: "StepRecorder", stats: Optional[dict]) -> None:
+def _compiled(rec: "StepRecorder", stats: Optional[dict], expected: bool = False) -> None:
+    """Record the engine's compile: its seconds, and whether it really compiled (``expected``
+    and no ``Compiled`` event means torch.compile was refused up front: an eager run)."""
+    if stats is not None and rec.compiled is None and expected:
+        stats.setdefault("compile_ok", []).append(False)
+        stats.setdefault("compile_message", []).append("the engine reported no compile: it trained eagerly")
     if stats is not None and rec.compiled is not None:
         stats.setdefault("compile_s", []).append(round(rec.compiled.seconds, 3))
+        stats.setdefault("compile_ok", []).append(bool(rec.compiled.ok))
+        if not rec.compiled.ok:
+            stats.setdefault("compile_message", []).append(rec.compiled.message)
 
 
 def bench_pipeline(cfg, bundle, batch: int, warmup: int, steps: int, runs_dir: str, stats: Optional[dict] = None) -> float:
     """(b) The real trainer, no UI (``Trainer.run()`` in the calling thread). ``stats`` gets
     ``compile_s`` from the engine's ``Compiled`` event when it compiled."""
-    from engine.trainer import Trainer
+    from engine.device import resolve_device
+    from engine.trainer import Trainer, compile_backend
 
     rec = StepRecorder()
     Trainer(engine_config(cfg, batch, warmup, steps, runs_dir), listeners=[rec], data=bundle).run()
-    _compiled(rec, stats)
+    _compiled(rec, stats, expected=compile_backend(cfg, resolve_device(cfg.device)) is not None)
     return rec.rate(batch, warmup)
 
 
@@ -395,7 +412,8 @@ def run(args: argparse.Namespace, progress: Callable[[str], None] = lambda s: No
             for v in variants:
                 t0 = time.perf_counter()
                 if v == "model_only":
-                    ips = call(bench_model_only, cfg, device, batch, warmup, steps, stats)
+                    ips = call(bench_model_only, cfg, device, batch, warmup, steps, stats,
+                               getattr(args, "cpu_bf16", False))
                 elif v == "pipeline":
                     ips = call(bench_pipeline, cfg, bundle, batch, warmup, steps, runs_dir, stats)
                 elif v == "dashboard":  # the app trains in its own thread worker either way
@@ -425,13 +443,16 @@ def run(args: argparse.Namespace, progress: Callable[[str], None] = lambda s: No
         "warmup": warmup,
         "steps": steps,
         "repeats": args.repeats,
-        "amp_bf16": bool(cfg.amp and device.type == "cuda"),
-        "channels_last": bool(cfg.channels_last and device.type == "cuda"),
+        "amp_bf16": bool(cfg.amp and device.type == "cuda") or bool(getattr(args, "cpu_bf16", False)),
+        "channels_last": bool(cfg.channels_last and (device.type == "cuda" or getattr(args, "cpu_bf16", False))),
         "compile": bool(cfg.compile and (device.type == "cuda" or cfg.compile_backend)),
         "compile_mode": cfg.compile_mode or "default",
         "compile_backend": cfg.compile_backend or ("inductor" if cfg.compile and device.type == "cuda" else None),
         "first_step_s": stats.get("first_step_s", []),
         "compile_s": stats.get("compile_s", []),
+        # False when any engine run's compile fell back to eager (its speed is then not a compiled figure)
+        "compile_ok": all(stats.get("compile_ok", [True])),
+        "compile_message": "; ".join(stats.get("compile_message", [])) or None,
         "notes": notes,
         "loader_workers": args.workers,
         "train_thread": "main" if args.main_thread else "worker",
