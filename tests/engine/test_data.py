@@ -119,9 +119,9 @@ def test_decoded_images_are_cached(tmp_path, monkeypatch):
     first = load_data(str(root))
     cached = list((tmp_path / "cache" / "decoded").glob("*.pt"))
     assert len(cached) == 1
-    import engine.data as data
+    import engine.data.images as images
 
-    monkeypatch.setattr(data, "_decode_many", lambda *a, **k: pytest.fail("decoded again"))
+    monkeypatch.setattr(images, "decode_many", lambda *a, **k: pytest.fail("decoded again"))
     second = load_data(str(root))
     assert torch.equal(first.train.x, second.train.x)
 

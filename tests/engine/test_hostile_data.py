@@ -129,6 +129,7 @@ def one_line_error(path, match: str) -> str:
 _PROBE = textwrap.dedent(
     """
     import json, sys, time
+    import torch  # before measuring: engine.data imports it when images are first loaded
     from engine.data import DataError, load_data
 
     def kib(key):

@@ -35,7 +35,7 @@ from PIL import Image
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 SIZE = 32
-# The formats a data folder may hold (see engine.data.IMAGE_SUFFIXES); Pillow
+# The formats a data folder may hold (see engine.data.images.IMAGE_SUFFIXES); Pillow
 # does not try its other plugins on these bytes.
 FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "WEBP", "PPM", "TIFF")  # JPEG covers MPO
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
