@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -267,30 +268,57 @@ def _finite(v: Any) -> bool:
 
 # ------------------------------------------------------------------------- presets
 
-PRESETS: dict[str, dict[str, Any]] = {
+
+@dataclass(frozen=True)
+class Preset(Mapping[str, Any]):
+    """A named recipe: its name, a one-line summary (the CLI's help and the run form show
+    it) and its settings. Reads as its settings (``preset["lr"]``, ``{**preset}``)."""
+
+    name: str
+    summary: str
+    settings: Mapping[str, Any]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.settings[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.settings)
+
+    def __len__(self) -> int:
+        return len(self.settings)
+
+
+def _presets(*presets: Preset) -> dict[str, Preset]:
+    return {p.name: p for p in presets}
+
+
+DEFAULT_PRESET = "paper"
+
+# A new preset is one entry here; the CLI's --preset help and the run form read them.
+PRESETS: dict[str, Preset] = _presets(
     # The report's code (see docs/fidelity.md): SGD 0.1 / momentum 0.9 / wd 5e-4, batch 128,
     # gradient clipping by value 0.1; crop with 4-pixel padding, flip p 0.2, grayscale p 0.2
     # then autocontrast p 0.2; a 400-epoch cosine stepped once per epoch, with mixup
     # Beta(1,1) on each epoch with probability 0.9; then 30 more epochs without mixup while the
     # same cosine goes on (the lr rises again slightly from zero). make_config caps
     # cosine_epochs and mixup_until_epoch at --epochs when fewer than 400 epochs are asked for.
-    "paper": dict(
+    Preset("paper", "the report's recipe: SGD, cosine, mixup, 430 epochs (for a GPU)", dict(
         width=1.0, epochs=430, batch_size=128, lr=0.1, momentum=0.9, nesterov=False, weight_decay=5e-4,
         schedule="cosine", schedule_unit="epoch", cosine_epochs=400, warmup_epochs=0.0, grad_clip_value=0.1,
         label_smoothing=0.0, flip=True, flip_p=0.2, grayscale_p=0.2, autocontrast_p=0.2, mixup=True,
         mixup_alpha=1.0, mixup_prob=0.9, mixup_off_epochs=0, mixup_until_epoch=400,
-    ),
+    )),
     # Time-to-accuracy on a GPU, same network: a larger batch with a matched
     # learning rate, a short linear warm-up then linear decay to zero, Nesterov
     # momentum, label smoothing, an EMA of the weights, flip test-time
     # augmentation, no mixup (it slows short schedules), bf16 + channels_last,
     # torch.compile. Not yet tuned on a GPU: see docs/benchmarks.md.
-    "fast": dict(
+    Preset("fast", "time-to-accuracy on a GPU: batch 512, 30 epochs, EMA, no mixup", dict(
         width=1.0, epochs=30, batch_size=512, lr=0.4, momentum=0.9, nesterov=True, weight_decay=5e-4,
         schedule="linear", warmup_epochs=2.0, grad_clip_value=None, label_smoothing=0.1, ema_decay=0.99,
         tta_flip=True, grayscale_p=0.0, autocontrast_p=0.0, mixup=False, mixup_alpha=1.0, mixup_prob=0.0,
         mixup_off_epochs=0, compile=True,
-    ),
+    )),
     # Time-to-accuracy with the report's network (4,993,166 parameters), from public fast
     # CIFAR-10 training (airbench and its forerunners), nothing that changes the network:
     # a whitening initialisation of the stem conv and zero-initialised last BatchNorm of each
@@ -300,29 +328,34 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 1-pixel translation test-time augmentation; torch.compile on CUDA. No EMA of the weights
     # (it lagged the decayed weights in the CPU sanity run). Not tuned on a GPU yet
     # (docs/benchmarks.md: why each choice, and what ran).
-    "speedrun": dict(
+    Preset("speedrun", "GPU time to accuracy, untuned: batch 1024, 16 epochs, TTA", dict(
         width=1.0, epochs=16, batch_size=1024, lr=0.8, momentum=0.9, nesterov=True, weight_decay=5e-4,
         schedule="linear", warmup_epochs=2.0, grad_clip_value=None, label_smoothing=0.2, ema_decay=None,
         bn_bias_lr_scale=4.0, whiten_stem=True, zero_init_residual=True,
         tta_flip=True, tta_translate=True, crop_padding=2, pad_mode="reflect", flip=True, flip_p=0.5,
         flip_mode="alternate", cutout=0, grayscale_p=0.0, autocontrast_p=0.0, mixup=False, mixup_alpha=1.0,
         mixup_prob=0.0, mixup_off_epochs=0, val_size=0, val_every=0, compile=True,
-    ),
+    )),
     # Small and quick, for a CPU: quarter width, a few epochs, no mixup.
-    "tiny": dict(
+    Preset("tiny", "small and quick, for a CPU: width 0.25, 5 epochs, no mixup", dict(
         width=0.25, epochs=5, batch_size=128, lr=0.05, momentum=0.9, weight_decay=5e-4,
         schedule="cosine", warmup_epochs=0.0, grad_clip_value=None, label_smoothing=0.0,
         grayscale_p=0.0, autocontrast_p=0.0, mixup=False, mixup_alpha=1.0, mixup_prob=0.9,
         mixup_off_epochs=1,
-    ),
-}
+    )),
+)
 
 
-def make_config(preset: str = "paper", **overrides: Any) -> TrainConfig:
+def describe_presets() -> str:
+    """Each preset's name and summary, for a help text: "paper - the report's recipe...; ..."."""
+    return "; ".join(f"{p.name} - {p.summary}" for p in PRESETS.values())
+
+
+def make_config(preset: str = DEFAULT_PRESET, **overrides: Any) -> TrainConfig:
     """Build a validated config from a preset plus explicit overrides (``None`` = keep)."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown --preset {preset!r}; choose one of: {', '.join(PRESETS)}")
-    values = dict(PRESETS[preset])
+    values = dict(PRESETS[preset].settings)
     values["preset"] = preset
     given = {k for k, v in overrides.items() if v is not None}
     for k in given:

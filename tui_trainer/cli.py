@@ -13,6 +13,8 @@ from typing import Any, Optional
 
 import typer
 
+from engine.config import DEFAULT_PRESET, describe_presets
+
 from . import cli_eval, cli_export
 from .cliargs import DATA_HELP, RUN_HELP, RUNS_DIR_HELP, checkpoint_arg, fail, run_arg, runs_dir_of
 from .exitcodes import EXIT_FAILED, EXIT_USAGE
@@ -52,7 +54,7 @@ def _root(
 # whose default, None, means "the preset's" (or, with --resume, "the run's").
 TRAIN_SETTINGS: dict[str, tuple[type, tuple[str, ...], str]] = {
     "data": (str, ("--data", "-d"), DATA_HELP + "  [default: cifar10]"),
-    "preset": (str, ("--preset",), "Recipe: paper (the report's), speedrun (time-to-accuracy on a GPU, same network), fast (an earlier GPU recipe) or tiny (CPU demo).  [default: paper]"),
+    "preset": (str, ("--preset",), f"Recipe: {describe_presets()}.  [default: {DEFAULT_PRESET}]"),
     "epochs": (int, ("--epochs", "-e"), "Epochs in total (with --resume: extend the run to this many)."),
     "width": (float, ("--width", "-w"), "Channel width multiplier; 1.0 is the report's 4,993,166-parameter network."),
     "batch_size": (int, ("--batch-size", "-b"), "Images per step."),

@@ -127,7 +127,7 @@ def test_parse_form_speaks_of_fields(tmp_path):
         (dict(lr="-1"), "LR must be a positive number (got -1.0)"),
         (dict(batch="0"), "Batch must be a whole number from 1 to 65,536 (got 0)"),
         (dict(val="lots"), "Val size must be a whole number"),
-        (dict(data=str(tmp_path / "nope.zip")), "does not exist"),
+        (dict(data=str(tmp_path / "nope.zip")), "nope.zip: no such file or folder"),
         (dict(data=""), "Data is empty"),
     ]:
         try:
@@ -141,7 +141,7 @@ def test_parse_form_speaks_of_fields(tmp_path):
     try:
         parse_form(values(data=str(tmp_path / "notes.txt")), None)
     except Exception as e:
-        assert "notes.txt is not a zip" in str(e)
+        assert "notes.txt: a file that is not a zip" in str(e)
     assert in_form_words("--val-size 900 is larger than --subset") == ("Val size 900 is larger than Subset", "Val size")
 
 
@@ -187,7 +187,8 @@ def test_the_new_run_form_validates_before_starting(tmp_path):
             s.query_one("#f-data", Input).value = str(tmp_path / "missing-folder")
             await pilot.press("enter")
             await pilot.pause(0.1)
-            assert "Data: " in form.error and "does not exist" in form.error and app.started == []
+            assert form.error.startswith("Data ") and "missing-folder: no such file or folder" in form.error
+            assert app.started == []
             assert not s.query_one("#f-epochs", Input).has_class("-invalid")
             s.query_one("#f-data", Input).value = "synthetic"
             s.query_one("#f-batch", Input).value = "32"

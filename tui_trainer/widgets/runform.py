@@ -10,8 +10,6 @@ with the :class:`~engine.config.TrainConfig`.
 from __future__ import annotations
 
 import re
-import zipfile
-from pathlib import Path
 from typing import Any, Optional
 
 from rich.text import Text
@@ -22,15 +20,9 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Select, Static, Switch
 
-from engine.config import PRESETS, ConfigError, TrainConfig, make_config
+from engine.config import DEFAULT_PRESET, PRESETS, ConfigError, TrainConfig, make_config
+from engine.data import check_source
 
-DEFAULT_PRESET = "paper"
-PRESET_NOTES = {
-    "paper": "the report's recipe: SGD, cosine, mixup, 430 epochs (for a GPU)",
-    "fast": "time-to-accuracy on a GPU: batch 512, 30 epochs, EMA, no mixup",
-    "speedrun": "GPU time to accuracy, untuned: batch 1024, 16 epochs, TTA",
-    "tiny": "small and quick, for a CPU: width 0.25, 5 epochs, no mixup",
-}
 # the command line's names of settings -> the form's
 FIELD_NAMES = {
     "--data": "Data", "--preset": "Preset", "--epochs": "Epochs", "--width": "Width", "--batch-size": "Batch",
@@ -73,21 +65,14 @@ def _number(text: str, field: str, kind: type, *, blank: Any = "required", hint:
 
 
 def check_data(data: str) -> str:
-    """Refuse a data source that cannot be one before a run is started (a missing path,
-    a file that is not a zip); the full check happens when the data is loaded."""
-    src = data.strip()
-    if not src:
-        raise FormError("Data is empty: cifar10, synthetic, or a path to a folder or zip", "Data")
-    if src.lower() in ("cifar10", "cifar-10", "synthetic"):
-        return src
-    path = Path(src).expanduser()
-    if not path.exists():
-        raise FormError(f"Data: {src} does not exist; use cifar10, synthetic, or a path to a folder or zip", "Data")
-    if path.is_file() and not zipfile.is_zipfile(path):
-        raise FormError(f"Data: {path.name} is not a zip; use a zip or a folder of images", "Data")
-    if not path.is_file() and not path.is_dir():
-        raise FormError(f"Data: {src} is neither a folder nor a zip", "Data")
-    return src
+    """Refuse a data source the engine would refuse before a run is started (a missing
+    path, a file no format reads...), in the engine's words; the full check happens when
+    the data is loaded."""
+    problem = check_source(data)
+    if problem is not None:
+        message, field = in_form_words(problem)
+        raise FormError(message, field or "Data")
+    return data.strip()
 
 
 def parse_form(values: dict[str, Any], runs_dir: Optional[str], base: Optional[TrainConfig] = None) -> TrainConfig:
@@ -205,7 +190,7 @@ class RunForm(Widget):
         self.query_one("#f-mixup-state", Label).update("on" if on else "off")
 
     def _show_note(self, preset: Any) -> None:
-        note = PRESET_NOTES.get(preset, "") if isinstance(preset, str) else ""
+        note = PRESETS[preset].summary if isinstance(preset, str) and preset in PRESETS else ""
         self.query_one("#f-preset-note", Static).update(Text(f"{preset}: {note}" if note else "", style="dim"))
 
     @on(Button.Pressed, "#f-start")
