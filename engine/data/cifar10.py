@@ -33,4 +33,4 @@ def load_torchvision_cifar10(download: bool = True) -> DataBundle:
     return DataBundle(conv(train), conv(test), tuple(train.classes), "cifar10", "cifar10")
 
 
-FORMAT = SourceFormat("cifar10", names=("cifar10", "cifar-10"), load=lambda req: load_torchvision_cifar10(req.download))
+CIFAR10 = SourceFormat("cifar10", names=("cifar10", "cifar-10"), load=lambda req: load_torchvision_cifar10(req.download))

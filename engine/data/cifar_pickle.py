@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from . import safepickle
+from .safepickle import NotAPickle, Refused, load_plain
 from .bundle import CIFAR10_CLASSES, DataBundle, DataError, ImageSet, one_line
 from .format import Request, SourceFormat, Unlabelled
 from .limits import ENV_PICKLE_MB, TooLarge, Unusable, pickle_byte_limit, read_file, read_member
@@ -25,10 +25,10 @@ def safe_pickle_load(data: bytes, what: str = "file"):
     """Load a pickle that may hold only dicts, lists, strings, bytes, numbers and numeric
     numpy arrays (see :mod:`engine.safepickle`). Raises :class:`DataError`."""
     try:
-        return safepickle.load_plain(bytes(data))
-    except safepickle.Refused as e:
+        return load_plain(bytes(data))
+    except Refused as e:
         raise DataError(f"{what}: not a plain data pickle ({one_line(e)}); it was not loaded") from None
-    except safepickle.NotAPickle as e:
+    except NotAPickle as e:
         raise _NotAPickleError(f"{what}: not a readable pickle ({one_line(e)})") from None
 
 

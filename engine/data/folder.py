@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from .bundle import DataBundle, DataError, Progress
-from . import cache
+from .cache import cached as cached_bundle
 from .format import Request, SourceFormat, Unlabelled
 from .images import build_bundle, decode_named, is_image, layout, walk
 from .limits import ENV_IMAGE_MB, image_byte_limit, read_regular
@@ -26,7 +26,7 @@ def load_image_folder(path: Path, progress: Optional[Progress] = None, cached: b
 def _load(req: Request) -> DataBundle:
     path = req.path
     assert path is not None
-    return cache.cached(path, "folder", req.use_cache, lambda: load_image_folder(path, req.progress, cached=req.use_cache))
+    return cached_bundle(path, "folder", req.use_cache, lambda: load_image_folder(path, req.progress, cached=req.use_cache))
 
 
 def _unlabelled(path: Path, arg: str) -> Unlabelled:
@@ -38,4 +38,4 @@ def _unlabelled(path: Path, arg: str) -> Unlabelled:
     return decode_named(paths, lambda q: read_regular(q, limit, ENV_IMAGE_MB), str)
 
 
-FORMAT = SourceFormat("folder", recognise=Path.is_dir, load=_load, unlabelled=_unlabelled)
+IMAGE_FOLDER = SourceFormat("folder", recognise=Path.is_dir, load=_load, unlabelled=_unlabelled)

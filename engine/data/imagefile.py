@@ -14,4 +14,4 @@ def _unlabelled(path: Path, arg: str) -> Unlabelled:
     return decode_named([path], lambda q: read_regular(q, limit, ENV_IMAGE_MB), str)
 
 
-FORMAT = SourceFormat("image", recognise=lambda p: is_image(p.name), unlabelled=_unlabelled)
+IMAGE_FILE = SourceFormat("image", recognise=lambda p: is_image(p.name), unlabelled=_unlabelled)

@@ -17,9 +17,9 @@ from typing import Callable, Iterable, Optional
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from . import imagedecode
 from .bundle import DataBundle, DataError, ImageSet, Progress, one_line
 from .format import Unlabelled
+from .imagedecode import ImageTooLarge, decode_rgb32
 from .limits import ENV_IMAGE_PIXELS, TooLarge, Unusable, image_pixel_limit
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"}
@@ -84,7 +84,7 @@ class Decoded:
 def _why(e: BaseException) -> tuple[int, str]:
     if isinstance(e, TooLarge):
         return TOO_LARGE, str(e)
-    if isinstance(e, imagedecode.ImageTooLarge):
+    if isinstance(e, ImageTooLarge):
         return TOO_LARGE, f"{e} (set {ENV_IMAGE_PIXELS} to raise it)"
     if isinstance(e, Unusable):
         return UNREADABLE, str(e)
@@ -113,7 +113,7 @@ def decode_many(items: list, read: Callable[[object], bytes],
         resized = 0
         for i in range(lo, hi):
             try:
-                arr, r = imagedecode.decode_rgb32(read(items[i]), max_pixels)
+                arr, r = decode_rgb32(read(items[i]), max_pixels)
             except Exception as e:  # whatever the file does, it is skipped and counted
                 ok[i] = False
                 failures[i] = _why(e)

@@ -12,20 +12,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from . import cifar10, cifar_pickle, folder, imagefile, synthetic, zipped
 from .bundle import DataBundle, DataError, Progress
+from .cifar10 import CIFAR10
+from .cifar_pickle import BATCHES, PICKLE
+from .folder import IMAGE_FOLDER
 from .format import Request, SourceFormat
+from .imagefile import IMAGE_FILE
 from .limits import regular_or_folder
+from .synthetic import SYNTHETIC
+from .zipped import ZIP
 
 # Tried in this order; the first that recognises a source and offers what is asked wins.
 FORMATS: list[SourceFormat] = [
-    synthetic.FORMAT,  # synthetic
-    cifar10.FORMAT,  # cifar10, cifar-10
-    cifar_pickle.BATCHES,  # a cifar-10-batches-py folder, or a folder holding one
-    folder.FORMAT,  # any other folder: an image folder
-    zipped.FORMAT,  # a zip of either
-    imagefile.FORMAT,  # one image (prediction only)
-    cifar_pickle.PICKLE,  # any other file: a CIFAR-style pickle of images (prediction only)
+    SYNTHETIC,  # synthetic
+    CIFAR10,  # cifar10, cifar-10
+    BATCHES,  # a cifar-10-batches-py folder, or a folder holding one
+    IMAGE_FOLDER,  # any other folder: an image folder
+    ZIP,  # a zip of either
+    IMAGE_FILE,  # one image (prediction only)
+    PICKLE,  # any other file: a CIFAR-style pickle of images (prediction only)
 ]
 
 

@@ -44,4 +44,4 @@ def make_synthetic(n_train: int = 10_000, n_test: int = 2_000, seed: int = SYNTH
 
 
 
-FORMAT = SourceFormat("synthetic", names=("synthetic",), load=lambda req: make_synthetic())
+SYNTHETIC = SourceFormat("synthetic", names=("synthetic",), load=lambda req: make_synthetic())

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from .bundle import DataBundle, DataError, Progress
-from . import cache
+from .cache import cached as cached_bundle
 from .cifar_pickle import zip_batches
 from .format import Request, SourceFormat, Unlabelled
 from .images import build_bundle, decode_named, is_image, layout
@@ -32,7 +32,7 @@ def load_zip(path: Path, progress: Optional[Progress] = None, cached: bool = Fal
 def _load(req: Request) -> DataBundle:
     path = req.path
     assert path is not None
-    return cache.cached(path, "zip", req.use_cache, lambda: load_zip(path, req.progress, cached=req.use_cache))
+    return cached_bundle(path, "zip", req.use_cache, lambda: load_zip(path, req.progress, cached=req.use_cache))
 
 
 def _unlabelled(path: Path, arg: str) -> Unlabelled:
@@ -46,4 +46,4 @@ def _unlabelled(path: Path, arg: str) -> Unlabelled:
         return decode_named(members, lambda i: read_member(zf, i, limit, ENV_IMAGE_MB), lambda i: f"{arg}:{i.filename}")
 
 
-FORMAT = SourceFormat("zip", recognise=zipfile.is_zipfile, load=_load, unlabelled=_unlabelled)
+ZIP = SourceFormat("zip", recognise=zipfile.is_zipfile, load=_load, unlabelled=_unlabelled)

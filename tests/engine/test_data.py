@@ -239,3 +239,26 @@ def test_cifar10_through_torchvision_and_offline_message(monkeypatch):
     with pytest.raises(DataError) as err:
         load_data("cifar10")
     assert "--data" in str(err.value) and "could not be downloaded" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_new_source_format_is_one_registry_entry(tmp_path, monkeypatch):
+    """check_source, load_data and prediction all dispatch through engine.data.FORMATS."""
+    from engine.data import FORMATS, DataBundle, ImageSet, SourceFormat, check_source, read_predict_inputs
+    from engine.data.format import Unlabelled
+
+    def load(req):
+        x = np.zeros((4, 3, 32, 32), dtype=np.uint8)
+        return DataBundle(ImageSet.from_numpy(x, np.array([0, 1, 0, 1])), None, ("a", "b"), str(req.path), "npy")
+
+    def unlabelled(path, arg):
+        return Unlabelled(np.full((2, 3, 32, 32), 7, dtype=np.uint8), [f"{arg}#0", f"{arg}#1"], [], 0, [0, 1], 2)
+
+    (tmp_path / "images.npy").write_bytes(b"whatever")
+    assert "not a zip" in check_source(str(tmp_path / "images.npy"))
+    npy = SourceFormat("npy", recognise=lambda p: p.suffix == ".npy", load=load, unlabelled=unlabelled)
+    monkeypatch.setattr("engine.data.sources.FORMATS", [npy, *FORMATS])
+    assert check_source(str(tmp_path / "images.npy")) is None
+    bundle = load_data(str(tmp_path / "images.npy"))
+    assert (bundle.kind, len(bundle.train), bundle.classes) == ("npy", 4, ("a", "b"))
+    got = read_predict_inputs([str(tmp_path / "images.npy")])
+    assert got.names == [f"{tmp_path / 'images.npy'}#0", f"{tmp_path / 'images.npy'}#1"] and int(got.x[0, 0, 0, 0]) == 7
