@@ -28,16 +28,13 @@ from textual.screen import Screen
 from engine import events as ev
 
 from .bridge import AttachSource, LiveSource, StaticSource
+from .exitcodes import EXIT_ABANDONED, EXIT_FAILED, EXIT_OK, EXIT_USAGE, exit_for_signal
 from .messages import OpenBrowser, StartRun, WatchRun
 from .screens import BrowserScreen, DashboardScreen, StartScreen
+from .screens.dashboard import PALETTE_EXTRAS
+from .signals import APP_CLOSED_REASON, APP_SIGNALS, StopSignals, stop_command, stop_reason, to_dev_null
 
-from .exitcodes import EXIT_ABANDONED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
-# Signals that end the app like a closed terminal: a running training stops with a checkpoint
-# first (the process must not die before it is saved), and the exit code is 128 + the signal.
-STOP_SIGNALS = {signal.SIGHUP: "stopped because the terminal closed (SIGHUP)", signal.SIGTERM: "stopped by SIGTERM"}
-APP_CLOSED_REASON = "stopped because the app closed"
 DETACH_WAIT_SECONDS = 300.0  # how long the start screen waits for a detached run to start
-PALETTE_EXTRAS = {"mixup_schedule"}  # hidden from the footer, still in the command palette
 
 
 class CifarTuiApp(App):
@@ -86,7 +83,7 @@ class CifarTuiApp(App):
         self._quit_presses = 0
         self._abandoned = False
         self._saved_theme: Optional[str] = None
-        self.signalled: Optional[int] = None  # SIGHUP or SIGTERM ended the app (see _StopSignals)
+        self.signalled: Optional[int] = None  # SIGHUP or SIGTERM ended the app (see _SignalStop)
 
     # --------------------------------------------------------------- startup
     @property
@@ -264,7 +261,7 @@ class CifarTuiApp(App):
         if self._abandoned:
             return EXIT_ABANDONED
         if self.signalled is not None and (self.session is None or self.session.outcome != "failed"):
-            return 128 + self.signalled
+            return exit_for_signal(self.signalled)
         if self.session is None:
             return EXIT_OK
         return EXIT_FAILED if self.session.outcome == "failed" else EXIT_OK
@@ -273,8 +270,8 @@ class CifarTuiApp(App):
 # --------------------------------------------------------------------- entry points
 
 
-class _StopSignals:
-    """SIGHUP (the terminal closed) and SIGTERM while the app runs.
+class _SignalStop:
+    """SIGHUP (the terminal closed) and SIGTERM while the app runs (:data:`signals.APP_SIGNALS`).
 
     Textual installs nothing for them: by default the process would die at once and a
     training in it would be lost since its last checkpoint. Here the handler (a plain
@@ -289,21 +286,8 @@ class _StopSignals:
 
     def __init__(self, app: CifarTuiApp) -> None:
         self.app = app
-        self._old: dict = {}
 
-    def __enter__(self) -> "_StopSignals":
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for sig in STOP_SIGNALS:
-                self._old[sig] = signal.signal(sig, self._on_signal)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-    def _on_signal(self, signum: int, frame: object) -> None:
+    def __call__(self, signum: int, frame: object) -> None:
         import asyncio
         import threading
 
@@ -312,13 +296,13 @@ class _StopSignals:
             return  # a repeated hang-up: the stop is under way
         app.signalled = signum
         if signum == signal.SIGHUP:
-            _to_dev_null()
-        stop = ev.Stop(save=True, reason=STOP_SIGNALS[signum])
+            to_dev_null()
+        stop = stop_command(signum)
         if app.session is not None and app.session.active:
             app.session.send(stop)
         app.quitting = True
         try:
-            asyncio.get_running_loop().call_soon_threadsafe(partial(app.exit, return_code=128 + signum))
+            asyncio.get_running_loop().call_soon_threadsafe(partial(app.exit, return_code=exit_for_signal(signum)))
         except RuntimeError:  # the UI is not running (starting, or closing already)
             pass
         threading.Thread(target=self._leave_after_save, args=(stop,), name="cifar-tui-hangup", daemon=True).start()
@@ -333,20 +317,8 @@ class _StopSignals:
         os._exit(self.app.exit_code())
 
 
-def _to_dev_null() -> None:
-    import os
-
-    try:
-        null = os.open(os.devnull, os.O_RDWR)
-        for fd in (0, 1, 2):
-            os.dup2(null, fd)
-        os.close(null)
-    except OSError:
-        pass
-
-
 def _run(app: CifarTuiApp) -> int:
-    with _StopSignals(app):  # (still caught while waiting for the save below)
+    with StopSignals(_SignalStop(app), APP_SIGNALS):  # (still caught while waiting for the save below)
         try:
             app.run()
         finally:
@@ -354,7 +326,7 @@ def _run(app: CifarTuiApp) -> int:
             if session is not None and not app._abandoned:
                 # the app closed another way (a signal, the terminal went away, an error): the
                 # trainer's thread still runs; stop it with a checkpoint and wait for it
-                reason = STOP_SIGNALS.get(app.signalled or 0, APP_CLOSED_REASON)
+                reason = stop_reason(app.signalled, APP_CLOSED_REASON)
                 session.finish(ev.Stop(save=True, reason=reason), 120)
     code = app.return_code
     if code is None or app.signalled is not None:

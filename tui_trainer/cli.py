@@ -128,7 +128,7 @@ def train(
         if torchrun_env() is not None:
             fail("--detach cannot be used under torchrun; detach the torchrun command itself "
                  "(e.g. setsid nohup torchrun ... &) and steer rank 0 with cifar-tui ctl RUN", EXIT_USAGE)
-        from .detach import start_from_cli
+        from .console import start_from_cli
 
         raise typer.Exit(start_from_cli(config, resume=resume, resume_overrides=resume_overrides, ui=not no_ui))
     if not no_ui:
@@ -212,7 +212,7 @@ def runs(
     if as_json:
         typer.echo(json.dumps([r.to_dict() for r in found], indent=2))
         return
-    from .headless import render_runs
+    from .console import render_runs
 
     console = Console(highlight=False)
     if not console.is_terminal:  # piped: whole run ids and paths, whatever the width

@@ -34,7 +34,7 @@ def eval_cmd(
     device_arg(device)
     path = checkpoint_arg(checkpoint, "inference", runs_dir_of(ctx, runs_dir))
     err = Console(stderr=True)
-    from .headless import progress_callback
+    from .console import progress_callback
 
     try:
         with progress_callback(err, "evaluating", enabled=not as_json) as cb:
@@ -46,7 +46,7 @@ def eval_cmd(
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
-    from .headless import render_eval
+    from .console import render_eval
 
     render_eval(Console(), result)
 
@@ -80,7 +80,7 @@ def predict(
     if output is not None:
         _check_output_path(output, [path, *inputs], force)
     err = Console(stderr=True, soft_wrap=True)  # notes stay whole lines (paths are long)
-    from .headless import progress_callback
+    from .console import progress_callback
 
     try:
         from engine.checkpoint import load_checkpoint
@@ -107,7 +107,7 @@ def predict(
         skipped = f" ({len(got.skipped)} skipped)" if got.skipped else ""
         err.print(f"wrote {len(rows)} predictions to {output}{skipped}", markup=False, highlight=False)
         return
-    from .headless import render_predictions
+    from .console import render_predictions
 
     render_predictions(Console(), got.names, probs, classes, top_k, ids=got.ids)
 

@@ -1,17 +1,18 @@
 """Detached runs: training in a background process of its own that outlives the terminal.
 
-``cifar-tui train --detach ...`` (and the start screen's Detach switch) call
-:func:`launch`: it chooses the run folder, starts ``python -m tui_trainer.detach
-SPEC`` in a new session (``setsid``: no controlling terminal, so closing the
+``cifar-tui train --detach ...`` (:func:`tui_trainer.console.start_from_cli`) and the
+start screen's Detach switch call :func:`launch`: it chooses the run folder, starts
+``python -m tui_trainer.detached_run SPEC`` in a new session (``setsid``: no controlling terminal, so closing the
 terminal or the SSH connection sends it no SIGHUP), with stdin from /dev/null
 and stdout/stderr appended to the run folder's log (:attr:`RunDir.log_path`),
 and waits until the run has started (its ``RunStarted`` event) or the child has
-failed, whose one-line error it reports. The child trains headless
-(:func:`tui_trainer.headless.run_headless`) in that folder; other terminals
+failed, whose one-line error it reports. The child
+(:mod:`tui_trainer.detached_run`) trains headless in that folder; other terminals
 steer it over its control channel (``cifar-tui ctl``, ``cifar-tui watch``).
 
 SPEC is JSON: ``{"config": TrainConfig as a dict | null, "resume": path | null,
-"resume_overrides": dict | null, "run_dir": path}``, written by this module.
+"resume_overrides": dict | null, "run_dir": path}``, written by :func:`launch` and read
+back by :func:`read_spec`.
 
 No torch here (the child imports it).
 """
@@ -30,9 +31,8 @@ from typing import Any, Callable, Optional
 from engine.resolve import ResolveError, resolve_checkpoint
 from engine.rundir import RunDir, RunDirError, resume_target
 
-from .exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
-
 STARTUP_WAIT_SECONDS = 600.0  # loading the data the first time may mean a download
+CHILD_MODULE = "tui_trainer.detached_run"  # python -m CHILD_MODULE SPEC: the run's own process
 
 
 class DetachError(Exception):
@@ -66,7 +66,7 @@ def launch(config: Any = None, *, resume: Optional[str] = None, resume_overrides
         log.write(f"--- cifar-tui detached run, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
         log.flush()
         child = subprocess.Popen(
-            [sys.executable, "-m", "tui_trainer.detach", json.dumps(spec)],
+            [sys.executable, "-m", CHILD_MODULE, json.dumps(spec)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             close_fds=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
@@ -151,57 +151,16 @@ def _remove_unstarted(run: RunDir) -> None:
         pass  # something else is in it: keep it
 
 
-def start_from_cli(config: Any = None, *, resume: Optional[str] = None, resume_overrides: Optional[dict] = None,
-                   ui: bool = True) -> int:
-    """``cifar-tui train --detach ...``: start the run in the background, say where it is
-    and how to reach it, then (``ui``) open the dashboard attached to it. Exit code: 0
-    started, 1 it could not start (its one-line error on stderr)."""
-    from rich.console import Console
-
-    err = Console(stderr=True, highlight=False)
-    try:
-        with err.status("starting the run in the background (loading torch and the data)..."):
-            launched = launch(config, resume=resume, resume_overrides=resume_overrides)
-    except DetachError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("stopped waiting; the run goes on starting in the background (cifar-tui runs shows it)",
-              file=sys.stderr)
-        return EXIT_OK
-    run = launched.run
-    if launched.note:
-        print(f"note: {launched.note}")
-    state = "training" if launched.started else "still starting (loading the data)"
-    print(f"{state} in the background (process {launched.pid}): {run.path}")
-    print(f"  attach:  cifar-tui watch {run.path}")
-    print(f"  control: cifar-tui ctl {run.path} pause|resume|save|stop|mixup on|off|auto")
-    print(f"  output:  {run.log_path}")
-    if ui and launched.started:
-        from .app import run_watch_app
-
-        return run_watch_app(str(run.path))
-    return EXIT_OK
-
-
-# ----------------------------------------------------------------- the child
-
-
-def child_main(argv: list[str]) -> int:
-    """``python -m tui_trainer.detach SPEC``: train headless in SPEC's run folder."""
+def read_spec(argv: list[str]) -> dict:
+    """The child's side of SPEC (its first argument): ``config`` as a validated
+    :class:`~engine.config.TrainConfig` or None, and the rest as written. Raises
+    :class:`DetachError` when it is not a spec of :func:`launch`."""
     from engine.config import ConfigError, TrainConfig
-
-    from .headless import run_headless
 
     try:
         spec = json.loads(argv[0])
         config = TrainConfig.from_dict(spec["config"]).validate() if spec.get("config") else None
-    except (IndexError, ValueError, KeyError, TypeError, ConfigError) as e:
-        print(f"error: a detached run needs its settings from cifar-tui train --detach ({e})", flush=True)
-        return EXIT_USAGE
-    return run_headless(config=config, resume=spec.get("resume"), resume_overrides=spec.get("resume_overrides"),
-                        run_dir=spec.get("run_dir"))
-
-
-if __name__ == "__main__":
-    sys.exit(child_main(sys.argv[1:]))
+    except (IndexError, ValueError, KeyError, TypeError, AttributeError, ConfigError) as e:
+        raise DetachError(f"a detached run needs its settings from cifar-tui train --detach ({e})") from None
+    return {"config": config, "resume": spec.get("resume"), "resume_overrides": spec.get("resume_overrides"),
+            "run_dir": spec.get("run_dir")}

@@ -9,9 +9,8 @@ stop with a checkpoint too: output then goes to /dev/null (:class:`TerminalStrea
 from __future__ import annotations
 
 import queue
-from pathlib import Path
 import signal
-import threading
+import sys
 from typing import Any, Optional
 
 from rich.console import Console
@@ -29,16 +28,11 @@ from rich.text import Text
 
 from engine import events as ev
 
-from .exitcodes import EXIT_FAILED, EXIT_OK
-from .formatting import STATUS_STYLE, data_progress_text, fmt_pct, format_size
-
-# Signals that stop a foreground run gracefully (a checkpoint first), and what the run says.
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-STOP_REASONS = {
-    signal.SIGINT: "stopped by Ctrl+C (SIGINT)",
-    signal.SIGTERM: "stopped by SIGTERM",
-    signal.SIGHUP: "stopped because the terminal closed (SIGHUP)",
-}
+from .console import pct_cell as _pct
+from .console import styled
+from .exitcodes import EXIT_FAILED, EXIT_OK, exit_for_signal
+from .formatting import data_progress_text
+from .signals import HEADLESS_SIGNALS, StopSignals, stop_command, to_dev_null
 
 
 class TerminalStream:
@@ -68,13 +62,8 @@ class TerminalStream:
         if self.gone:
             return
         self.gone = True
-        import os
-
+        to_dev_null((1, 2))
         try:
-            null = os.open(os.devnull, os.O_WRONLY)
-            for fd in (1, 2):
-                os.dup2(null, fd)
-            os.close(null)
             self._stream.flush()  # what was buffered goes to /dev/null now
         except (OSError, ValueError):
             pass
@@ -83,19 +72,8 @@ class TerminalStream:
         return getattr(self._stream, name)
 
 
-def _pct(v: Optional[float]) -> str:
-    """A percentage in a fixed width, for columns of numbers."""
-    return f"{fmt_pct(v, 2, missing='n/a'):>6}"
-
-
 def _num(v: Optional[float], fmt: str = ".4f") -> str:
     return "n/a" if v is None else format(v, fmt)
-
-
-def styled(*parts: str | tuple[str, str]) -> Text:
-    """A line from plain strings and (string, style) pairs. Strings are never parsed as
-    markup: paths, class names and messages from files may hold ``[`` and ``]``."""
-    return Text.assemble(*parts)
 
 
 class HeadlessRenderer:
@@ -245,8 +223,6 @@ def run_headless(config=None, resume: Optional[str] = None, resume_overrides: Op
     train in this run folder (a detached run's, chosen by its parent)."""
     from engine.distributed import torchrun_env
 
-    import sys
-
     console = console or Console(file=TerminalStream(sys.stdout), highlight=False, soft_wrap=True)
     rank = (torchrun_env() or {}).get("rank", 0)
     if rank:  # under torchrun only rank 0 draws; the others report problems only
@@ -264,172 +240,50 @@ def run_headless(config=None, resume: Optional[str] = None, resume_overrides: Op
             if signum == signal.SIGINT:
                 raise KeyboardInterrupt  # a second Ctrl+C: quit at once
             return  # a repeated hang-up or SIGTERM: the stop is under way
-        signalled["code"] = 128 + signum
-        trainer.send(ev.Stop(save=True, reason=STOP_REASONS.get(signum, "stopped by a signal")))
+        signalled["code"] = exit_for_signal(signum)
+        trainer.send(stop_command(signum))
         console.print(styled(("stopping: saving a checkpoint (press Ctrl+C again to quit at once)...", "yellow")))
 
-    old = {}
-    if install_signals and threading.current_thread() is threading.main_thread():
-        for sig in STOP_SIGNALS:
-            old[sig] = signal.signal(sig, on_signal)
-    status = console.status("loading data...")
-    if not rank:
-        status.start()
-    try:
-        trainer.start()
-        while True:
-            try:
-                e = events.get(timeout=0.1)
-            except queue.Empty:
-                if not trainer.alive and events.empty():
-                    break
-                continue
-            if isinstance(e, (ev.RunStarted, ev.Failed)):
-                status.stop()
-            elif isinstance(e, ev.DataProgress):
-                status.update(Text(data_progress_text(e)))
-            renderer.handle(e)
-    except KeyboardInterrupt:
-        status.stop()
-        renderer.close()
-        console.print(styled(("interrupted: quit without waiting for a checkpoint", "red")))
-        if trainer.alive:
-            # The training thread is mid-step inside torch; leaving through the interpreter's
-            # normal shutdown would abort in C++. Checkpoints on disk are complete (atomic writes).
-            import os
-            import sys
+    with StopSignals(on_signal, HEADLESS_SIGNALS, enabled=install_signals):
+        status = console.status("loading data...")
+        if not rank:
+            status.start()
+        try:
+            _drain(trainer, events, renderer, status)
+        except KeyboardInterrupt:
+            status.stop()
+            renderer.close()
+            console.print(styled(("interrupted: quit without waiting for a checkpoint", "red")))
+            if trainer.alive:
+                # The training thread is mid-step inside torch; leaving through the interpreter's
+                # normal shutdown would abort in C++. Checkpoints on disk are complete (atomic writes).
+                import os
 
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(130)
-        return 130
-    finally:
-        status.stop()
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(130)
+            return 130
+        finally:
+            status.stop()
     renderer.close()
     renderer.summary()
     return exit_code(renderer.finished or trainer.result, signalled.get("code"))
 
 
-# ------------------------------------------------------------ eval / predict / runs
+def _drain(trainer: Any, events: "queue.Queue[ev.Event]", renderer: HeadlessRenderer, status: Any) -> None:
+    """Draw the trainer's events until its thread has ended and the queue is empty."""
+    trainer.start()
+    while True:
+        try:
+            e = events.get(timeout=0.1)
+        except queue.Empty:
+            if not trainer.alive and events.empty():
+                return
+            continue
+        if isinstance(e, (ev.RunStarted, ev.Failed)):
+            status.stop()
+        elif isinstance(e, ev.DataProgress):
+            status.update(Text(data_progress_text(e)))
+        renderer.handle(e)
 
 
-class progress_callback:
-    """Context manager giving a ``(done, total)`` callback that drives a rich progress bar."""
-
-    def __init__(self, console: Console, label: str, enabled: bool = True):
-        self.console, self.label, self.enabled = console, label, enabled
-        self.progress: Optional[Progress] = None
-        self.task = None
-
-    def __enter__(self):
-        if not self.enabled:
-            return None
-        self.progress = Progress(TextColumn(self.label), BarColumn(bar_width=30), MofNCompleteColumn(),
-                                 TimeRemainingColumn(), console=self.console, transient=True)
-        self.progress.start()
-
-        def cb(done: int, total: int) -> None:
-            if self.task is None:
-                self.task = self.progress.add_task(self.label, total=total)
-            self.progress.update(self.task, completed=done)
-
-        return cb
-
-    def __exit__(self, *exc):
-        if self.progress is not None:
-            self.progress.stop()
-        return False
-
-
-def render_eval(console: Console, result: dict) -> None:
-    from rich.table import Table
-
-    classes = result.get("classes") or [str(i) for i in range(len(result["per_class_accuracy"]))]
-    console.print(styled((f"{_pct(result['accuracy']).strip()}", "bold"),
-                         f" accuracy, loss {result['loss']:.4f} on {result['images']:,} images of {result['data_source']} "
-                         f"(checkpoint {result['checkpoint']}, epoch {result.get('epoch')})"), soft_wrap=True)
-    for note in result.get("notes", []):
-        console.print(styled(f"note: {note}"))
-    per = Table(title="per-class accuracy", show_edge=False)
-    per.add_column("class")
-    per.add_column("accuracy", justify="right")
-    per.add_column("images", justify="right")
-    cm = result["confusion_matrix"]
-    for i, c in enumerate(classes):
-        per.add_row(Text(c), _pct(result["per_class_accuracy"][i]).strip(), f"{sum(cm[i]):,}")
-    console.print(per)
-    grid = Table(title="confusion matrix (rows: true class, columns: predicted)", show_edge=False, padding=(0, 1))
-    grid.add_column("")
-    for c in classes:
-        grid.add_column(Text(c[:5]), justify="right")
-    for i, c in enumerate(classes):
-        total = max(1, sum(cm[i]))
-        cells = [Text(str(v), style="bold green" if i == j else ("red" if v / total > 0.05 else "dim"))
-                 for j, v in enumerate(cm[i])]
-        grid.add_row(Text(c[:10]), *cells)
-    console.print(grid)
-
-
-def render_predictions(console: Console, names: list, probs, classes: list, top_k: int,
-                       ids: Optional[list[int]] = None) -> None:
-    """A table of the top classes per image; ``ids``: each image's position in the input
-    (images that could not be decoded have none), default 0, 1, 2..."""
-    from rich.table import Table
-
-    k = min(top_k, probs.shape[1])
-    top_p, top_i = probs.topk(k, dim=1)
-    table = Table(show_edge=False)
-    table.add_column("ID", justify="right")
-    table.add_column("input", overflow="fold")
-    for r in range(k):
-        table.add_column(f"#{r + 1}")
-    for i, name in enumerate(names):
-        table.add_row(str(ids[i] if ids is not None else i), Text(str(name)),
-                      *[Text(f"{classes[int(c)]} {100 * float(p):.1f}%") for p, c in zip(top_p[i], top_i[i])])
-    console.print(table)
-
-
-def render_runs(console: Console, runs: list, root) -> None:
-    """Runs and their checkpoints as a table (a list of :class:`engine.runs.RunSummary`)."""
-    from rich import box
-    from rich.table import Table
-
-    if not runs:
-        console.print(styled(f"no runs in {root} yet; start one with: cifar-tui --no-ui train --data synthetic --preset tiny"))
-        return
-    piped = not console.is_terminal
-    table = Table(title=Text(f"runs in {root}"), box=box.SIMPLE_HEAD, padding=(0, 1), title_justify="left")
-    table.add_column("run", no_wrap=True, overflow="fold" if piped else "ellipsis")
-    table.add_column("status", no_wrap=True)
-    table.add_column("data", overflow="ellipsis", no_wrap=True, max_width=None if piped else 14)
-    table.add_column("checkpoint", overflow="ellipsis", no_wrap=True)
-    table.add_column("ep", justify="right", no_wrap=True)
-    table.add_column("val", justify="right", no_wrap=True)
-    table.add_column("test", justify="right", no_wrap=True)
-    table.add_column("size", justify="right", no_wrap=True)
-    for run in runs:
-        data = run.data or ""
-        if not piped:
-            data = Path(data).name if "/" in data or "\\" in data else data
-        ckpts = run.checkpoints or (None,)
-        for i, c in enumerate(ckpts):
-            first = i == 0
-            test = ""
-            if c is not None and c.test_acc is not None:
-                test = _pct(c.test_acc).strip()
-            elif c is not None and c.test_stale:
-                test = "stale"
-            table.add_row(
-                Text(run.run_id) if first else "",
-                Text(run.status, style=STATUS_STYLE.get(run.status, "")) if first else "",
-                Text(data) if first else "",
-                Text(c.name) if c else Text("(no checkpoints)", style="dim"),
-                "" if c is None or c.epoch is None else f"{c.epoch}{'+' if c.step_in_epoch else ''}",
-                _pct(c.val_acc).strip() if c is not None and c.val_acc is not None else "",
-                Text(test, style="dim" if test == "stale" else ""),
-                format_size(c.size) if c else "",
-                end_section=i == len(ckpts) - 1,
-            )
-    console.print(table)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.reactive import var
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
@@ -26,34 +27,56 @@ from ..messages import OpenBrowser
 from ..runstate import RunState
 from ..widgets import EventLog, StatusPanel, TrainingPlots
 from ..widgets.system import SystemPanel
+from ..widgets.view import RunView
 
 TICK_SECONDS = 0.3  # how often events are drained and widgets updated
-STATUS_SECONDS = 0.9  # the status panel's numbers are updated about once a second
-PLOT_SECONDS = 2.0  # new steps alone redraw the plots at most this often (an epoch's end: at once)
-COMMAND_ACTIONS = ("toggle_mixup", "mixup_schedule", "pause", "resume", "save", "stop")
+
+
+class Key(NamedTuple):
+    """One key of the dashboard: the footer, the keys panel and the palette read it."""
+
+    key: str
+    action: str
+    label: str
+    tooltip: str
+    show: bool = True  # in the footer (hidden ones are still in the command palette)
+
+
+# Commands to the run (its own or an attached one): usable while it trains.
+COMMAND_KEYS = (
+    Key("m", "toggle_mixup", "Mixup", "Switch mixup on or off (overrides the schedule)"),
+    Key("M", "mixup_schedule", "Mixup: schedule", "Let the schedule decide mixup again", show=False),
+    # one key, two meanings: the footer shows what p will do now
+    Key("p", "pause", "Pause", "Pause training (between two steps)"),
+    Key("p", "resume", "Resume", "Resume training"),
+    Key("s", "save", "Save", "Save a checkpoint now"),
+    Key("x", "stop", "Stop", "Stop training and save a checkpoint; the app stays open"),
+)
+# Keys of the screen itself.
+VIEW_KEYS = (
+    Key("c", "checkpoints", "Checkpoints", "List this run's checkpoints"),
+    Key("l", "log_scale", "Log loss", "Loss plot: switch between a linear and a log scale"),
+    Key("q", "detach", "Detach", "Leave the dashboard; the run keeps training (attach again with "
+        "cifar-tui watch RUN)"),
+    Key("escape", "back", "Back", "Back to the start screen"),
+)
+COMMAND_ACTIONS = tuple(k.action for k in COMMAND_KEYS)
+PALETTE_EXTRAS = frozenset(k.action for k in COMMAND_KEYS + VIEW_KEYS if not k.show)
 
 
 class DashboardScreen(Screen):
-    BINDINGS = [
-        Binding("m", "toggle_mixup", "Mixup", tooltip="Switch mixup on or off (overrides the schedule)"),
-        Binding("M", "mixup_schedule", "Mixup: schedule", show=False, tooltip="Let the schedule decide mixup again"),
-        # one key, two meanings: the footer shows what p will do now
-        Binding("p", "pause", "Pause", tooltip="Pause training (between two steps)"),
-        Binding("p", "resume", "Resume", tooltip="Resume training"),
-        Binding("s", "save", "Save", tooltip="Save a checkpoint now"),
-        Binding("x", "stop", "Stop", tooltip="Stop training and save a checkpoint; the app stays open"),
-        Binding("c", "checkpoints", "Checkpoints", tooltip="List this run's checkpoints"),
-        Binding("l", "log_scale", "Log loss", tooltip="Loss plot: switch between a linear and a log scale"),
-        Binding("q", "detach", "Detach", tooltip="Leave the dashboard; the run keeps training (attach again with "
-                "cifar-tui watch RUN)"),
-        Binding("escape", "back", "Back", tooltip="Back to the start screen"),
-    ]
+    BINDINGS = [Binding(k.key, k.action, k.label, show=k.show, tooltip=k.tooltip) for k in COMMAND_KEYS + VIEW_KEYS]
+
+    narrow: var[bool] = var(False, toggle_class="-narrow")
+    short: var[bool] = var(False, toggle_class="-short")
+    commands: var[tuple] = var((), init=False, bindings=True)
+    """What the footer's keys depend on: the state, a pending pause, whether the trainer
+    lives and (attached to another process's run) whether it takes commands now."""
 
     def __init__(self, source: EventSource, *, clock: Optional[Callable[[], float]] = None, can_go_back: bool = False,
                  tick_seconds: float = TICK_SECONDS, sampler: Any = None) -> None:
         super().__init__()
         self.source = source
-        self._sampler = sampler  # a SystemSampler (tests pass one with fake readings)
         self.clock = clock or time.time
         self.can_go_back = can_go_back
         self.tick_seconds = tick_seconds
@@ -61,38 +84,24 @@ class DashboardScreen(Screen):
         self.ticks = 0
         self._want_pause: Optional[bool] = None
         self._want_mixup: Optional[bool] = None
-        self._shown_state: object = None
-        self.clock_mono: Callable[[], float] = time.monotonic
-        self._plotted: tuple[float, int, str, bool] = (-1e9, -1, "", False)
-        self._status_key: object = None
-        self._status_at = -1e9
+        # the widgets fed from the run on each tick (update_from), made here so that they are
+        # attributes from the start
+        self.plots = TrainingPlots(id="plots")
+        self.status = StatusPanel(id="status")
+        self.system = SystemPanel(sampler or _sampler_for(source), id="system")  # tests: fake readings
+        self.event_log = EventLog(id="log")
+        self.fed = (self.plots, self.status, self.system, self.event_log)
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="body"):
-            yield TrainingPlots(id="plots")
+            yield self.plots
             with Vertical(id="side"):
-                yield StatusPanel(id="status")
-                yield SystemPanel(self._sampler or _sampler_for(self.source), id="system")
-                yield EventLog(id="log")
+                yield self.status
+                yield self.system.data_bind(compact=DashboardScreen.short)
+                yield self.event_log
         yield Footer()
-
-    @property
-    def plots(self) -> TrainingPlots:
-        return self.query_one(TrainingPlots)
-
-    @property
-    def status(self) -> StatusPanel:
-        return self.query_one(StatusPanel)
-
-    @property
-    def event_log(self) -> EventLog:
-        return self.query_one(EventLog)
-
-    @property
-    def system(self) -> SystemPanel:
-        return self.query_one(SystemPanel)
 
     def on_mount(self) -> None:
         kind = self.source.kind
@@ -102,68 +111,46 @@ class DashboardScreen(Screen):
         self.set_interval(self.tick_seconds, self.tick)
 
     def on_resize(self, event) -> None:
-        self.set_class(self.size.width < 90, "-narrow")
-        self.set_class(self.size.height < 28, "-short")
-        self.system.set_compact(self.size.height < 28)
+        self.narrow = self.size.width < 90
+        self.short = self.size.height < 28
 
     # -------------------------------------------------------------------- tick
     def tick(self) -> None:
-        """Drain new events, fold them in, and update only what changed."""
+        """Drain new events, fold them in, and hand the run to every widget."""
         self.ticks += 1
         st = self.run_state
-        events = self.source.poll()
-        for e in events:
+        for e in self.source.poll():
             if isinstance(e, ev.RunStarted) and e.resumed_from and not st.history and not st.step_x:
                 self._load_history(e)
             st.apply(e)
-        if st.plots_dirty and self._plots_due(st):
-            st.plots_dirty = False
-            self._plotted = (self.clock_mono(), len(st.history), st.state, bool(st.step_x))
-            self.plots.update_from(st)
         kind = self.source.kind
         if kind == "watch" and st.active and self.source.liveness() == "interrupted":
             st.mark_interrupted()
-        lines = st.take_log()
-        if lines:
-            self.event_log.add(lines)
         quiet = None
         if kind == "watch" and st.last_event_at is not None:
             quiet = self.clock() - st.last_event_at
-        status_key = (st.state, st.outcome, st.mixup, st.mixup_source, st.loading is None, self.app_quitting,
-                      st.global_step > 0)
-        if status_key != self._status_key or self.clock_mono() - self._status_at >= STATUS_SECONDS:
-            # the numbers (step, speed, ETA...) once a second; a new state, mixup or phase at once
-            self._status_key, self._status_at = status_key, self.clock_mono()
-            self.status.show(st, source_kind=kind, quiet_for=quiet, quitting=self.app_quitting)
-        if st.device:
-            self.system.set_device(st.device)
-        if st.state_dirty:
-            st.state_dirty = False
-            if st.state in ("paused", "running", "finished", "failed"):
-                if self._want_pause is not None and (st.state == "paused") == self._want_pause:
-                    self._want_pause = None
-                if st.state in ("finished", "failed"):
-                    self._want_pause = self._want_mixup = None
-            if self._want_mixup is not None and st.mixup == self._want_mixup:
-                self._want_mixup = None
-            if st.run_id and kind == "live":
-                self.sub_title = f"training {st.run_id}"
-        # the footer's keys depend on the state, a pending pause, whether the trainer lives
-        # and (attached to another process's run) whether it takes commands now
-        commandable = self.source.can_command
-        key = (st.state, self._want_pause, self.source.active, commandable)
-        if key != self._shown_state:
-            self._shown_state = key
-            if kind == "watch":
-                self.sub_title = f"{'attached to' if commandable else 'watching'} {self.source.run_dir}"
-            self.refresh_bindings()
+        view = RunView(st, source_kind=kind, quiet_for=quiet, quitting=self.app_quitting)
+        for widget in self.fed:
+            widget.update_from(view)
+        self._settle_wants()
+        if st.run_id and kind == "live":
+            self.sub_title = f"training {st.run_id}"
+        self.commands = (st.state, self._want_pause, self.source.active, self.source.can_command)
 
-    def _plots_due(self, st: RunState) -> bool:
-        """Redraw the plots now? At once for the first step, a new epoch or state, else every PLOT_SECONDS:
-        drawing them is most of the dashboard's work, and it competes with training."""
-        at, n_epochs, state, had_steps = self._plotted
-        return (n_epochs != len(st.history) or state != st.state or had_steps != bool(st.step_x)
-                or self.clock_mono() - at >= PLOT_SECONDS)
+    def watch_commands(self) -> None:
+        if self.source.kind == "watch":
+            self.sub_title = f"{'attached to' if self.source.can_command else 'watching'} {self.source.run_dir}"
+
+    def _settle_wants(self) -> None:
+        """A pause or mixup asked for is no longer pending once the run's events show it."""
+        st = self.run_state
+        if st.state in ("paused", "running", "finished", "failed"):
+            if self._want_pause is not None and (st.state == "paused") == self._want_pause:
+                self._want_pause = None
+            if st.state in ("finished", "failed"):
+                self._want_pause = self._want_mixup = None
+        if self._want_mixup is not None and st.mixup == self._want_mixup:
+            self._want_mixup = None
 
     def _load_history(self, started: ev.RunStarted) -> None:
         """A resumed run: show what its metrics.jsonl already holds (the epochs before this start)."""

@@ -9,6 +9,7 @@ from rich.text import Text
 from textual.widgets import RichLog
 
 from ..runstate import LogLine, fmt_clock
+from .view import RunView
 
 
 REWRAP_LINES = 500  # lines kept to re-wrap after a resize
@@ -32,6 +33,12 @@ class EventLog(RichLog):
         self.lines_written: list[str] = []  # plain text, for tests and debugging
         self._texts: deque[Text] = deque(maxlen=REWRAP_LINES)
         self._wrapped_at = 0
+
+    def update_from(self, view: RunView) -> None:
+        """The run's new log lines (each is shown once)."""
+        lines = view.state.take_log()
+        if lines:
+            self.add(lines)
 
     def add(self, lines: Iterable[LogLine]) -> None:
         for line in lines:

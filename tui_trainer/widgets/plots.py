@@ -1,10 +1,11 @@
 """The training plots: loss, accuracy and learning rate, drawn with textual-plotext.
 
 Every plot's x axis is the epoch (fractional for per-step points), so the
-smoothed per-step curve and the per-epoch points line up. The plots only change
-when :meth:`TrainingPlots.update_from` is called with new data; the dashboard
-does that at most once per timer tick, and only when data arrived, and a plot
-whose data did not change (accuracy between two epochs) is not drawn again.
+smoothed per-step curve and the per-epoch points line up. The dashboard hands
+:meth:`TrainingPlots.update_from` the run on every tick; the plots are drawn at
+once for the first step, an epoch's end or a new state (the :attr:`~TrainingPlots.phase`
+reactive), else at most every PLOT_SECONDS, and a plot whose data did not change
+(accuracy between two epochs) is not drawn again (each plot's :attr:`~_Plot.shown`).
 
 Series differ by marker as well as by colour. The y axis has round ticks, one
 every few rows; on the loss plot a lone outlier (an epoch-1 validation loss of
@@ -20,10 +21,14 @@ from typing import Optional, Sequence
 from rich.text import Text
 from textual.app import ComposeResult, RenderResult
 from textual.containers import Horizontal, Vertical
+from textual.reactive import var
 from textual.widget import Widget
 from textual_plotext import PlotextPlot
 
 from ..runstate import RunState
+from .view import Pace, RunView
+
+PLOT_SECONDS = 2.0  # new steps alone redraw the plots at most this often (an epoch's end: at once)
 
 Color = tuple[int, int, int]
 TRAIN: Color = (80, 160, 255)  # blue
@@ -185,24 +190,37 @@ class _Plot(PlotextPlot):
     _Plot { height: 1fr; width: 1fr; min-height: 5; }
     """
 
+    note: var[str] = var("", init=False)
+    """Shown after the legend, e.g. "1 off the top"."""
+    shown: var[tuple] = var((), init=False)
+    """What the drawing on screen depends on (:meth:`data_key`): a change draws the plot."""
+
     def __init__(self, *, id: Optional[str] = None) -> None:  # noqa: A002
         super().__init__(id=id)
         self.points: dict[str, int] = {}
         """How many points each series got at the last draw (for tests and debugging)."""
         self._xrange = (0.0, 1.0)
-        self.note = ""  # shown after the legend, e.g. "1 above"
+        self._note = ""
+        self._state: Optional[RunState] = None
         self.draws = 0
         self.ylim: tuple[float, float] = (0.0, 1.0)
 
     def draw(self, state: RunState) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def show(self, state: RunState) -> None:
+        """Draw ``state`` if what the plot depends on changed since it was last drawn."""
+        self._state = state
+        self.shown = self.data_key(state)
+
+    def watch_shown(self) -> None:
+        if self._state is not None:
+            self.draw(self._state)
+
     def on_resize(self) -> None:
         # the ticks are chosen for the plot's height: draw again at the new size
-        state = getattr(self, "_state", None)
-        if state is not None:
-            self.draw(state)
-            self._drawn_key = self.data_key(state)
+        if self._state is not None:
+            self.show(self._state)
 
     def data_key(self, state: RunState) -> tuple:
         """What the drawing depends on: the plot is drawn again only when this changes."""
@@ -231,6 +249,7 @@ class _Plot(PlotextPlot):
             ticks, labels = log_ticks(ylim[0], ylim[1], max(2, min(6, rows // 2)))
         else:  # round ticks, each on a row of its own, the same number of rows apart
             ylim, ticks, labels = aligned_axis(ylim[0], ylim[1], rows)
+        self.note = self._note
         self.plt.ylim(*ylim)
         self.ylim = ylim
         self.plt.yticks(ticks, labels)
@@ -244,7 +263,7 @@ class _Plot(PlotextPlot):
     def _begin(self) -> None:
         self.plt.clear_figure()
         self.points = {}
-        self.note = ""
+        self._note = ""
         self.plt.xlabel("epoch")
 
     @property
@@ -282,6 +301,9 @@ class LossPlot(_Plot):
         super().__init__(id=id)
         self.log_scale = False
 
+    def data_key(self, state: RunState) -> tuple:
+        return super().data_key(state) + (self.log_scale,)
+
     def draw(self, state: RunState) -> None:
         self._begin()
         xs, ys = downsample(state.step_x, state.step_loss, self._max_points)
@@ -296,7 +318,7 @@ class LossPlot(_Plot):
         values = _finite(list(ys) + tl + vl)
         self._x_axis(state)
         if self.log_scale:
-            self.note = "log scale"
+            self._note = "log scale"
         if not values:
             self._finish((0, 1), "no steps yet")
         elif self.log_scale:
@@ -307,7 +329,7 @@ class LossPlot(_Plot):
         else:
             kept, above = split_outliers(values)
             if above:
-                self.note = f"{above} off the top (max {max(values):.4g}; l: log scale)"
+                self._note = f"{above} off the top (max {max(values):.4g}; l: log scale)"
             self._finish(nice_range(kept, floor=0.0), "no steps yet")
 
 
@@ -362,7 +384,9 @@ class Legend(Widget):
     def __init__(self, plot: _Plot) -> None:
         super().__init__()
         self.plot = plot
-        self.shown_note = ""
+
+    def on_mount(self) -> None:
+        self.watch(self.plot, "note", self.refresh, init=False)
 
     def render(self) -> RenderResult:
         width = self.size.width - 1
@@ -405,10 +429,14 @@ class TrainingPlots(Vertical):
     TrainingPlots > #plots-lower { height: 1fr; }
     """
 
+    phase: var[tuple] = var((), init=False)
+    """(epochs done, the run's state, whether it has steps): a change draws at once."""
+
     def __init__(self, *, id: Optional[str] = None) -> None:  # noqa: A002
         super().__init__(id=id)
         self.redraws = 0
         self._state: Optional[RunState] = None
+        self._pace = Pace(PLOT_SECONDS)
 
     def compose(self) -> ComposeResult:
         yield PlotPanel(LossPlot(id="plot-loss"), id="panel-loss")
@@ -417,34 +445,40 @@ class TrainingPlots(Vertical):
             yield PlotPanel(LearningRatePlot(id="plot-lr"), id="panel-lr")
 
     def on_mount(self) -> None:
-        self.update_from(RunState())  # empty axes until data arrives
+        self.show(RunState())  # empty axes until data arrives
 
-    def update_from(self, state: RunState, force: bool = False) -> None:
-        """Draw the plots whose data changed since they were last drawn (all with ``force``)."""
+    def update_from(self, view: RunView) -> None:
+        """Drawing the plots is most of the dashboard's work, and it competes with training:
+        at once for a new phase (:meth:`watch_phase`), else every PLOT_SECONDS."""
+        st = view.state
+        self._state = st
+        self.phase = (len(st.history), st.state, bool(st.step_x))
+        if self._pace.due():
+            self.show(st)
+
+    def watch_phase(self) -> None:
+        if self._state is not None:
+            self.show(self._state)
+
+    def show(self, state: RunState) -> None:
+        """Draw the plots whose data changed since they were last drawn."""
         self._state = state
-        drawn = False
-        for plot in self.query(_Plot):
-            key = plot.data_key(state)
-            plot._state = state
-            if force or key != getattr(plot, "_drawn_key", None):
-                plot.draw(state)
-                plot._drawn_key = key
-                drawn = True
-        for legend in self.query(Legend):
-            if legend.plot.note != legend.shown_note:
-                legend.shown_note = legend.plot.note
-                legend.refresh()
-        self.redraws += drawn
+        self._pace.drawn()
+        plots = list(self.query(_Plot))
+        before = sum(p.draws for p in plots)
+        for plot in plots:
+            plot.show(state)
+        self.redraws += sum(p.draws for p in plots) != before
 
     def toggle_log_scale(self) -> bool:
         """Switch the loss plot between a linear and a log scale; returns True if now log."""
         loss = self.query_one(LossPlot)
         loss.log_scale = not loss.log_scale
         if self._state is not None:
-            self.update_from(self._state, force=True)
+            self.show(self._state)
         return loss.log_scale
 
     def on_resize(self) -> None:
         # the number of points kept and the ticks depend on the size
         if self._state is not None:
-            self.update_from(self._state)
+            self.show(self._state)

@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Optional
 
 from rich.text import Text
+from textual.reactive import reactive, var
 from textual.widgets import Static
 
 from ..formatting import fmt_pct
 from ..runstate import RunState, fmt_duration, fmt_lr
+from .view import Pace, RunView
 
 REASON_CHARS = 42  # two lines of the narrow panel; the event log has the full text
+STATUS_SECONDS = 0.9  # the numbers (step, speed, ETA...) are updated about once a second
 
 STATE_STYLE = {
     "starting": ("◌ starting", "dim"),
@@ -71,30 +74,31 @@ class Panel(Static):
     }
     """
 
+    plain: var[str] = var("", init=False)
+    """What is shown, as plain text (tests read it); a change draws the rows."""
+    drawn_shape: reactive[tuple[int, int]] = reactive((0, 0), layout=True, repaint=False, init=False)
+    """(rows, width) drawn: a layout only when the panel's height changes."""
+
     def __init__(self, title: str, *, id: Optional[str] = None) -> None:  # noqa: A002
         super().__init__("", id=id)
         self.border_title = title
-        self.plain = ""  # what is shown, as plain text (tests read it)
         self.redraws = 0
         self._rows: list[tuple[str, Text | str]] = []
-        self._lines: tuple[int, int] = (0, 0)
 
     def set_rows(self, rows: list[tuple[str, Text | str]]) -> None:
         """Show these rows; nothing is redrawn or laid out when they read as before."""
-        plain = "\n".join(f"{a} {b.plain if isinstance(b, Text) else b}" for a, b in rows)
-        if self._rows and plain == self.plain:
-            return
-        self.plain = plain
         self._rows = rows
+        self.plain = "\n".join(f"{a} {b.plain if isinstance(b, Text) else b}" for a, b in rows)
+
+    def watch_plain(self) -> None:
         self._draw()
 
     def _draw(self, relayout: bool = False) -> None:
         width = self.content_size.width
         text = label_rows(self._rows, width)
-        lines = (text.plain.count("\n") + 1, width)
         self.redraws += 1
-        self.update(text, layout=relayout or lines != self._lines)  # a layout only when the height changes
-        self._lines = lines
+        self.update(text, layout=relayout)
+        self.drawn_shape = (text.plain.count("\n") + 1, width)
 
     def on_resize(self) -> None:
         if self._rows:  # (after this resize is laid out, so that the new height is measured)
@@ -102,14 +106,34 @@ class Panel(Static):
 
 
 class StatusPanel(Panel):
-    """A two-column table, rebuilt from the :class:`RunState` on every tick."""
+    """A two-column table of the run: drawn at once when its state, outcome, mixup or
+    phase changes (:attr:`phase`), else its numbers about once a second."""
+
+    phase: var[tuple] = var((), init=False)
 
     def __init__(self, *, id: Optional[str] = None) -> None:  # noqa: A002
         super().__init__("Status", id=id)
+        self._view: Optional[RunView] = None
+        self._pace = Pace(STATUS_SECONDS)
 
-    def show(self, state: RunState, *, source_kind: str = "live", quiet_for: Optional[float] = None,
-             quitting: bool = False) -> None:
-        self.set_rows(self.rows(state, source_kind=source_kind, quiet_for=quiet_for, quitting=quitting))
+    def update_from(self, view: RunView) -> None:
+        st = view.state
+        self._view = view
+        self.phase = (st.state, st.outcome, st.mixup, st.mixup_source, st.loading is None, view.quitting,
+                      st.global_step > 0)
+        if self._pace.due():
+            self._show()
+
+    def watch_phase(self) -> None:
+        self._show()
+
+    def _show(self) -> None:
+        view = self._view
+        if view is None:
+            return
+        self._pace.drawn()
+        self.set_rows(self.rows(view.state, source_kind=view.source_kind, quiet_for=view.quiet_for,
+                                quitting=view.quitting))
 
     @staticmethod
     def rows(state: RunState, *, source_kind: str = "live", quiet_for: Optional[float] = None,

@@ -2,7 +2,8 @@
 
 It samples on its own slow timer (every ``interval`` seconds, on the UI thread:
 a few reads of ``/proc`` and, on an NVIDIA GPU, four NVML queries), never from
-the training thread, and redraws only when the text changes.
+the training thread, and redraws only when the text changes. From the run it
+needs only its device (:meth:`SystemPanel.update_from`).
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ from __future__ import annotations
 from typing import Optional
 
 from rich.text import Text
+from textual.reactive import var
 
 from ..sysstats import SystemSampler, SystemStats
 from .status import Panel
+from .view import RunView
 
 SAMPLE_SECONDS = 2.0
 
@@ -63,28 +66,32 @@ def system_rows(s: SystemStats, compact: bool = False) -> list[tuple[str, Text]]
 class SystemPanel(Panel):
     """CPU, memory and (on NVIDIA) GPU use, sampled by the UI on its own timer."""
 
+    compact: var[bool] = var(False, init=False)
+    """Two rows instead of four (a short terminal)."""
+    device: var[str] = var("", init=False)
+    """The run's device: its GPU is read once it is known (if it is an NVIDIA one)."""
+
     def __init__(self, sampler: Optional[SystemSampler] = None, *, interval: float = SAMPLE_SECONDS,
                  id: Optional[str] = None) -> None:  # noqa: A002
         super().__init__("System", id=id)
         self.sampler = sampler or SystemSampler()
         self.interval = interval
         self.stats: Optional[SystemStats] = None
-        self.compact = False
-
-    def set_compact(self, compact: bool) -> None:
-        """Two rows instead of four (a short terminal)."""
-        if compact != self.compact:
-            self.compact = compact
-            if self.stats is not None:
-                self._show(self.stats)
 
     def on_mount(self) -> None:
         self.sample()
         if self.interval > 0:
             self.set_interval(self.interval, self.sample)
 
-    def set_device(self, device: str) -> None:
-        """The run's device is known: read its GPU from now on (if it is an NVIDIA one)."""
+    def update_from(self, view: RunView) -> None:
+        if view.state.device:
+            self.device = view.state.device
+
+    def watch_compact(self) -> None:
+        if self.stats is not None:
+            self._show(self.stats)
+
+    def watch_device(self, device: str) -> None:
         if device and device != self.sampler.device:
             self.sampler.set_device(device)
             self.sample()
