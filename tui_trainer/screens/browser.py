@@ -1,9 +1,10 @@
 """The checkpoint browser: every run and checkpoint, evaluation, predictions, resume.
 
 The table is built from the small JSON files of the run folders (no torch, so it
-opens at once). Evaluation runs in a thread worker with a progress bar; its
-result is stored beside the checkpoint (``NAME.eval.json``) so the table shows
-the test accuracy next time without recomputing.
+opens at once). The Evaluation and Gallery tabs are panes with their own thread
+workers (:mod:`tui_trainer.widgets.evaluation`); an evaluation's result is stored
+beside the checkpoint (``NAME.eval.json``) so the table shows the test accuracy
+next time without recomputing. The screen keeps the table and the keys.
 """
 
 from __future__ import annotations
@@ -13,28 +14,18 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.screen import Screen
-from textual.widgets import (
-    Button,
-    DataTable,
-    Footer,
-    Header,
-    Input,
-    ProgressBar,
-    Static,
-    TabbedContent,
-    TabPane,
-)
+from textual.widgets import Button, DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
 
-from engine.runs import CheckpointInfo, RunSummary, complete_result, latest_evaluation
+from engine.runs import CheckpointInfo, RunSummary
 
 from ..formatting import fmt_pct, format_size
 from ..messages import StartRun
-from ..widgets.evaluation import Gallery, confusion_renderable
+from ..widgets.evaluation import EvaluationPane, Gallery
 
 @dataclass(frozen=True)
 class Row:
@@ -81,20 +72,44 @@ def flatten(runs: list[RunSummary]) -> list[Row]:
     return [Row(run, c) for run in runs for c in run.checkpoints]
 
 
+def run_info(row: Row) -> Text:
+    """The Run tab: the checkpoint, its run, its data and settings, and the keys."""
+    run, c = row.run, row.ckpt
+    text = Text()
+    text.append(f"{c.path}\n", style="bold")
+    text.append(f"run {run.run_id} ({run.status})  created {run.created or '?'}  device {run.device or '?'}\n")
+    if run.params is not None:
+        text.append(f"model SEResNet width {run.width}, {run.params:,} parameters\n")
+    if run.data:
+        text.append(f"data {run.data}: {run.train_images or '?'} train / {run.val_images or '?'} val / "
+                    f"{run.test_images or '?'} test images\n")
+    text.append(f"checkpoint: epoch {c.epoch}" + (f" + {c.step_in_epoch} steps" if c.step_in_epoch else "")
+                + f" of {run.epochs or '?'}, val acc {_pct(c.val_acc) or '-'}%")
+    if c.test_acc is not None:
+        text.append(f", test acc {_pct(c.test_acc)}% on {c.test_source}")
+    elif c.test_stale:
+        text.append(", test acc: stale (the file changed since it was evaluated; press e)", style="yellow")
+    text.append("\n\nsettings: ", style="bold")
+    text.append(", ".join(f"{k}={v}" for k, v in run.config.items() if k not in ("runs_dir",)))
+    text.append("\n\nkeys: e evaluate   r resume or extend this run   n new run with these settings   "
+                "space mark for comparison   v compare", style="dim")
+    return text
+
+
 class BrowserScreen(Screen):
     """Runs and checkpoints; evaluate, look at predictions, resume or start from one."""
 
     BINDINGS = [
         Binding("escape", "back", "Back"),
         Binding("e", "evaluate", "Evaluate"),
-        Binding("w", "wrong", "Misclassified", tooltip="Gallery: show only the misclassified images"),
-        Binding("w", "all_images", "All images", tooltip="Gallery: show every image again"),
+        Binding("w", "only_wrong(True)", "Misclassified", tooltip="Gallery: show only the misclassified images"),
+        Binding("w", "only_wrong(False)", "All images", tooltip="Gallery: show every image again"),
         Binding("k", "next_class", "Class", show=False),
         Binding("a", "all_classes", "All classes", show=False),
         Binding("r", "resume", "Resume"),
         Binding("n", "new_run", "New run"),
-        Binding("s", "sort", "Sort", show=False, tooltip="Sort by the next column (S: reverse the order)"),
-        Binding("S", "reverse_sort", "Reverse sort", show=False),
+        Binding("s", "sort(True)", "Sort", show=False, tooltip="Sort by the next column (S: reverse the order)"),
+        Binding("S", "sort(False)", "Reverse sort", show=False),
         Binding("space", "mark", "Mark", tooltip="Mark or unmark this run for comparison"),
         Binding("v", "compare", "Compare", tooltip="Compare the marked runs: curves and settings"),
         Binding("f5", "reload", "Reload", show=False),
@@ -107,11 +122,19 @@ class BrowserScreen(Screen):
         self.rows: list[Row] = []
         self.sort_key = "run"
         self.sort_reverse = True
-        self.evaluating: Optional[str] = None
-        self.fresh: Optional[str] = None  # the checkpoint whose evaluation is on screen, just computed
         self.marked: list[str] = []  # run folders marked for comparison, in the order marked
-        self.gallery_of: Optional[str] = None  # the checkpoint whose predictions the gallery shows
-        self.gallery_loading: Optional[str] = None
+        self.evaluation = EvaluationPane(self._evaluated, id="evaluation")
+        self.gallery = Gallery(id="gallery")
+
+    @property
+    def evaluating(self) -> Optional[str]:
+        """The checkpoint being evaluated, if any."""
+        return self.evaluation.evaluating
+
+    @property
+    def gallery_of(self) -> Optional[str]:
+        """The checkpoint whose predictions the gallery shows."""
+        return self.gallery.of
 
     # ----------------------------------------------------------------------- layout
     def compose(self) -> ComposeResult:
@@ -123,56 +146,40 @@ class BrowserScreen(Screen):
                 with VerticalScroll():
                     yield Static("Select a checkpoint.", id="run-info")
             with TabPane("Evaluation", id="tab-eval"):
-                with Horizontal(id="eval-bar"):
-                    yield Input(placeholder="test data: blank = the checkpoint's own test split, or a path / cifar10",
-                                id="eval-data")
-                    yield Button("Evaluate", id="eval-go", variant="primary")
-                yield ProgressBar(id="eval-progress", show_eta=True, classes="-hidden")
-                with VerticalScroll():
-                    yield Static("Press e to evaluate the selected checkpoint.", id="eval-summary")
-                    yield Static("", id="eval-matrix")
+                yield self.evaluation
             with TabPane("Gallery", id="tab-gallery"):
-                yield Gallery(id="gallery")
+                yield self.gallery
         yield Footer()
 
     def on_mount(self) -> None:
         self.sub_title = "checkpoints"
-        table = self.query_one(DataTable)
-        self._columns(table)
         self.action_reload()
-        table.focus()
-
-    def _columns(self, table: DataTable) -> None:
-        """The column titles, the sorted one with an arrow (▼ descending, ▲ ascending)."""
-        table.clear(columns=True)
-        table.add_column(" ", key="mark")
-        for key, title, _ in COLUMNS:
-            arrow = (" ▼" if self.sort_reverse else " ▲") if key == self.sort_key else ""
-            table.add_column(Text(title + arrow, style="bold" if arrow else ""), key=key)
+        self.query_one(DataTable).focus()
 
     # ----------------------------------------------------------------------- table
-    def _root(self) -> Path:
-        from engine.runs import default_runs_dir
+    def action_reload(self, keep: Optional[str] = None, show_eval: bool = True) -> None:
+        """Read the runs again (``keep``: the checkpoint to keep the cursor on)."""
+        from engine.runs import default_runs_dir, list_runs
 
-        return self.runs_dir or default_runs_dir()
-
-    def action_reload(self) -> None:
-        from engine.runs import list_runs
-
-        root = self._root()
+        root = self.runs_dir or default_runs_dir()
         self.rows = flatten(list_runs(root))
         where = f"{len(self.rows)} checkpoint(s) in {root}.  s sorts, space marks runs, v compares them."
         if not self.rows:
             where = (f"No checkpoints in {root} yet. Train a run first "
                      "(cifar-tui train --data synthetic --preset tiny).")
         self.query_one("#browser-where", Static).update(Text(where))
-        self._fill()
+        self._fill(keep, show_eval)
 
     def _fill(self, keep: Optional[str] = None, show_eval: bool = True) -> None:
+        """The table, sorted; the sorted column's title with an arrow (▼ descending, ▲ ascending)."""
         table = self.query_one(DataTable)
         keyfn = next(fn for key, _, fn in COLUMNS if key == self.sort_key)
         self.rows.sort(key=keyfn, reverse=self.sort_reverse)
-        self._columns(table)
+        table.clear(columns=True)
+        table.add_column(" ", key="mark")
+        for key, title, _ in COLUMNS:
+            arrow = (" ▼" if self.sort_reverse else " ▲") if key == self.sort_key else ""
+            table.add_column(Text(title + arrow, style="bold" if arrow else ""), key=key)
         for r in self.rows:
             c = r.ckpt
             test = _pct(c.test_acc) if c.test_acc is not None else ("stale" if c.test_stale else "")
@@ -206,17 +213,10 @@ class BrowserScreen(Screen):
         if str(event.column_key.value) in SORT_KEYS:
             self.sort_by(str(event.column_key.value))
 
-    def action_sort(self) -> None:
-        """Sort by the next column."""
+    def action_sort(self, next_column: bool) -> None:
+        """Sort by the next column, or (not ``next_column``) reverse the order."""
         i = SORT_KEYS.index(self.sort_key) if self.sort_key in SORT_KEYS else -1
-        self.sort_by(SORT_KEYS[(i + 1) % len(SORT_KEYS)])
-        self._say_sort()
-
-    def action_reverse_sort(self) -> None:
-        self.sort_by(self.sort_key)
-        self._say_sort()
-
-    def _say_sort(self) -> None:
+        self.sort_by(SORT_KEYS[(i + 1) % len(SORT_KEYS)] if next_column else self.sort_key)
         title = next(t for k, t, _ in COLUMNS if k == self.sort_key)
         self.notify(f"sorted by {title}, {'descending' if self.sort_reverse else 'ascending'}", timeout=2)
 
@@ -244,43 +244,9 @@ class BrowserScreen(Screen):
     def _show_run(self, row: Optional[Row], show_eval: bool = True) -> None:
         if row is None:
             return
-        run, c = row.run, row.ckpt
-        text = Text()
-        text.append(f"{c.path}\n", style="bold")
-        text.append(f"run {run.run_id} ({run.status})  created {run.created or '?'}  device {run.device or '?'}\n")
-        if run.params is not None:
-            text.append(f"model SEResNet width {run.width}, {run.params:,} parameters\n")
-        if run.data:
-            text.append(f"data {run.data}: {run.train_images or '?'} train / {run.val_images or '?'} val / "
-                        f"{run.test_images or '?'} test images\n")
-        text.append(f"checkpoint: epoch {c.epoch}" + (f" + {c.step_in_epoch} steps" if c.step_in_epoch else "")
-                    + f" of {run.epochs or '?'}, val acc {_pct(c.val_acc) or '-'}%")
-        if c.test_acc is not None:
-            text.append(f", test acc {_pct(c.test_acc)}% on {c.test_source}")
-        elif c.test_stale:
-            text.append(", test acc: stale (the file changed since it was evaluated; press e)", style="yellow")
-        text.append("\n\nsettings: ", style="bold")
-        text.append(", ".join(f"{k}={v}" for k, v in run.config.items() if k not in ("runs_dir",)))
-        text.append("\n\nkeys: e evaluate   r resume or extend this run   n new run with these settings   "
-                    "space mark for comparison   v compare", style="dim")
-        self.query_one("#run-info", Static).update(text)
-        # a stored evaluation is shown without recomputing
-        if self.evaluating is None and show_eval and row.path != self.fresh:
-            self.fresh = None
-            self._show_stored(row)
-
-    def _show_stored(self, row: Row) -> None:
-        stored = latest_evaluation(row.path)
-        summary = self.query_one("#eval-summary", Static)
-        matrix = self.query_one("#eval-matrix", Static)
-        if stored is None or not complete_result(stored.result):
-            stale = latest_evaluation(row.path, include_stale=True) is not None
-            summary.update("The stored evaluation is damaged: press e to evaluate again." if stored is not None else
-                           "The stored evaluation is of an earlier version of this file: press e to evaluate it."
-                           if stale else "Not evaluated yet: press e (or the button) to evaluate on the test split.")
-            matrix.update("")
-            return
-        self._render_result(stored.result, stored=True)
+        self.query_one("#run-info", Static).update(run_info(row))
+        if show_eval:  # a stored evaluation is shown without recomputing
+            self.evaluation.show_checkpoint(row.path)
 
     # ------------------------------------------------------------------ evaluation
     def action_evaluate(self) -> None:
@@ -291,164 +257,51 @@ class BrowserScreen(Screen):
         if self.evaluating is not None:
             self.notify("An evaluation is already running.", severity="warning")
             return
-        self.evaluating = row.path
-        data = self.query_one("#eval-data", Input).value.strip() or None
         self.query_one("#browser-tabs", TabbedContent).active = "tab-eval"
-        self.query_one("#eval-summary", Static).update(Text(f"Evaluating {row.path} ..."))
-        self.query_one("#eval-matrix", Static).update("")
-        bar = self.query_one(ProgressBar)
-        bar.update(total=None, progress=0)
-        bar.remove_class("-hidden")
-        self._evaluate(row.path, data)
+        self.gallery.cancel_loading()
+        self.evaluation.evaluate(row.path)
 
     @on(Button.Pressed, "#eval-go")
-    def _eval_button(self) -> None:
-        self.action_evaluate()
-
     @on(Input.Submitted, "#eval-data")
-    def _eval_submit(self) -> None:
+    def _eval_asked(self) -> None:
         self.action_evaluate()
 
-    @work(thread=True, exclusive=True, group="evaluate")
-    def _evaluate(self, path: str, data: Optional[str]) -> None:
-        def progress(done: int, total: int) -> None:
-            self.app.call_from_thread(self.query_one(ProgressBar).update, total=total, progress=done)
-
-        try:
-            from engine.checkpoint import CheckpointError
-            from engine.config import ConfigError
-            from engine.data import DataError
-            from engine.evaluate import evaluate_checkpoint
-
-            try:
-                result = evaluate_checkpoint(path, data, progress=progress)
-            except (CheckpointError, DataError, ConfigError, OSError) as e:
-                self.app.call_from_thread(self._eval_failed, str(e))
-                return
-        except Exception as e:  # the browser must keep working whatever happens
-            self.app.call_from_thread(self._eval_failed, f"{type(e).__name__}: {e}")
-            return
-        self.app.call_from_thread(self._eval_done, path, result)
-
-    def _eval_failed(self, message: str) -> None:
-        self.evaluating = None
-        self.query_one(ProgressBar).add_class("-hidden")
-        self.query_one("#eval-summary", Static).update(Text(f"Evaluation failed: {message}", style="bold red"))
-        self.notify(message, title="Evaluation failed", severity="error", timeout=10, markup=False)
-
-    def _eval_done(self, path: str, evaluation) -> None:
-        """``evaluation``: an :class:`engine.evaluate.CheckpointEvaluation`."""
-        self.evaluating = None
-        self.fresh = path
-        self._render_result(evaluation.to_dict())
-        r = evaluation.result
-        self.query_one(Gallery).set_data(evaluation.images.x, evaluation.images.y.tolist(), r.predictions.tolist(),
-                                         r.confidence.tolist(), evaluation.classes)
-        self.gallery_of = path
-        self.action_reload_keep(path)
-
-    def action_reload_keep(self, path: str) -> None:
-        from engine.runs import list_runs
-
-        self.rows = flatten(list_runs(self._root()))
-        self._fill(keep=path, show_eval=False)
-
-    def _render_result(self, result: dict, stored: bool = False) -> None:
-        from rich.console import Group
-
-        head = Text()
-        head.append(f"{100 * result['accuracy']:.2f}% accuracy", style="bold")
-        head.append(f", loss {result['loss']:.4f}, on {result['images']:,} images of {result['data_source']}")
-        if stored:
-            gallery = "the Gallery tab shows its predictions" if isinstance(result.get("predictions"), list) \
-                else "press e to evaluate again and fill the gallery"
-            head.append(f"\n(stored result from {result.get('evaluated', 'earlier')}; {gallery})", style="dim")
-        for note in result.get("notes") or []:
-            head.append(f"\nnote: {note}", style="yellow")
-        self.query_one(ProgressBar).add_class("-hidden")
-        self.query_one("#eval-summary", Static).update(head)
-        self.query_one("#eval-matrix", Static).update(
-            Group(Text("confusion matrix: rows are true classes, columns predicted; acc% per class", style="dim"),
-                  confusion_renderable(result)))
+    def _evaluated(self, path: str, evaluation) -> None:
+        """Its predictions in the gallery, its test accuracy in the table."""
+        self.gallery.show_evaluation(path, evaluation)
+        self.action_reload(keep=path, show_eval=False)
 
     # --------------------------------------------------------------------- gallery
-    def action_wrong(self) -> None:
-        self._set_only_wrong(True)
-
-    def action_all_images(self) -> None:
-        self._set_only_wrong(False)
-
-    def _set_only_wrong(self, on: bool) -> None:
-        g = self.query_one(Gallery)
-        g.only_wrong = on
-        g.refresh_tiles()
+    def action_only_wrong(self, on: bool) -> None:
+        self.gallery.set_filter(only_wrong=on)
         self.query_one("#browser-tabs", TabbedContent).active = "tab-gallery"
         self.refresh_bindings()  # w now does the other thing
-        self._fill_gallery_from_stored()
+        self._fill_gallery()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("wrong", "all_images"):
-            return (action == "all_images") == self.query_one(Gallery).only_wrong
+        if action == "only_wrong":  # w shows what it will do now
+            return bool(parameters and parameters[0]) != self.gallery.only_wrong
         return True
 
     @on(TabbedContent.TabActivated, "#browser-tabs")
     def _tab(self, event: TabbedContent.TabActivated) -> None:
         if event.pane.id == "tab-gallery":
-            self._fill_gallery_from_stored()
+            self._fill_gallery()
 
-    def _fill_gallery_from_stored(self) -> None:
-        """Show the selected checkpoint's stored predictions in the gallery (the images are
-        read again from its data, in a thread), without evaluating again."""
+    def _fill_gallery(self) -> None:
+        """The selected checkpoint's stored predictions in the gallery (unless an evaluation runs)."""
         row = self.current()
-        if row is None or self.evaluating is not None or row.path in (self.gallery_of, self.gallery_loading):
-            return
-        stored = latest_evaluation(row.path)
-        if stored is None or not stored.has_predictions:
-            return
-        self.gallery_loading = row.path
-        self.query_one(Gallery).show_note(f"Loading the images of the stored evaluation ({stored.source})...")
-        self._load_gallery(row.path, stored.result)
-
-    @work(thread=True, exclusive=True, group="gallery")
-    def _load_gallery(self, path: str, result: dict) -> None:
-        try:
-            from engine.data import DataError
-            from engine.evaluate import gallery_from_stored
-
-            try:
-                images, preds, conf, classes = gallery_from_stored(result)
-            except (DataError, OSError) as e:
-                self.app.call_from_thread(self._gallery_failed, path, str(e))
-                return
-        except Exception as e:  # the browser must keep working whatever happens
-            self.app.call_from_thread(self._gallery_failed, path, f"{type(e).__name__}: {e}")
-            return
-        self.app.call_from_thread(self._gallery_done, path, images, preds, conf, classes)
-
-    def _gallery_done(self, path: str, images, preds, conf, classes) -> None:
-        self.gallery_loading = None
-        if self.evaluating is not None:
-            return  # a fresh evaluation is on its way
-        self.gallery_of = path
-        self.query_one(Gallery).set_data(images.x, images.y.tolist(), preds, conf, classes)
-
-    def _gallery_failed(self, path: str, message: str) -> None:
-        self.gallery_loading = None
-        self.query_one(Gallery).show_note(f"The stored predictions cannot be shown: {message}")
+        if row is not None and self.evaluating is None:
+            self.gallery.show_stored(row.path)
 
     def action_next_class(self) -> None:
-        g = self.query_one(Gallery)
-        if not g.class_names:
+        if not self.gallery.next_class():
             self.notify("Evaluate a checkpoint first (e).", severity="warning")
             return
-        g.class_filter = 0 if g.class_filter is None else (g.class_filter + 1) % len(g.class_names)
-        g.refresh_tiles()
         self.query_one("#browser-tabs", TabbedContent).active = "tab-gallery"
 
     def action_all_classes(self) -> None:
-        g = self.query_one(Gallery)
-        g.class_filter = None
-        g.refresh_tiles()
+        self.gallery.set_filter(class_filter=None)
 
     # ------------------------------------------------------------- resume / new run
     def action_resume(self) -> None:
@@ -508,14 +361,11 @@ class BrowserScreen(Screen):
         n = len(self.marked)
         self.notify(f"{n} run(s) marked" + ("; v compares them" if n >= 2 else "; mark another, then v"), timeout=3)
 
-    def marked_runs(self) -> list[RunSummary]:
-        runs = {r.run.path: r.run for r in self.rows}
-        return [runs[p] for p in self.marked if p in runs]
-
     def action_compare(self) -> None:
         from .compare import CompareScreen
 
-        runs = self.marked_runs()
+        by_path = {r.run.path: r.run for r in self.rows}
+        runs = [by_path[p] for p in self.marked if p in by_path]
         if len(runs) < 2:
             self.notify("Mark two or more runs with space, then press v.", severity="warning")
             return

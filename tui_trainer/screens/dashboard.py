@@ -69,6 +69,9 @@ class DashboardScreen(Screen):
 
     narrow: var[bool] = var(False, toggle_class="-narrow")
     short: var[bool] = var(False, toggle_class="-short")
+    run_phase: var[tuple] = var((), init=False)
+    """The run's state and mixup as its events show them: a change confirms (or not) what
+    the keys asked for (:meth:`watch_run_phase`)."""
     commands: var[tuple] = var((), init=False, bindings=True)
     """What the footer's keys depend on: the state, a pending pause, whether the trainer
     lives and (attached to another process's run) whether it takes commands now."""
@@ -132,7 +135,7 @@ class DashboardScreen(Screen):
         view = RunView(st, source_kind=kind, quiet_for=quiet, quitting=self.app_quitting)
         for widget in self.fed:
             widget.update_from(view)
-        self._settle_wants()
+        self.run_phase = (st.state, st.mixup)
         if st.run_id and kind == "live":
             self.sub_title = f"training {st.run_id}"
         self.commands = (st.state, self._want_pause, self.source.active, self.source.can_command)
@@ -141,7 +144,7 @@ class DashboardScreen(Screen):
         if self.source.kind == "watch":
             self.sub_title = f"{'attached to' if self.source.can_command else 'watching'} {self.source.run_dir}"
 
-    def _settle_wants(self) -> None:
+    def watch_run_phase(self) -> None:
         """A pause or mixup asked for is no longer pending once the run's events show it."""
         st = self.run_state
         if st.state in ("paused", "running", "finished", "failed"):

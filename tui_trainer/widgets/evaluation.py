@@ -1,19 +1,25 @@
-"""Widgets for an evaluation result: a confusion-matrix grid and a predictions gallery.
+"""The browser's evaluation panes: the Evaluation tab and the predictions Gallery.
 
-Images are drawn with rich-pixels' half-cell renderer (two pixels per character
-cell, in true colour).
+Each pane owns its Textual thread worker: :class:`EvaluationPane` evaluates a
+checkpoint (with a progress bar) and shows the result and its confusion matrix;
+:class:`Gallery` shows the predictions of a fresh evaluation, or reads again the
+images of a stored one. Images are drawn with rich-pixels' half-cell renderer (two
+pixels per character cell, in true colour).
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
-from textual.containers import Grid, VerticalScroll
-from textual.widgets import Static
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.widgets import Button, Input, ProgressBar, Static
+
+from engine.runs import complete_result, latest_evaluation
 
 from ..formatting import fmt_pct
 
@@ -101,6 +107,8 @@ class Gallery(VerticalScroll):
 
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
+        self.of: Optional[str] = None  # the checkpoint whose predictions are shown
+        self.loading: Optional[str] = None  # the checkpoint whose stored predictions are being read
         self.images = None
         self.labels: list[int] = []
         self.preds: list[int] = []
@@ -154,3 +162,177 @@ class Gallery(VerticalScroll):
             ImageTile(self.images[i], self.class_names[self.labels[i]], self.class_names[self.preds[i]], self.conf[i], i)
             for i in self.shown
         ])
+
+    # ------------------------------------------------------------ what to show
+    def set_filter(self, *, only_wrong: Optional[bool] = None, class_filter: Optional[int] = -1) -> None:
+        """Show only the misclassified images (or all), of one class (None: all classes)."""
+        if only_wrong is not None:
+            self.only_wrong = only_wrong
+        if class_filter != -1:
+            self.class_filter = class_filter
+        self.refresh_tiles()
+
+    def next_class(self) -> bool:
+        """Show the next class only; False when there are no predictions yet."""
+        if not self.class_names:
+            return False
+        self.set_filter(class_filter=0 if self.class_filter is None else (self.class_filter + 1) % len(self.class_names))
+        return True
+
+    def show_evaluation(self, path: str, evaluation) -> None:
+        """A fresh :class:`engine.evaluate.CheckpointEvaluation` of ``path``."""
+        r = evaluation.result
+        self.of, self.loading = path, None
+        self.set_data(evaluation.images.x, evaluation.images.y.tolist(), r.predictions.tolist(),
+                      r.confidence.tolist(), evaluation.classes)
+
+    def show_stored(self, path: str) -> None:
+        """The stored predictions of ``path``, if it has some: its images are read again from
+        its data, in a thread, without evaluating again."""
+        if path in (self.of, self.loading):
+            return
+        stored = latest_evaluation(path)
+        if stored is None or not stored.has_predictions:
+            return
+        self.loading = path
+        self.show_note(f"Loading the images of the stored evaluation ({stored.source})...")
+        self._load(path, stored.result)
+
+    def cancel_loading(self) -> None:
+        """A fresh evaluation is on its way: stored predictions read meanwhile are not shown."""
+        self.loading = None
+
+    @work(thread=True, exclusive=True, group="gallery")
+    def _load(self, path: str, result: dict) -> None:
+        try:
+            from engine.data import DataError
+            from engine.evaluate import gallery_from_stored
+
+            try:
+                images, preds, conf, classes = gallery_from_stored(result)
+            except (DataError, OSError) as e:
+                self.app.call_from_thread(self._load_failed, path, str(e))
+                return
+        except Exception as e:  # the browser must keep working whatever happens
+            self.app.call_from_thread(self._load_failed, path, f"{type(e).__name__}: {e}")
+            return
+        self.app.call_from_thread(self._loaded, path, images, preds, conf, classes)
+
+    def _loaded(self, path: str, images, preds, conf, classes) -> None:
+        if path != self.loading:
+            return  # a fresh evaluation (or another checkpoint's) took its place
+        self.of, self.loading = path, None
+        self.set_data(images.x, images.y.tolist(), preds, conf, classes)
+
+    def _load_failed(self, path: str, message: str) -> None:
+        if path == self.loading:
+            self.loading = None
+        self.show_note(f"The stored predictions cannot be shown: {message}")
+
+
+class EvaluationPane(Vertical):
+    """The Evaluation tab: which test data, a progress bar, the result and its confusion
+    matrix. It evaluates in its own thread worker; ``on_evaluated(path, evaluation)`` is
+    called when a fresh result is shown (the engine stores it beside the checkpoint;
+    ``evaluation`` is an :class:`engine.evaluate.CheckpointEvaluation`)."""
+
+    DEFAULT_CSS = """
+    EvaluationPane #eval-bar { height: auto; }
+    EvaluationPane #eval-data { width: 1fr; }
+    EvaluationPane #eval-go { min-width: 12; }
+    EvaluationPane #eval-progress { height: 1; }
+    EvaluationPane #eval-summary { height: auto; }
+    """
+
+    def __init__(self, on_evaluated: Optional[Callable[[str, Any], None]] = None, **kw) -> None:
+        super().__init__(**kw)
+        self.on_evaluated = on_evaluated
+        self.evaluating: Optional[str] = None  # the checkpoint being evaluated
+        self.fresh: Optional[str] = None  # the checkpoint whose evaluation is on screen, just computed
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="eval-bar"):
+            yield Input(placeholder="test data: blank = the checkpoint's own test split, or a path / cifar10",
+                        id="eval-data")
+            yield Button("Evaluate", id="eval-go", variant="primary")
+        yield ProgressBar(id="eval-progress", show_eta=True, classes="-hidden")
+        with VerticalScroll():
+            yield Static("Press e to evaluate the selected checkpoint.", id="eval-summary")
+            yield Static("", id="eval-matrix")
+
+    def show_checkpoint(self, path: str) -> None:
+        """The selected checkpoint's stored evaluation, without recomputing (unless an
+        evaluation runs, or this one's fresh result is on screen)."""
+        if self.evaluating is not None or path == self.fresh:
+            return
+        self.fresh = None
+        stored = latest_evaluation(path)
+        if stored is None or not complete_result(stored.result):
+            stale = latest_evaluation(path, include_stale=True) is not None
+            self._show("The stored evaluation is damaged: press e to evaluate again." if stored is not None else
+                       "The stored evaluation is of an earlier version of this file: press e to evaluate it."
+                       if stale else "Not evaluated yet: press e (or the button) to evaluate on the test split.")
+            return
+        self.show_result(stored.result, stored=True)
+
+    def evaluate(self, path: str) -> None:
+        """Evaluate ``path`` on the data in the field (blank: its own test split)."""
+        self.evaluating = path
+        data = self.query_one("#eval-data", Input).value.strip() or None
+        self._show(Text(f"Evaluating {path} ..."))
+        bar = self.query_one(ProgressBar)
+        bar.update(total=None, progress=0)
+        bar.remove_class("-hidden")
+        self._evaluate(path, data)
+
+    @work(thread=True, exclusive=True, group="evaluate")
+    def _evaluate(self, path: str, data: Optional[str]) -> None:
+        def progress(done: int, total: int) -> None:
+            self.app.call_from_thread(self.query_one(ProgressBar).update, total=total, progress=done)
+
+        try:
+            from engine.checkpoint import CheckpointError
+            from engine.config import ConfigError
+            from engine.data import DataError
+            from engine.evaluate import evaluate_checkpoint
+
+            try:
+                result = evaluate_checkpoint(path, data, progress=progress)
+            except (CheckpointError, DataError, ConfigError, OSError) as e:
+                self.app.call_from_thread(self._failed, str(e))
+                return
+        except Exception as e:  # the browser must keep working whatever happens
+            self.app.call_from_thread(self._failed, f"{type(e).__name__}: {e}")
+            return
+        self.app.call_from_thread(self._done, path, result)
+
+    def _failed(self, message: str) -> None:
+        self.evaluating = None
+        self.query_one(ProgressBar).add_class("-hidden")
+        self.query_one("#eval-summary", Static).update(Text(f"Evaluation failed: {message}", style="bold red"))
+        self.notify(message, title="Evaluation failed", severity="error", timeout=10, markup=False)
+
+    def _done(self, path: str, evaluation) -> None:
+        self.evaluating = None
+        self.fresh = path
+        self.show_result(evaluation.to_dict())
+        if self.on_evaluated is not None:  # at once: the table is refilled in the same frame as the result
+            self.on_evaluated(path, evaluation)
+
+    def _show(self, summary: Text | str, matrix: object = "") -> None:
+        self.query_one("#eval-summary", Static).update(summary)
+        self.query_one("#eval-matrix", Static).update(matrix)
+
+    def show_result(self, result: dict, stored: bool = False) -> None:
+        head = Text()
+        head.append(f"{100 * result['accuracy']:.2f}% accuracy", style="bold")
+        head.append(f", loss {result['loss']:.4f}, on {result['images']:,} images of {result['data_source']}")
+        if stored:
+            gallery = "the Gallery tab shows its predictions" if isinstance(result.get("predictions"), list) \
+                else "press e to evaluate again and fill the gallery"
+            head.append(f"\n(stored result from {result.get('evaluated', 'earlier')}; {gallery})", style="dim")
+        for note in result.get("notes") or []:
+            head.append(f"\nnote: {note}", style="yellow")
+        self.query_one(ProgressBar).add_class("-hidden")
+        self._show(head, Group(Text("confusion matrix: rows are true classes, columns predicted; acc% per class",
+                                    style="dim"), confusion_renderable(result)))
