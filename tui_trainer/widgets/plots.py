@@ -425,7 +425,7 @@ class TrainingPlots(Vertical):
     """Loss across the top; accuracy and learning rate side by side below it."""
 
     DEFAULT_CSS = """
-    TrainingPlots { height: 1fr; width: 1fr; }
+    TrainingPlots { height: 1fr; width: 1fr; padding: 0 1 0 0; }
     TrainingPlots > #plots-lower { height: 1fr; }
     """
 

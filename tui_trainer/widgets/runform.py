@@ -112,7 +112,33 @@ class RunForm(Widget):
     """The form. ``base``: a config to prefill it with (else the default preset's)."""
 
     DEFAULT_CSS = """
-    RunForm { height: auto; }
+    RunForm {  /* compact, one line per row */
+        height: auto;
+        border: round $primary;
+        border-title-color: $text;
+        padding: 0 1;
+    }
+    RunForm #form-grid {
+        height: auto;
+        grid-size: 6;
+        grid-columns: 8 1fr 8 1fr 8 1fr;
+        grid-rows: 1;
+        grid-gutter: 0 1;
+    }
+    RunForm #f-data { column-span: 3; }
+    RunForm #f-preset { column-span: 1; }
+    RunForm Label { width: 100%; height: 1; }
+    RunForm Input.-invalid { background: $error 30%; }
+    RunForm #form-last { height: 1; }
+    RunForm #form-last .form-label { width: 9; }
+    RunForm Switch { height: 1; border: none; padding: 0; width: auto; }
+    RunForm Switch:focus { border: none; }  /* (over Switch:focus: a one-line switch keeps no border) */
+    RunForm #f-mixup-state { width: 1fr; padding: 0 1; }
+    RunForm #f-detach-label { width: auto; padding: 0 1 0 0; }
+    RunForm #f-detach-state { width: 5; padding: 0 1; }
+    RunForm #f-start { width: auto; min-width: 16; }
+    RunForm #f-preset-note { height: 1; color: $text-muted; }
+    RunForm #form-error { color: $error; height: auto; }
     """
 
     class Submitted(Message):

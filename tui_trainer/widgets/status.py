@@ -109,6 +109,10 @@ class StatusPanel(Panel):
     """A two-column table of the run: drawn at once when its state, outcome, mixup or
     phase changes (:attr:`phase`), else its numbers about once a second."""
 
+    DEFAULT_CSS = """
+    StatusPanel { border-bottom: none; }  /* the system panel's titled top border, below it, closes it */
+    """
+
     phase: var[tuple] = var((), init=False)
 
     def __init__(self, *, id: Optional[str] = None) -> None:  # noqa: A002
