@@ -1,0 +1,87 @@
+"""The UI's entry layer: stop signals in one place, the detached run's spec, the dashboard's keys
+from one table, every dashboard widget refreshed one way."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from engine import events as ev
+from tui_trainer.detach import DetachError, read_spec
+from tui_trainer.detached_run import child_main
+from tui_trainer.signals import (APP_SIGNALS, HEADLESS_SIGNALS, STOP_REASONS, StopSignals, stop_command,
+                                 stop_reason)
+
+
+def test_stop_signals_are_installed_then_restored():
+    seen = []
+
+    def handler(signum, frame):
+        seen.append(signum)
+
+    before = signal.getsignal(signal.SIGTERM)
+    with StopSignals(handler, (signal.SIGTERM,)):
+        assert signal.getsignal(signal.SIGTERM) is handler
+        signal.raise_signal(signal.SIGTERM)
+    assert seen == [signal.SIGTERM]
+    assert signal.getsignal(signal.SIGTERM) is before
+    with StopSignals(handler, (signal.SIGTERM,), enabled=False):
+        assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_one_vocabulary_of_stop_signals_for_headless_and_the_app():
+    assert set(APP_SIGNALS) < set(HEADLESS_SIGNALS) == set(STOP_REASONS)
+    assert signal.SIGINT not in APP_SIGNALS  # Ctrl+C is a key in the app
+    assert stop_command(signal.SIGHUP) == ev.Stop(save=True, reason="stopped because the terminal closed (SIGHUP)")
+    assert stop_reason(None, "stopped because the app closed") == "stopped because the app closed"
+
+
+def test_a_detached_runs_spec_is_read_back_or_refused_in_one_line(tmp_path, capsys):
+    from engine.config import make_config
+
+    cfg = make_config("tiny", data="synthetic", runs_dir=str(tmp_path))
+    import json
+
+    spec = read_spec([json.dumps({"config": cfg.to_dict(), "resume": None, "resume_overrides": None,
+                                  "run_dir": str(tmp_path / "r")})])
+    assert spec["config"] == cfg and spec["run_dir"] == str(tmp_path / "r")
+    for bad in ([], ["not json"], ["[1, 2]"], [json.dumps({"config": {"epochs": -1}})]):
+        with pytest.raises(DetachError):
+            read_spec(bad)
+    assert child_main(["not json"]) == 2
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and out[0].startswith("error: a detached run needs its settings")
+
+
+def test_the_dashboards_keys_come_from_one_table():
+    from tui_trainer.screens.dashboard import COMMAND_ACTIONS, COMMAND_KEYS, PALETTE_EXTRAS, VIEW_KEYS, DashboardScreen
+
+    keys = [(b.key, b.action, b.description, b.show) for b in DashboardScreen.BINDINGS]
+    assert keys == [(k.key, k.action, k.label, k.show) for k in COMMAND_KEYS + VIEW_KEYS]
+    assert COMMAND_ACTIONS == ("toggle_mixup", "mixup_schedule", "pause", "resume", "save", "stop")
+    assert PALETTE_EXTRAS == {"mixup_schedule"}
+
+
+def test_every_dashboard_widget_is_refreshed_through_update_from():
+    from tui_trainer.bridge import StaticSource
+    from tui_trainer.screens.dashboard import DashboardScreen
+    from tui_trainer.widgets import EventLog, StatusPanel, TrainingPlots
+    from tui_trainer.widgets.system import SystemPanel
+
+    class Sampler:
+        device = None
+
+        def set_device(self, device):
+            self.device = device
+
+        def sample(self):
+            from tui_trainer.sysstats import SystemStats
+
+            return SystemStats(cpu_pct=1.0, proc_cpu_pct=1.0, cores=2, mem_used=1, mem_total=2, rss=1, threads=1,
+                               torch_threads=1, gpu=None, gpu_note="n/a")
+
+    dash = DashboardScreen(StaticSource([]), sampler=Sampler())
+    assert {type(w) for w in dash.fed} == {TrainingPlots, StatusPanel, SystemPanel, EventLog}
+    for w in dash.fed:
+        assert callable(getattr(w, "update_from", None)), type(w).__name__
