@@ -1,12 +1,12 @@
 """Detached runs: training in a background process of its own that outlives the terminal.
 
-``cifar-tui train --detach ...`` (:func:`tui_trainer.console.start_from_cli`) and the
-start screen's Detach switch call :func:`launch`: it chooses the run folder, starts
-``python -m tui_trainer.detached_run SPEC`` in a new session (``setsid``: no controlling terminal, so closing the
-terminal or the SSH connection sends it no SIGHUP), with stdin from /dev/null
-and stdout/stderr appended to the run folder's log (:attr:`RunDir.log_path`),
-and waits until the run has started (its ``RunStarted`` event) or the child has
-failed, whose one-line error it reports. The child
+The launcher. ``cifar-tui train --detach ...`` (:func:`tui_trainer.console.start_from_cli`)
+and the start screen's Detach switch call :func:`launch`: it chooses the run folder,
+starts ``python -m tui_trainer.detached_run SPEC`` in a new session (``setsid``: no
+controlling terminal, so closing the terminal or the SSH connection sends it no
+SIGHUP), with stdin from /dev/null and stdout/stderr appended to the run folder's log
+(:attr:`RunDir.log_path`), and waits until the run has started (its ``RunStarted``
+event) or the child has failed, whose one-line error it reports. The child
 (:mod:`tui_trainer.detached_run`) trains headless in that folder; other terminals
 steer it over its control channel (``cifar-tui ctl``, ``cifar-tui watch``).
 
