@@ -15,11 +15,14 @@ The file, one JSON object per line::
     {"command": "pause"}
     {"command": "mixup", "on": true}          (true, false, or null: back to the schedule)
     {"command": "resume"}  {"command": "save"}  {"command": "stop"}
+    {"command": "lr", "peak": 0.05}  {"command": "lr", "factor": 0.5}
 
 A message is data from a closed set, at most :data:`MAX_MESSAGE_BYTES` bytes: a
-command name and, for mixup, a boolean or null. Nothing in it is a path, a file
-name or code; an unknown or malformed message is skipped and reported as a
-``Warning`` event, and training goes on.
+command word of the command table (:mod:`engine.commands`, which also parses and
+encodes the messages) and its fields (a boolean or null, a finite number). Nothing
+in it is a path, a file name or code; an unknown or malformed message is skipped
+and reported as a ``Warning`` event, and training goes on. A command that cannot
+take effect is refused by the trainer with a ``CommandRefused`` event.
 
 Safety: the file is created by the trainer with mode 0600 in a run folder that
 only its owner may write (the trainer removes group and other write bits), and
@@ -43,11 +46,12 @@ import socket
 import stat
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from . import commands
 from . import events as ev
+from .commands import REMOTE_STOP_REASON, ChannelNotice, encode  # noqa: F401  (the wire is the table's)
 from .rundir import RunDir
 
 CHANNEL_NAME = "cifar-tui-control"
@@ -56,15 +60,6 @@ MAX_MESSAGE_BYTES = 256
 POLL_SECONDS = 0.25  # how often the trainer's thread looks for new commands
 READ_CHUNK = 64 * 1024  # at most this much is read per look (a flood is read over several looks)
 REMOTE_STOP_REASON = "stopped from another terminal"
-COMMAND_WORDS = ("pause", "resume", "stop", "save", "mixup")
-_SIMPLE: dict[str, Callable[[], ev.Command]] = {
-    "pause": ev.Pause,
-    "resume": ev.Resume,
-    "stop": lambda: ev.Stop(save=True, reason=REMOTE_STOP_REASON),
-    "save": ev.SaveCheckpoint,
-}
-_WORD_OF: dict[type, str] = {ev.Pause: "pause", ev.Resume: "resume", ev.Stop: "stop", ev.SaveCheckpoint: "save",
-                             ev.SetMixup: "mixup"}
 
 
 class ControlError(Exception):
@@ -75,52 +70,12 @@ class _NotOpenYet(ControlError):
     """The run holds its lock but its channel is not (yet) open: worth retrying briefly."""
 
 
-@dataclass(frozen=True)
-class ChannelNotice(ev.Command):
-    """Not a user command: the channel's thread asks the trainer to emit a ``Warning``
-    (events are emitted from the training thread only, in order)."""
-
-    message: str
-
-
-# ------------------------------------------------------------------ messages
-
-
-def encode(command: ev.Command) -> bytes:
-    """The line that carries ``command``. A stop always saves a checkpoint first."""
-    word = _WORD_OF.get(type(command))
-    if word is None:
-        raise ValueError(f"{type(command).__name__} cannot be sent to another process")
-    message: dict[str, object] = {"command": word}
-    if isinstance(command, ev.SetMixup):
-        message["on"] = command.on
-    return (json.dumps(message, separators=(",", ":")) + "\n").encode()
-
-
 def decode(raw: bytes) -> ev.Command:
-    """The command a line carries. Raises ``ValueError`` saying what is wrong with it."""
+    """The command a line carries (at most :data:`MAX_MESSAGE_BYTES`; the words and fields
+    are the command table's). Raises ``ValueError`` saying what is wrong with it."""
     if len(raw) > MAX_MESSAGE_BYTES:
         raise ValueError(f"a message of {len(raw)} bytes (the limit is {MAX_MESSAGE_BYTES})")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise ValueError("a message that is not JSON") from None
-    if not isinstance(data, dict):
-        raise ValueError("a message that is not a JSON object")
-    extra = sorted(str(k) for k in data if k not in ("command", "on"))
-    if extra:
-        raise ValueError(f"a message with an unknown field {extra[0][:40]!r}")
-    word = data.get("command")
-    if word == "mixup":
-        if "on" not in data or not (data["on"] is None or isinstance(data["on"], bool)):
-            raise ValueError('a mixup message without "on": true, false or null')
-        return ev.SetMixup(on=data["on"])
-    make = _SIMPLE.get(word) if isinstance(word, str) else None
-    if make is None:
-        raise ValueError(f"an unknown command {str(word)[:40]!r}")
-    if data.get("on") is not None:
-        raise ValueError(f'a {word} message with "on" (only mixup takes it)')
-    return make()
+    return commands.decode(raw)
 
 
 # --------------------------------------------------------------- engine side
@@ -131,11 +86,10 @@ class ControlChannel:
     (``Trainer.send``) from a daemon thread. Never raises once open; never blocks the
     trainer (``deliver`` only puts into a queue)."""
 
-    def __init__(self, run: RunDir, deliver: Callable[[ev.Command], None], *, distributed: bool = False,
+    def __init__(self, run: RunDir, deliver: Callable[[ev.Command], None], *,
                  poll_seconds: float = POLL_SECONDS) -> None:
         self.run = run
         self.deliver = deliver
-        self.distributed = distributed
         self.poll_seconds = poll_seconds
         self.received = 0  # valid commands handed over
         self.rejected = 0  # messages skipped
@@ -148,10 +102,10 @@ class ControlChannel:
         self._thread: Optional[threading.Thread] = None
 
     @classmethod
-    def open(cls, run: RunDir, deliver: Callable[[ev.Command], None], *, distributed: bool = False,
+    def open(cls, run: RunDir, deliver: Callable[[ev.Command], None], *,
              poll_seconds: float = POLL_SECONDS) -> "ControlChannel":
         """Create ``run``'s channel and start listening. Raises :class:`ControlError`."""
-        channel = cls(run, deliver, distributed=distributed, poll_seconds=poll_seconds)
+        channel = cls(run, deliver, poll_seconds=poll_seconds)
         try:
             channel._create()
         except OSError as e:
@@ -229,15 +183,11 @@ class ControlChannel:
         if problems:
             self.rejected += len(problems)
             more = f" and {len(problems) - 1} more" if len(problems) > 1 else ""
-            self._notice(f"control channel: ignored {problems[0]}{more}; it takes pause, resume, stop, "
-                         f"save and mixup (see docs/control.md)")
+            self._notice(f"control channel: ignored {problems[0]}{more}; it takes {commands.USAGE} "
+                         f"(see docs/control.md)")
         return count
 
     def _hand_over(self, command: ev.Command) -> None:
-        if self.distributed and isinstance(command, ev.SetMixup):
-            self._notice("control channel: mixup cannot be switched under torchrun (every process would have "
-                         "to agree); stop the run and resume it with --mixup or --no-mixup")
-            return
         self.received += 1
         self.deliver(command)
 
@@ -266,11 +216,11 @@ class ControlChannel:
             pass
 
 
-def open_for_trainer(run: RunDir, deliver: Callable[[ev.Command], None], warn: Callable[[str], None], *,
-                     distributed: bool = False) -> Optional[ControlChannel]:
+def open_for_trainer(run: RunDir, deliver: Callable[[ev.Command], None],
+                     warn: Callable[[str], None]) -> Optional[ControlChannel]:
     """The trainer's call: the channel, or None after a warning (training never depends on it)."""
     try:
-        return ControlChannel.open(run, deliver, distributed=distributed)
+        return ControlChannel.open(run, deliver)
     except (ControlError, OSError) as e:
         reason = str(e) if isinstance(e, ControlError) else (e.strerror or str(e))
         warn(f"commands from other terminals are off for this run ({reason}); the run trains on")
@@ -360,31 +310,3 @@ def _check_channel(fd: int, path: Path, pid: int) -> None:
     if header.get("pid") != pid:
         raise _NotOpenYet("the run is starting; its control channel is not open yet (the one there is left "
                           "over from an earlier process)")
-
-
-# ------------------------------------------------------------ confirmations
-
-
-def confirms(command: ev.Command, event: ev.Event) -> Optional[bool]:
-    """Does ``event`` show that ``command`` took effect (True), or that it cannot (False:
-    refused, or the run ended first)? None: neither."""
-    if isinstance(event, ev.RunFinished):
-        return isinstance(command, ev.Stop) and event.outcome != "failed"
-    if isinstance(command, ev.Pause):
-        if isinstance(event, ev.Warning) and event.message.startswith("pause is not available"):
-            return False
-        return True if isinstance(event, ev.StateChanged) and event.state == "paused" else None
-    if isinstance(command, ev.Resume):
-        return True if isinstance(event, ev.StateChanged) and event.state == "running" else None
-    if isinstance(command, ev.SaveCheckpoint):
-        if isinstance(event, ev.Warning) and event.message.startswith("could not save"):
-            return False
-        return True if isinstance(event, ev.CheckpointSaved) and event.kind == "manual" else None
-    if isinstance(command, ev.SetMixup):
-        if isinstance(event, ev.Warning) and event.message.startswith("control channel: mixup"):
-            return False
-        if isinstance(event, ev.MixupChanged):
-            wanted = "schedule" if command.on is None else "user"
-            if event.source == wanted and (command.on is None or event.on == command.on):
-                return True
-    return None

@@ -50,6 +50,9 @@ def state_of_outcome(outcome: object) -> State:
 MixupSource = Literal["schedule", "user"]
 CheckpointKind = Literal["last", "best", "epoch", "manual", "stop"]
 CHECKPOINT_KINDS: tuple[str, ...] = ("last", "best", "epoch", "manual", "stop")
+# why a command was refused (CommandRefused.code): not under torchrun, a checkpoint that
+# could not be written, a value outside what the command takes
+REFUSAL_CODES: tuple[str, ...] = ("torchrun", "save_failed", "bad_value")
 
 
 @dataclass(frozen=True)
@@ -141,11 +144,28 @@ class Compiled(Event):
 
 @dataclass(frozen=True)
 class MixupChanged(Event):
-    """Mixup was switched (by the schedule at an epoch start, or by the user)."""
+    """Mixup was switched (by the schedule at an epoch start, or by the user), taking effect
+    from global step ``step + 1`` on (``step``: the steps done when it changed; 0 in files
+    written before it was recorded)."""
 
     epoch: int
     on: bool
     source: MixupSource
+    step: int = 0
+
+
+@dataclass(frozen=True)
+class LrChanged(Event):
+    """The learning rate was steered (:class:`SetLearningRate`): from global step ``step + 1``
+    on, the schedule is multiplied by ``scale``, so its peak is ``peak_lr`` (the config's
+    ``lr`` times ``scale``). ``lr`` is the rate of the next step."""
+
+    epoch: int
+    step: int
+    scale: float
+    peak_lr: float
+    lr: float = 0.0
+    source: str = "user"
 
 
 @dataclass(frozen=True)
@@ -160,13 +180,29 @@ class CheckpointSaved(Event):
 
 @dataclass(frozen=True)
 class StateChanged(Event):
+    """The run's state changed after ``step`` global steps, during epoch ``epoch`` (both 0
+    in files written before they were recorded, and before training starts)."""
+
     state: State
     reason: str = ""
+    epoch: int = 0
+    step: int = 0
 
 
 @dataclass(frozen=True)
 class Warning(Event):  # noqa: A001 - the protocol's name; shadows the builtin only here
     message: str
+
+
+@dataclass(frozen=True)
+class CommandRefused(Warning):
+    """A command that cannot take effect: ``command`` is its word in the command table
+    (:mod:`engine.commands`), ``code`` why, as data (:data:`REFUSAL_CODES`); ``message``
+    says it in a sentence for people. A kind of :class:`Warning`, so a listener that
+    shows warnings shows refusals too. Build it with keywords."""
+
+    command: str = ""
+    code: str = ""
 
 
 @dataclass(frozen=True)
@@ -213,9 +249,11 @@ EVENT_TYPES: dict[str, type[Event]] = {
         EpochDone,
         Compiled,
         MixupChanged,
+        LrChanged,
         CheckpointSaved,
         StateChanged,
         Warning,
+        CommandRefused,
         Failed,
         DataProgress,
         RunFinished,
@@ -343,3 +381,13 @@ class Stop(Command):
 @dataclass(frozen=True)
 class SaveCheckpoint(Command):
     pass
+
+
+@dataclass(frozen=True)
+class SetLearningRate(Command):
+    """Steer the learning rate from the next step on: ``peak`` sets the schedule's peak (an
+    absolute lr, the config's ``lr`` as it would be), ``factor`` multiplies the current one.
+    Exactly one of them. The schedule keeps its shape; its values are scaled."""
+
+    peak: Optional[float] = None
+    factor: Optional[float] = None

@@ -229,9 +229,12 @@ class RunDir:
         return read_json_dict(self.config_path)
 
     def write_config(self, info: dict[str, Any], *, resumed_from: Optional[str] = None,
-                     resume_changes: Optional[dict[str, Any]] = None) -> Optional[str]:
+                     resume_changes: Optional[dict[str, Any]] = None,
+                     carried: Optional[dict[str, Any]] = None) -> Optional[str]:
         """Write config.json. A resumed run keeps its creation time and appends to its
-        resume history (where from, when, the settings that changed). Returns a note when
+        resume history (where from, when, the settings that changed, and ``carried``: what
+        the run keeps from its checkpoint besides its settings, e.g. a steered
+        ``lr_scale``). Returns a note when
         the previous config.json was unreadable (it is rewritten from the checkpoint)."""
         info = dict(info)
         note = None
@@ -247,6 +250,7 @@ class RunDir:
                      "device": info.get("device")}
             if resume_changes:
                 entry["changed"] = resume_changes
+            entry.update(carried or {})
             info["resumes"] = history + [entry]
         atomic_write_json(self.config_path, info)
         return note

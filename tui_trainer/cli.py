@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import typer
 
+from engine.commands import USAGE as CTL_USAGE  # the command table's words (no torch)
 from engine.config import DEFAULT_PRESET, describe_presets
 
 from . import cli_eval, cli_export
@@ -164,11 +165,11 @@ def watch(
 def ctl(
     ctx: typer.Context,
     run: str = typer.Argument(..., metavar="RUN", help=RUN_HELP),
-    command: list[str] = typer.Argument(..., metavar="COMMAND", help="pause, resume, stop, save, or mixup on|off|auto."),
+    command: list[str] = typer.Argument(..., metavar="COMMAND", help=f"{CTL_USAGE}."),
     runs_dir: Optional[str] = typer.Option(None, "--runs-dir", help=RUNS_DIR_HELP),
     timeout: float = typer.Option(30.0, "--timeout", help="Seconds to wait for the run to confirm the command."),
 ) -> None:
-    """Steer a running training from any terminal: pause, resume, stop, save, mixup on|off|auto.
+    """Steer a running training from any terminal: COMMAND is one of those below.
 
     Waits until the run's events confirm the command and prints one line. Exit codes: 0 done,
     1 the run is not training or refused, 2 bad arguments, 124 no confirmation in time."""

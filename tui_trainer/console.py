@@ -14,6 +14,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
+from engine import commands
+
 from .exitcodes import EXIT_FAILED, EXIT_OK
 from .formatting import STATUS_STYLE, fmt_pct, format_size
 
@@ -177,7 +179,7 @@ def start_from_cli(config: Any = None, *, resume: Optional[str] = None, resume_o
     state = "training" if launched.started else "still starting (loading the data)"
     print(f"{state} in the background (process {launched.pid}): {run.path}")
     print(f"  attach:  cifar-tui watch {run.path}")
-    print(f"  control: cifar-tui ctl {run.path} pause|resume|save|stop|mixup on|off|auto")
+    print(f"  control: cifar-tui ctl {run.path} {commands.SHORT_USAGE}")
     print(f"  output:  {run.log_path}")
     if ui and launched.started:
         from .app import run_watch_app

@@ -1,9 +1,11 @@
 """``cifar-tui ctl RUN COMMAND``: steer a running training from any terminal, for scripts.
 
 Sends one command over the run's control channel (:mod:`engine.control`), then
-follows the run's ``metrics.jsonl`` until the event that confirms it (a
-``StateChanged``, a manual ``CheckpointSaved``, a ``MixupChanged``, the final
-``RunFinished``) and prints one line.
+follows the run's ``metrics.jsonl`` until the event that confirms it (as the
+command table says, :mod:`engine.commands`: a ``StateChanged``, a manual
+``CheckpointSaved``, a ``MixupChanged``, an ``LrChanged``, the final ``RunFinished``)
+or refuses it (``CommandRefused``) and prints one line. The commands, their words and
+their usage are the table's.
 
 Exit codes: 0 confirmed (or nothing to do: already paused...), 1 the run is not
 training, refused the command or ended first, 2 bad arguments, 124 no
@@ -17,32 +19,20 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from engine import commands
 from engine import events as ev
-from engine.control import ControlError, confirms, send_command
+from engine.control import ControlError, send_command
 from engine.rundir import RunDir
 from engine.runs import run_status
 
 from .exitcodes import EXIT_OK, EXIT_REFUSED, EXIT_TIMEOUT, EXIT_USAGE  # noqa: F401
-USAGE = "pause, resume, stop, save, or mixup on|off|auto"
-MIXUP_WORDS = {"on": True, "off": False, "auto": None}
+
+USAGE = commands.USAGE
 
 
 def parse_command(words: list[str]) -> ev.Command:
     """The command ``words`` name. Raises ValueError with a one-line message."""
-    if not words:
-        raise ValueError(f"say what to do: {USAGE}")
-    word, rest = words[0].lower(), [w.lower() for w in words[1:]]
-    if word == "mixup":
-        if len(rest) != 1 or rest[0] not in MIXUP_WORDS:
-            raise ValueError("mixup needs one of: on, off, auto (auto: back to the schedule)")
-        return ev.SetMixup(on=MIXUP_WORDS[rest[0]])
-    simple = {"pause": ev.Pause, "resume": ev.Resume, "save": ev.SaveCheckpoint,
-              "stop": lambda: ev.Stop(save=True)}
-    if word not in simple:
-        raise ValueError(f"unknown command {words[0]!r}; use {USAGE}")
-    if rest:
-        raise ValueError(f"{word} takes no value (got {' '.join(words[1:])!r})")
-    return simple[word]()
+    return commands.parse_words(words)
 
 
 def _say(line: str) -> None:
@@ -81,10 +71,9 @@ def _nothing_to_do(run: RunDir, command: ev.Command) -> Optional[int]:
     have no event to wait for) or the command cannot work on this run."""
     state = _current_state(run)
     world = run.read_config().get("world_size")
-    if isinstance(command, (ev.Pause, ev.SetMixup)) and isinstance(world, int) and world > 1:
-        what = "pause" if isinstance(command, ev.Pause) else "switching mixup"
-        return _error(f"{what} is not available under torchrun ({world} processes); stop the run and "
-                      f"resume it instead", EXIT_REFUSED)
+    spec = commands.spec_for(command)
+    if not spec.torchrun and isinstance(world, int) and world > 1:
+        return _error(commands.torchrun_refusal(spec, world), EXIT_REFUSED)
     if state == "stopping":
         return _error(f"{run.run_id} is already stopping", EXIT_REFUSED)
     if isinstance(command, ev.Pause) and state == "paused":
@@ -111,11 +100,11 @@ def _confirm(run: RunDir, command: ev.Command, follower, deadline: float, timeou
     gone = False  # the run was seen not training: one more read (its last events precede the lock's release)
     while True:
         for e in follower.poll():
-            if isinstance(e, ev.Warning):
+            if isinstance(e, ev.Warning) and not isinstance(e, ev.CommandRefused):
                 print(f"warning: {e.message}", file=sys.stderr, flush=True)
-            verdict = confirms(command, e)
+            verdict = commands.confirms(command, e)
             if verdict is True:
-                _say(_confirmed(name, command, e))
+                _say(commands.describe(name, command, e))
                 return EXIT_OK
             if verdict is False:
                 return _error(_refused(name, e), EXIT_REFUSED)
@@ -133,30 +122,11 @@ def _confirm(run: RunDir, command: ev.Command, follower, deadline: float, timeou
         time.sleep(0.1)
 
 
-def _confirmed(name: str, command: ev.Command, e: ev.Event) -> str:
-    if isinstance(e, ev.RunFinished):
-        where = f"; last checkpoint {e.last_checkpoint}" if e.last_checkpoint else ""
-        if e.outcome == "completed":
-            return f"{name} completed before the stop ({e.reason}){where}"
-        return f"{name} {e.reason}{where}"
-    if isinstance(command, ev.Pause):
-        return f"paused {name} (resume with: cifar-tui ctl {name} resume)"
-    if isinstance(command, ev.Resume):
-        return f"resumed {name}"
-    if isinstance(e, ev.CheckpointSaved):
-        return f"saved {e.path}"
-    if isinstance(e, ev.MixupChanged):
-        if e.source == "schedule":
-            return f"mixup in {name} follows the schedule again (now {'on' if e.on else 'off'})"
-        return f"mixup {'on' if e.on else 'off'} in {name} from epoch {e.epoch} (your override)"
-    return f"{name}: done"
-
-
 def _refused(name: str, e: ev.Event) -> str:
     if isinstance(e, ev.RunFinished):
         if e.outcome == "failed":
             return f"{name} failed: {e.reason}"
         return f"{name} finished ({e.outcome}: {e.reason}) before the command took effect"
-    if isinstance(e, ev.Warning):
+    if isinstance(e, ev.CommandRefused):
         return f"{name}: {e.message}"
     return f"{name} refused the command"

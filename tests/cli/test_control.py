@@ -249,8 +249,8 @@ def test_torchrun_rank0_takes_commands_and_a_stop_reaches_every_rank(tmp_path):
         assert r.exit_code == 1 and "not available under torchrun" in r.output
         with open(RunDir(run).control_path, "ab") as fh:  # sent anyway: the engine refuses too, and trains on
             fh.write(b'{"command": "pause"}\n{"command": "mixup", "on": true}\n')
-        wait_for(lambda: sum(d["event"] == "Warning" and "torchrun" in d["message"] for d in events_of(run)) == 2,
-                 "two warnings")
+        wait_for(lambda: sorted(d["command"] for d in events_of(run) if d["event"] == "CommandRefused"
+                                and d["code"] == "torchrun") == ["mixup", "pause"], "two refusals")
         r = ctl(run, "save")
         assert r.exit_code == 0 and "saved " in r.output, r.output
         r = ctl(run, "stop", timeout=120)
