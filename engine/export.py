@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import events as ev
+from .commands import Marker, markers
 from .files import atomic_write_text
 from .rundir import RunDir
 
@@ -49,6 +50,7 @@ class RunHistory:
     epochs: list[ev.EpochDone] = field(default_factory=list)  # the epoch records, in order
     steps: list[StepRow] = field(default_factory=list)
     bad_lines: int = 0  # lines of metrics.jsonl that could not be read
+    markers: list[Marker] = field(default_factory=list)  # steering actions, at their global steps
 
 
 def read_history(run_dir: str | Path) -> RunHistory:
@@ -60,6 +62,7 @@ def read_history(run_dir: str | Path) -> RunHistory:
     info = run.read_config()
     config = info.get("config") if isinstance(info.get("config"), dict) else {}
     h = RunHistory(run.run_id, str(run.path), dict(config), bad_lines=bad)
+    events = []
     for d in raw:
         try:
             e = ev.event_from_dict(d)
@@ -67,7 +70,27 @@ def read_history(run_dir: str | Path) -> RunHistory:
             h.bad_lines += 1
             continue
         _fold(h, e)
+        events.append(e)
+    h.markers = steering_markers(events)
     return h
+
+
+def steering_markers(events: list[ev.Event]) -> list[Marker]:
+    """The steering actions of a run's events (:func:`engine.commands.markers`), as the run
+    stands now: a start from an earlier checkpoint drops those of the epochs it retrains."""
+    out: list[Marker] = []
+    segment: list[ev.Event] = []
+    for e in events:
+        if isinstance(e, ev.RunStarted):
+            out = [m for m in out + markers(segment) if m.epoch <= e.start_epoch]
+            segment = []
+        segment.append(e)
+    return out + markers(segment)
+
+
+def _markers_cell(h: RunHistory, epoch: int) -> str:
+    """The steering actions of ``epoch``: ``label@step``, separated by "; "."""
+    return "; ".join(f"{m.label}@{m.step}" for m in h.markers if m.epoch == epoch)
 
 
 def _fold(h: RunHistory, e: ev.Event) -> None:
@@ -94,13 +117,14 @@ def _cell(v: Any) -> Any:
 
 
 def epochs_csv(h: RunHistory) -> str:
-    """One row per epoch under the header of :data:`EPOCH_COLUMNS` (mixup as 1/0, a
-    missing validation value as an empty cell)."""
+    """One row per epoch under the header of :data:`EPOCH_COLUMNS` and ``markers`` (mixup as
+    1/0, a missing validation value as an empty cell; markers: the epoch's steering actions,
+    e.g. ``pause@120; lr 0.05@130``)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(EPOCH_COLUMNS)
+    w.writerow(EPOCH_COLUMNS + ("markers",))
     for r in h.epochs:
-        w.writerow([_cell(getattr(r, name)) for name in EPOCH_COLUMNS])
+        w.writerow([_cell(getattr(r, name)) for name in EPOCH_COLUMNS] + [_markers_cell(h, r.epoch)])
     return buf.getvalue()
 
 
@@ -118,7 +142,8 @@ def write_tensorboard(h: RunHistory, logdir: str | Path) -> Path:
     per epoch ``loss/train``, ``loss/val``, ``accuracy/train``, ``accuracy/val``,
     ``epoch/lr``, ``epoch/mixup``, ``epoch/seconds`` (step = epoch), and per logged
     step ``step/loss_running_mean``, ``step/lr``, ``step/images_per_s`` (step = global
-    step). Raises :class:`ExportError` when the tensorboard package is missing."""
+    step), and a text entry ``steering`` per steering action (step = its global step).
+    Raises :class:`ExportError` when the tensorboard package is missing."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
@@ -141,6 +166,8 @@ def write_tensorboard(h: RunHistory, logdir: str | Path) -> Path:
             for tag, v in (("step/loss_running_mean", s.loss), ("step/lr", s.lr), ("step/images_per_s", s.images_per_s)):
                 if math.isfinite(v):
                     writer.add_scalar(tag, v, s.step, walltime=s.time)
+        for m in h.markers:
+            writer.add_text("steering", f"{m.label} (epoch {m.epoch})", m.step)
     finally:
         writer.close()
     return target

@@ -386,3 +386,78 @@ def test_ema_decay_warms_up():
     assert ema_decay_at(0, 0.99) == pytest.approx(0.1)
     assert ema_decay_at(10, 0.99) == pytest.approx(11 / 20)
     assert ema_decay_at(10_000, 0.99) == 0.99
+
+
+# ------------------------------------------------------------------ steering: lr, refusals, markers
+
+
+def test_lr_command_scales_the_schedule_from_the_next_step_and_is_marked(small):
+    from engine.export import epochs_csv, read_history
+    from engine.schedule import lr_at
+
+    cfg = small(epochs=2)
+    trainer, seen = scripted(cfg, at={2: ev.SetLearningRate(factor=0.5), 3: ev.SaveCheckpoint(),
+                                      7: ev.SetMixup(on=True)})
+    assert trainer.run() == "completed"
+    (change,) = of(seen, ev.LrChanged)
+    assert (change.epoch, change.step, change.scale, change.peak_lr) == (1, 2, 0.5, cfg.lr * 0.5)
+    lrs = {e.step: e.lr for e in of(seen, ev.StepDone)}
+    assert lrs[2] == lr_at(cfg, 1, 10, 5) and lrs[3] == lr_at(cfg, 2, 10, 5) * 0.5 == change.lr
+    assert lrs[10] == lr_at(cfg, 9, 10, 5) * 0.5
+    logged = [d for d in read_metrics(trainer.run_dir / "metrics.jsonl")[0] if d["event"] == "LrChanged"]
+    assert logged and logged[0]["scale"] == 0.5
+    assert load_checkpoint(trainer.run_dir / "checkpoints" / "last.pt")["lr_scale"] == 0.5
+    (mix,) = of(seen, ev.MixupChanged)
+    assert (mix.epoch, mix.step) == (2, 7)
+    rows = epochs_csv(read_history(trainer.run_dir)).splitlines()
+    assert rows[0].endswith(",markers")
+    assert rows[1].endswith(",lr 0.025@2; save@3") and rows[2].endswith(",mixup on@7"), rows
+
+
+def test_pause_and_stop_are_placed_at_their_step(small):
+    trainer, seen = scripted(small(epochs=3), at={2: ev.Pause(), 4: ev.Stop(save=True)})
+    trainer.start()
+    deadline = time.time() + 30
+    while trainer.state != "paused":
+        assert time.time() < deadline
+        time.sleep(0.02)
+    trainer.send(ev.Resume())
+    trainer.join(60)
+    marks = [(e.state, e.epoch, e.step) for e in of(seen, ev.StateChanged)]
+    assert marks == [("running", 0, 0), ("paused", 1, 2), ("running", 1, 2), ("stopping", 1, 4), ("finished", 1, 4)]
+
+
+def test_a_failed_manual_save_is_a_refusal_with_a_code(small, monkeypatch):
+    import engine.checkpoint as ck
+
+    def crashing_save(obj, fh, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ck.torch, "save", crashing_save)
+    trainer, seen = scripted(small(epochs=1), at={2: ev.SaveCheckpoint()})
+    assert trainer.run() == "completed"
+    (refused,) = of(seen, ev.CommandRefused)
+    assert (refused.command, refused.code) == ("save", "save_failed")
+    assert not [e for e in of(seen, ev.CheckpointSaved) if e.kind == "manual"]
+    logged = [d for d in read_metrics(trainer.run_dir / "metrics.jsonl")[0] if d["event"] == "CommandRefused"]
+    assert logged and logged[0]["code"] == "save_failed"
+
+
+def test_a_steered_lr_survives_a_resume_bit_for_bit(small, tmp_path):
+    import json
+
+    straight, before = scripted(small(epochs=2, save_every=1), at={2: ev.SetLearningRate(peak=0.03)})
+    assert straight.run() == "completed"
+    first = straight.run_dir / "checkpoints" / "epoch-001.pt"
+    assert load_checkpoint(first)["lr_scale"] == pytest.approx(0.03 / straight.config.lr)
+    seen, listen = collect()
+    resumed = Trainer(resume=str(first), resume_overrides={"epochs": 2}, listeners=[listen])
+    assert resumed.run() == "completed"
+    end = load_checkpoint(resumed.run_dir / "checkpoints" / "last.pt")
+    ref = load_checkpoint(straight.run_dir / "checkpoints" / "last.pt")
+    assert end["model"].keys() == ref["model"].keys()
+    assert all(torch.equal(end["model"][k], ref["model"][k]) for k in ref["model"])
+    assert [(e.step, e.lr) for e in of(seen, ev.StepDone)] == [(e.step, e.lr) for e in of(before, ev.StepDone)
+                                                               if e.step > 5]  # the scaled schedule goes on
+    info = json.loads((resumed.run_dir / "config.json").read_text())
+    assert info["resumes"][-1]["lr_scale"] == pytest.approx(0.03 / straight.config.lr)
