@@ -192,11 +192,13 @@ def _mixup(st: "Steering", cmd: ev.SetMixup) -> None:
 
 def _lr(st: "Steering", cmd: ev.SetLearningRate) -> None:
     problem = lr_problem(cmd)
-    scale = (cmd.peak / st.base_lr) if cmd.peak is not None and not problem else st.record.lr_scale * (cmd.factor or 1)
-    if not problem and not (math.isfinite(scale) and 0 < st.base_lr * scale <= LR_PEAK_MAX):
-        problem = (f"that would make the peak learning rate {st.base_lr * scale:g}; "
-                   f"it must stay above 0 and at most {LR_PEAK_MAX:g}")
-    if problem:
+    scale = st.record.lr_scale
+    if problem is None:
+        scale = cmd.peak / st.base_lr if cmd.peak is not None else scale * cmd.factor
+        peak = st.base_lr * scale
+        if not (math.isfinite(peak) and 0 < peak <= LR_PEAK_MAX):
+            problem = f"that would make the peak learning rate {peak:g}; it must be above 0 and at most {LR_PEAK_MAX:g}"
+    if problem is not None:
         st.refuse(cmd, "bad_value", problem)
         return
     st.record.lr_scale = scale

@@ -24,7 +24,8 @@ import torch
 from . import commands
 from . import distributed as dd
 from . import events as ev
-from .checkpoint import CheckpointError, CheckpointStore, check_finite, first_line, load_checkpoint, load_weights
+from .checkpoint import CheckpointError, CheckpointStore, check_finite, load_checkpoint, load_weights
+from .compiled import Forward
 from .config import ConfigError, TrainConfig
 from .data import (Augmenter, DataBundle, ImageSet, load_data, require_training_split, split_indices)
 from .device import device_name, resolve_device, versions
@@ -148,7 +149,7 @@ class Setup:
     batch: int  # the global batch
     steps_per_epoch: int
     model: torch.nn.Module
-    forward: Any  # engine.compiled.Forward
+    forward: Forward
     opt: torch.optim.Optimizer
     ema: Optional[WeightEMA]
     aug: Augmenter
@@ -306,8 +307,6 @@ class Builder:
         if ckpt is not None:
             self._restore(ckpt, model, opt, ema, len(bundle.classes))
         run = self._open_run_dir(cfg, ckpt)
-        from .compiled import Forward
-
         return Setup(
             cfg=cfg, device=device, dist=self.dist, bundle=bundle, classes=list(bundle.classes),
             train=train, val=self._val_shard(val, device), n_val=len(val), batch=batch, steps_per_epoch=steps,

@@ -34,7 +34,7 @@ def ctl(run: Path, *words: str, timeout: float = 60):
 
 def test_messages_are_a_closed_set_of_data():
     for cmd in (ev.Pause(), ev.Resume(), ev.SaveCheckpoint(), ev.SetMixup(on=True), ev.SetMixup(on=False),
-                ev.SetMixup(on=None)):
+                ev.SetMixup(on=None), ev.SetLearningRate(peak=0.05), ev.SetLearningRate(factor=0.5)):
         assert control.decode(control.encode(cmd).strip()) == cmd
     stop = control.decode(control.encode(ev.Stop(save=False)).strip())
     assert stop == ev.Stop(save=True, reason=control.REMOTE_STOP_REASON)  # a remote stop always saves
@@ -107,7 +107,8 @@ def test_ctl_arguments_are_checked(tmp_path):
     r = runner.invoke(app, ["ctl", str(tmp_path / "nope"), "pause"])
     assert r.exit_code == 2 and "no such run folder" in r.output
     for words, fragment in ((["jump"], "unknown command"), (["mixup"], "on, off, auto"),
-                            (["mixup", "maybe"], "on, off, auto"), (["pause", "now"], "takes no value")):
+                            (["mixup", "maybe"], "on, off, auto"), (["pause", "now"], "takes no value"),
+                            (["lr", "nan"], "finite"), (["lr", "x0"], "positive"), (["lr"], "peak learning rate")):
         r = runner.invoke(app, ["ctl", str(tmp_path), *words])
         assert r.exit_code == 2 and fragment in r.output, r.output
 
@@ -151,6 +152,7 @@ def test_ctl_steers_a_headless_run_in_another_process(tmp_path):
         assert sum(d["event"] == "StepDone" for d in events_of(run)) == steps_paused  # paused: no steps
         r = ctl(run, "resume")
         assert r.exit_code == 0 and "resumed" in r.output, r.output
+        _lr_from_another_terminal(run)
         with open(RunDir(run).control_path, "ab") as fh:  # a malformed message: a warning, training goes on
             fh.write(b'{"command": "explode"}\n')
         wait_for(lambda: any(d["event"] == "Warning" and "explode" in d["message"] for d in events_of(run)),
@@ -174,6 +176,24 @@ def test_ctl_steers_a_headless_run_in_another_process(tmp_path):
     assert isinstance(seen[-1], ev.RunFinished) and seen[-1].outcome == "stopped"
     r = ctl(run, "pause")
     assert r.exit_code == 1 and "not training: it is stopped" in r.output
+
+
+def _lr_from_another_terminal(run: Path) -> None:
+    """`ctl RUN lr x0.5`: confirmed by LrChanged in metrics.jsonl; the next steps report
+    the schedule's learning rate times 0.5."""
+    from engine.config import TrainConfig
+    from engine.schedule import lr_at
+
+    r = ctl(run, "lr", "x0.5")
+    assert r.exit_code == 0 and "learning rate of" in r.output and "x0.5" in r.output, r.output
+    (change,) = [d for d in events_of(run) if d["event"] == "LrChanged"]
+    assert change["scale"] == 0.5 and change["source"] == "user" and change["step"] > 0
+    wait_for(lambda: any(d["event"] == "StepDone" and d["step"] > change["step"] for d in events_of(run)), "a step")
+    started = [d for d in events_of(run) if d["event"] == "RunStarted"][-1]
+    cfg, spe = TrainConfig.from_dict(started["config"]), started["steps_per_epoch"]
+    after = next(d for d in events_of(run) if d["event"] == "StepDone" and d["step"] > change["step"])
+    assert after["lr"] == lr_at(cfg, after["step"] - 1, spe * cfg.epochs, spe) * 0.5
+    assert change["peak_lr"] == cfg.lr * 0.5
 
 
 def test_sighup_in_a_closed_terminal_saves_and_stops(tmp_path):
