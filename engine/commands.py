@@ -20,7 +20,9 @@ For a UI (the dashboard's bindings, the command palette, ``ctl``'s help)::
         for key in spec.keys:          # Key(key, action, label, description, command, show)
             key.command                # the command this key sends, or None when the
                                        # UI decides it (m: mixup on or off, from its state)
-    KEYS                               # every Key of the table, in order
+    KEYS                               # every Key of the table, in order; two commands may
+                                       # share a key (p: pause or resume, as the run's state
+                                       # says), told apart by their action
     USAGE                              # "pause, resume, ... or lr PEAK|xFACTOR"
     parse_words(["lr", "x0.5"])        # -> SetLearningRate(factor=0.5); ValueError: one line
     spec_for(command)                  # the Spec of a command object
