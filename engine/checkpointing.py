@@ -41,7 +41,7 @@ def state_of(s: Setup, p: Progress, epochs_done: int, step_in_epoch: int, extra:
         "data_source": s.bundle.source,
         "mixup_override": p.mixup_override,
         "lr_scale": p.lr_scale,
-        "metrics": {"best_val_acc": p.best_acc, "best_epoch": p.best_epoch, "history": p.history, **extra},
+        "metrics": {"best_val_acc": p.best_acc, "best_epoch": p.best_epoch, "history": [ev.epoch_record_to_dict(r) for r in p.history], **extra},
         "rng": {"torch": torch.get_rng_state()},
         "run_id": s.run.run_id if s.run else "",
         "world_size": s.dist.world,

@@ -241,7 +241,7 @@ class Progress:
     first_step: int = 0  # step within the next epoch to start at (a mid-epoch resume)
     global_step: int = 0
     epoch: int = 0  # the epoch being trained (1-based; 0 before the first)
-    history: list[dict] = field(default_factory=list)
+    history: list[ev.EpochDone] = field(default_factory=list)  # the epoch records
     best_acc: Optional[float] = None
     best_epoch: Optional[int] = None
     mixup_override: Optional[bool] = None
@@ -416,7 +416,7 @@ class Builder:
         summary = ckpt.get("metrics") if isinstance(ckpt.get("metrics"), dict) else {}
         p = self.progress
         p.epochs_done, p.first_step, p.global_step = ckpt["epoch"], ckpt.get("step_in_epoch", 0), ckpt.get("global_step", 0)
-        p.history = [h for h in summary.get("history", []) if isinstance(h, dict)]
+        p.history = _epoch_records(summary.get("history"))
         best = summary.get("best_val_acc")
         p.best_acc = float(best) if isinstance(best, (int, float)) and not isinstance(best, bool) else None
         p.best_epoch = summary.get("best_epoch") if isinstance(summary.get("best_epoch"), int) else None
@@ -463,6 +463,18 @@ class Builder:
         for note in self.lock.notes:
             self.warn(note)
         return run
+
+
+def _epoch_records(history: Any) -> list[ev.EpochDone]:
+    """A checkpoint's epoch records (older checkpoints' history dicts too); what cannot be
+    read is left out: the history is a record, not training state."""
+    out = []
+    for data in history if isinstance(history, list) else []:
+        try:
+            out.append(ev.epoch_record_from_dict(data))
+        except ValueError:
+            continue
+    return out
 
 
 def _generator(device: torch.device) -> Optional[torch.Generator]:

@@ -46,7 +46,8 @@ from .data import DataBundle, DataError, make_epoch_plan, mixup_permutation
 from .device import autocast_for
 from .ema import ema_decay_at  # noqa: F401  (re-exported)
 from .evaluate import validation_sums
-from .rundir import MetricsWriter, RunDir, RunDirError
+from .metrics import MetricsWriter
+from .rundir import RunDir, RunDirError
 from .schedule import mixup_scheduled
 from .setup import (RESUME_MUTABLE, WHITEN_IMAGES, Builder, Progress, Setup,  # noqa: F401  (re-exported)
                     TrainingError, check_resume_overrides, compile_backend, make_optimizer, restore_optimizer,
@@ -402,17 +403,16 @@ class Trainer:
             p.best_acc, p.best_epoch = score, e.number
         seconds = time.perf_counter() - e.started - e.paused
         lr = s.lr(max(p.global_step - 1, 0), p.lr_scale)
-        p.history.append({"epoch": e.number, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-                          "val_acc": val_acc, "lr": lr, "mixup": e.mixup, "seconds": seconds,
-                          "val_seconds": val_seconds})
-        p.epochs_done = e.number
-        extra = {"val_acc": val_acc, "val_loss": val_loss, "train_acc": train_acc, "train_loss": train_loss}
-        self._ckpt.end_of_epoch(e.number, val_acc, score if improved else None, extra)
-        self._emit(ev.EpochDone(
+        record = ev.EpochDone(
             epoch=e.number, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss, val_acc=val_acc,
             seconds=seconds, lr=lr, mixup=e.mixup, best_val_acc=p.best_acc, best_epoch=p.best_epoch,
             val_seconds=val_seconds,
-        ))
+        )
+        p.history.append(record)
+        p.epochs_done = e.number
+        extra = {"val_acc": val_acc, "val_loss": val_loss, "train_acc": train_acc, "train_loss": train_loss}
+        self._ckpt.end_of_epoch(e.number, val_acc, score if improved else None, extra)
+        self._emit(record)
 
     def _validate(self, s: Setup) -> tuple[Optional[float], Optional[float]]:
         """Loss and accuracy on the validation images (on the device), read back once."""
