@@ -39,7 +39,9 @@ def test_export_csv_reads_back_one_row_per_epoch(finished_run, tmp_path):
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [row["epoch"] for row in rows] == ["1", "2"]
-    assert list(rows[0]) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "mixup", "seconds"]
+    assert list(rows[0]) == ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "mixup", "seconds",
+                            "markers"]  # the steering actions of each epoch (none in this run)
+    assert all(row["markers"] == "" for row in rows)
     events = [json.loads(line) for line in (finished_run / "metrics.jsonl").read_text().splitlines()]
     done = [e for e in events if e["event"] == "EpochDone"]
     for row, e in zip(rows, done):  # the numbers are the run's own, as floats
