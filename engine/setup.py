@@ -27,7 +27,8 @@ from . import events as ev
 from .checkpoint import CheckpointError, CheckpointStore, check_finite, load_checkpoint, load_weights
 from .compiled import Forward
 from .config import ConfigError, TrainConfig
-from .data import (Augmenter, DataBundle, ImageSet, load_data, require_training_split, split_indices)
+from .augment import Augmenter
+from .data import DataBundle, ImageSet, load_data, require_training_split, split_indices
 from .device import device_name, resolve_device, versions
 from .ema import WeightEMA
 from .evaluate import Normalizer

@@ -42,7 +42,8 @@ from .checkpoint import CheckpointError, first_line
 from .checkpointing import Checkpointer
 from .compiled import warm_up
 from .config import ConfigError, TrainConfig
-from .data import DataBundle, DataError, make_epoch_plan, mixup_permutation
+from .augment import make_epoch_plan, mixup_permutation
+from .data import DataBundle, DataError
 from .device import autocast_for
 from .ema import ema_decay_at  # noqa: F401  (re-exported)
 from .evaluate import validation_sums
