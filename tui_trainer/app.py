@@ -197,6 +197,27 @@ class CifarTuiApp(App):
         else:
             self.action_show_help_panel()
 
+    def action_show_help_panel(self) -> None:
+        """The keys panel (``?`` and the palette's "Keys"): the screen's own keys first, over
+        the screen (:class:`~tui_trainer.widgets.keyhelp.KeysHelp`)."""
+        from .widgets.keyhelp import KeysHelp
+
+        if not self.screen.query("HelpPanel"):
+            host = next(iter(self.screen.query(".-keys-host")), self.screen)
+            host.mount(KeysHelp())
+
+    # ------------------------------------------------------------------ alerts
+    def alert(self, title: str, detail: str = "", *, error: bool = False) -> None:
+        """Call the user back (a run ended): the terminal's bell, a toast, and a desktop
+        notification where the terminal is known to show one (never required)."""
+        self.bell()
+        self.notify(detail or title, title=title, severity="error" if error else "information", timeout=20,
+                    markup=False)
+        sequence = desktop_notification(title, detail)
+        driver = getattr(self, "_driver", None)  # (Textual offers no public way to write an escape sequence)
+        if sequence and driver is not None:
+            driver.write(sequence)
+
     def action_hide_keys(self) -> None:
         self.action_hide_help_panel()
 
@@ -270,6 +291,28 @@ class CifarTuiApp(App):
 # --------------------------------------------------------------------- entry points
 
 
+def desktop_notification(title: str, body: str, env: Optional[dict] = None) -> Optional[str]:
+    """The escape sequence that asks this terminal for a desktop notification: OSC 9
+    (iTerm2, WezTerm, ghostty, kitty) or OSC 777 (VTE terminals, foot); None where no
+    support is known, or inside tmux (which would drop it). The text is stripped of
+    control characters and separators (a run id read from a file is data, not a command
+    to the terminal)."""
+    import os
+
+    env = os.environ if env is None else env
+
+    def clean(text: str) -> str:
+        return "".join(c for c in text if c.isprintable() and c not in ";\x1b\x07\x9c")[:200]
+
+    if env.get("TMUX"):
+        return None
+    if env.get("TERM_PROGRAM") in ("iTerm.app", "WezTerm", "ghostty") or env.get("TERM") == "xterm-kitty":
+        return f"\x1b]9;{clean(title)}{': ' + clean(body) if body else ''}\x07"
+    if env.get("VTE_VERSION") or env.get("TERM", "").startswith("foot"):
+        return f"\x1b]777;notify;{clean(title)};{clean(body)}\x07"
+    return None
+
+
 class _SignalStop:
     """SIGHUP (the terminal closed) and SIGTERM while the app runs (:data:`signals.APP_SIGNALS`).
 
@@ -328,10 +371,26 @@ def _run(app: CifarTuiApp) -> int:
                 # trainer's thread still runs; stop it with a checkpoint and wait for it
                 reason = stop_reason(app.signalled, APP_CLOSED_REASON)
                 session.finish(ev.Stop(save=True, reason=reason), 120)
+    if app.session is not None and not app._abandoned and app.signalled != signal.SIGHUP:
+        _print_summary(app.session)
     code = app.return_code
     if code is None or app.signalled is not None:
         code = app.exit_code()
     return code
+
+
+def _print_summary(session: LiveSource) -> None:
+    """The run this app trained, once the app has closed: as headless says it (the run
+    folder, the best checkpoint, how to resume a stopped run)."""
+    from rich.console import Console
+
+    from .summary import print_summary
+
+    session.poll()  # what the dashboard had not drawn yet (the final save, RunFinished)
+    finished = session.finished or getattr(session.trainer, "result", None)
+    if isinstance(finished, ev.RunFinished):
+        print_summary(Console(highlight=False, soft_wrap=True), finished, str(session.run_dir or "") or None,
+                      session.best, resume="cifar-tui train --resume")
 
 
 def run_start_app(runs_dir: str | None = None) -> int:

@@ -116,6 +116,8 @@ class LiveSource:
         self.sent: list[ev.Command] = []  # every command the UI sent, in order
         self.outcome: Optional[str] = None  # RunFinished's outcome, or "abandoned"
         self.run_dir: Optional[Path] = None
+        self.best: Optional[ev.CheckpointSaved] = None  # the last best.pt written (for the summary on leaving)
+        self.finished: Optional[ev.RunFinished] = None
         self.worker: Any = None
         self._pending: list[ev.Command] = []
         self._lock = threading.Lock()
@@ -214,6 +216,10 @@ class LiveSource:
         for e in events:
             if isinstance(e, ev.RunStarted) and e.run_dir:
                 self.run_dir = Path(e.run_dir)
+            elif isinstance(e, ev.CheckpointSaved) and e.kind == "best":
+                self.best = e
+            elif isinstance(e, ev.RunFinished):
+                self.finished = e
         return events
 
     def liveness(self) -> Optional[str]:

@@ -33,6 +33,7 @@ from .console import styled
 from .exitcodes import EXIT_FAILED, EXIT_OK, exit_for_signal
 from .formatting import data_progress_text
 from .signals import HEADLESS_SIGNALS, StopSignals, stop_command, to_dev_null
+from .summary import print_summary
 
 
 class TerminalStream:
@@ -172,24 +173,7 @@ class HeadlessRenderer:
 
     def summary(self) -> None:
         """After the run: what happened, where things are, how to go on."""
-        c, f = self.console, self.finished
-        if f is None:
-            return
-        if f.outcome == "failed":
-            c.print(styled(("error: ", "bold red"), f.reason), soft_wrap=True)
-        if self.run_dir:
-            c.print(styled(f"run folder:      {self.run_dir}"), soft_wrap=True)
-        if self.best is not None:
-            c.print(styled(f"best checkpoint: {self.best.path}  (val acc {_pct(self.best.val_acc).strip()} "
-                           f"at epoch {self.best.epoch})"), soft_wrap=True)
-        if f.save_error:
-            c.print(styled(("error: ", "bold red"), f"training ended but its last checkpoint was not written: {f.save_error}"),
-                    soft_wrap=True)
-        elif f.outcome == "stopped" and f.last_checkpoint and self.run_dir:
-            c.print(styled(f"{f.reason}; saved in {f.last_checkpoint}"), soft_wrap=True)
-            c.print(styled(f"continue with: cifar-tui --no-ui train --resume {self.run_dir}"), soft_wrap=True)
-        elif f.last_checkpoint and self.best is None:
-            c.print(styled(f"last checkpoint: {f.last_checkpoint}"), soft_wrap=True)
+        print_summary(self.console, self.finished, self.run_dir, self.best)
 
 
 class _QuietRenderer(HeadlessRenderer):

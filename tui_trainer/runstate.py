@@ -18,8 +18,6 @@ from engine.events import ACTIVE_STATES
 
 from .formatting import data_progress_text, fmt_pct
 
-# How strongly the per-step loss curve is smoothed (exponential moving average).
-LOSS_EMA = 0.25
 # How strongly images/s is smoothed for the ETA.
 SPEED_EMA = 0.3
 
@@ -68,7 +66,7 @@ class RunState:
         self._eta_at: Optional[tuple[float, float]] = None  # (seconds left, when) at the last step event
         # plot series; x is in (fractional) epochs so steps and epochs share an axis
         self.step_x: list[float] = []
-        self.step_loss: list[float] = []  # smoothed
+        self.step_loss: list[float] = []  # the mean loss over each report's window (raw: the plot smooths)
         self.step_lr: list[float] = []
         self.history: list[ev.EpochDone] = []  # the run's epoch records, one per epoch
         # what changed since the owner last looked
@@ -76,7 +74,7 @@ class RunState:
         self.state_dirty = False
         self._log: list[LogLine] = []
         self._loss_prev: tuple[int, int, float] = (0, 0, 0.0)  # epoch, step_in_epoch, running mean
-        self._loss_ema: Optional[float] = None
+        self._new_epoch = False  # the next step report is an epoch's first (its window is not counted for speed)
 
     # ------------------------------------------------------------------ derived
     @property
@@ -258,6 +256,7 @@ class RunState:
             self.best_val_acc = max((h.val_acc for h in self.history if h.val_acc is not None), default=None)
             self.best_epoch = next((h.epoch for h in self.history if h.val_acc == self.best_val_acc), None)
         self._loss_prev = (0, 0, 0.0)
+        self._new_epoch = False
         self.plots_dirty = self.state_dirty = True
         if e.resumed_from:
             text = f"run {self.run_id} resumed from {e.resumed_from} after epoch {e.start_epoch}"
@@ -291,11 +290,15 @@ class RunState:
         self.epoch = e.epoch
         self.global_step = e.step
         self.lr = e.lr
-        self.images_per_s = e.images_per_s
-        if e.images_per_s and math.isfinite(e.images_per_s) and e.images_per_s > 0:
+        first_of_epoch, self._new_epoch = self._new_epoch, False
+        # an epoch's first report: its window may hold the pause between epochs (validation,
+        # checkpoints), which is not training speed; the speed so far stands
+        counted = not (first_of_epoch and self._speed is not None)
+        if counted and e.images_per_s and math.isfinite(e.images_per_s) and e.images_per_s > 0:
+            self.images_per_s = e.images_per_s
             self._speed = e.images_per_s if self._speed is None else self._speed + SPEED_EMA * (e.images_per_s - self._speed)
         # StepDone.loss is the running mean over the epoch so far; recover the mean
-        # over just the steps since the previous report, then smooth that.
+        # over just the steps since the previous report (the loss plot smooths it).
         n = e.step_in_epoch
         prev_epoch, prev_n, prev_mean = self._loss_prev
         if prev_epoch != e.epoch or n <= prev_n:
@@ -305,10 +308,9 @@ class RunState:
             window = e.loss
         self._loss_prev = (e.epoch, n, e.loss)
         if math.isfinite(window):
-            self._loss_ema = window if self._loss_ema is None else self._loss_ema + LOSS_EMA * (window - self._loss_ema)
             x = (e.epoch - 1) + (n / spe if spe and n else 1.0)
             self.step_x.append(x)
-            self.step_loss.append(max(0.0, self._loss_ema))
+            self.step_loss.append(max(0.0, window))
             self.step_lr.append(e.lr)
             self.plots_dirty = True
         self._reset_eta(e.time)
@@ -318,6 +320,7 @@ class RunState:
         self.history = [h for h in self.history if h.epoch < e.epoch]
         self.history.append(e)
         self.epochs_done = e.epoch
+        self._new_epoch = True
         if e.best_val_acc is not None:
             self.best_val_acc, self.best_epoch = e.best_val_acc, e.best_epoch
         elif e.val_acc is not None and (self.best_val_acc is None or e.val_acc > self.best_val_acc):

@@ -55,12 +55,13 @@ def test_a_detached_runs_spec_is_read_back_or_refused_in_one_line(tmp_path, caps
 
 
 def test_the_dashboards_keys_come_from_one_table():
-    from tui_trainer.screens.dashboard import COMMAND_ACTIONS, COMMAND_KEYS, PALETTE_EXTRAS, VIEW_KEYS, DashboardScreen
+    from tui_trainer.screens.dashboard import COMMAND_ACTIONS, DASHBOARD_KEYS, PALETTE_EXTRAS, DashboardScreen
 
     keys = [(b.key, b.action, b.description, b.show) for b in DashboardScreen.BINDINGS]
-    assert keys == [(k.key, k.action, k.label, k.show) for k in COMMAND_KEYS + VIEW_KEYS]
+    assert keys == [(k.key, k.action, k.label, k.show) for k in DASHBOARD_KEYS]
+    assert keys[0][:2] == ("q", "quit")  # first: a narrow footer never hides it
     assert COMMAND_ACTIONS == ("toggle_mixup", "mixup_schedule", "pause", "resume", "save", "stop")
-    assert PALETTE_EXTRAS == {"mixup_schedule"}
+    assert PALETTE_EXTRAS == {"mixup_schedule", "smoothing"}
 
 
 def test_every_dashboard_widget_is_refreshed_through_update_from():

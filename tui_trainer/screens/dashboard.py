@@ -52,20 +52,28 @@ COMMAND_KEYS = (
     Key("s", "save", "Save", "Save a checkpoint now"),
     Key("x", "stop", "Stop", "Stop training and save a checkpoint; the app stays open"),
 )
+# q first, so that a narrow footer never hides it: quit, or leave a run attached over its channel
+QUIT_KEYS = (
+    Key("q", "quit", "Quit", "Quit (a running training is stopped and saved first)"),
+    Key("q", "detach", "Detach", "Leave the dashboard; the run keeps training (attach again with "
+        "cifar-tui watch RUN)"),
+)
 # Keys of the screen itself.
 VIEW_KEYS = (
     Key("c", "checkpoints", "Checkpoints", "List this run's checkpoints"),
     Key("l", "log_scale", "Log loss", "Loss plot: switch between a linear and a log scale"),
-    Key("q", "detach", "Detach", "Leave the dashboard; the run keeps training (attach again with "
-        "cifar-tui watch RUN)"),
+    Key("a", "smoothing", "Smoothing", "Loss plot: the next smoothing of the per-step loss (0, 0.6, 0.9, 0.99), "
+        "a moving average over the raw curve, as TensorBoard's slider", show=False),
     Key("escape", "back", "Back", "Back to the start screen"),
 )
+DASHBOARD_KEYS = QUIT_KEYS + COMMAND_KEYS + VIEW_KEYS  # in the footer's order
 COMMAND_ACTIONS = tuple(k.action for k in COMMAND_KEYS)
-PALETTE_EXTRAS = frozenset(k.action for k in COMMAND_KEYS + VIEW_KEYS if not k.show)
+PALETTE_EXTRAS = frozenset(k.action for k in DASHBOARD_KEYS if not k.show)
+ENDED = ("finished", "failed", "interrupted")
 
 
 class DashboardScreen(Screen):
-    BINDINGS = [Binding(k.key, k.action, k.label, show=k.show, tooltip=k.tooltip) for k in COMMAND_KEYS + VIEW_KEYS]
+    BINDINGS = [Binding(k.key, k.action, k.label, show=k.show, tooltip=k.tooltip) for k in DASHBOARD_KEYS]
 
     narrow: var[bool] = var(False, toggle_class="-narrow")
     short: var[bool] = var(False, toggle_class="-short")
@@ -98,13 +106,13 @@ class DashboardScreen(Screen):
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
         yield Header()
-        with Horizontal(id="body"):
+        with Horizontal(id="body", classes="-keys-host"):  # the keys panel (?) lies over the plots
             yield self.plots
             with Vertical(id="side"):
                 yield self.status
                 yield self.system.data_bind(compact=DashboardScreen.short)
                 yield self.event_log
-        yield Footer()
+        yield Footer().data_bind(compact=DashboardScreen.narrow)
 
     def on_mount(self) -> None:
         kind = self.source.kind
@@ -144,9 +152,12 @@ class DashboardScreen(Screen):
         if self.source.kind == "watch":
             self.sub_title = f"{'attached to' if self.source.can_command else 'watching'} {self.source.run_dir}"
 
-    def watch_run_phase(self) -> None:
-        """A pause or mixup asked for is no longer pending once the run's events show it."""
+    def watch_run_phase(self, before: tuple, now: tuple) -> None:
+        """A pause or mixup asked for is no longer pending once the run's events show it;
+        a run seen to end here rings the bell."""
         st = self.run_state
+        if before and before[0] not in ENDED and now[0] in ENDED and self.source.kind != "replay":
+            self._ring(now[0])
         if st.state in ("paused", "running", "finished", "failed"):
             if self._want_pause is not None and (st.state == "paused") == self._want_pause:
                 self._want_pause = None
@@ -154,6 +165,19 @@ class DashboardScreen(Screen):
                 self._want_pause = self._want_mixup = None
         if self._want_mixup is not None and st.mixup == self._want_mixup:
             self._want_mixup = None
+
+    def _ring(self, state: str) -> None:
+        """The run ended while this dashboard showed it: the terminal's bell, a toast, and a
+        desktop notification where the terminal takes one (see the app's ``alert``)."""
+        if self.app_quitting:
+            return  # the user asked for the end: no need to call them back
+        st = self.run_state
+        what = {"failed": "failed", "interrupted": "was interrupted"}.get(state, st.outcome or "finished")
+        title = f"Run {st.run_id or ''} {what}".replace("  ", " ")
+        detail = st.failure or st.reason or ""
+        alert = getattr(self.app, "alert", None)
+        if callable(alert):
+            alert(title, detail, error=state != "finished")
 
     def _load_history(self, started: ev.RunStarted) -> None:
         """A resumed run: show what its metrics.jsonl already holds (the epochs before this start)."""
@@ -191,12 +215,12 @@ class DashboardScreen(Screen):
             if action in ("pause", "resume") and (action == "pause") == self._pause_wanted():
                 return False  # p shows the other meaning
             if self.source.kind == "live" and not self.source.active:
-                return None  # shown, greyed out
-            if self.run_state.state in ("finished", "failed", "interrupted"):
-                return None
+                return False  # the run has ended: only the keys that act are shown
+            if self.run_state.state in ENDED:
+                return False
             return True
-        if action == "detach":  # q on a run attached over its control channel
-            return self.source.kind == "watch" and self.source.can_command
+        if action in ("detach", "quit"):  # q: detach from a run attached over its control channel, else quit
+            return (action == "detach") == (self.source.kind == "watch" and self.source.can_command)
         if action == "back":
             if not self.can_go_back:
                 return False
@@ -262,6 +286,13 @@ class DashboardScreen(Screen):
     def action_log_scale(self) -> None:
         log = self.plots.toggle_log_scale()
         self.notify(f"Loss plot: {'log' if log else 'linear'} scale", timeout=2)
+
+    def action_smoothing(self) -> None:
+        weight = self.plots.cycle_smoothing()
+        self.notify(f"Loss plot: smoothing {weight:g}" + (" (raw curve)" if not weight else ""), timeout=2)
+
+    async def action_quit(self) -> None:
+        await self.app.action_quit()
 
     def action_detach(self) -> None:
         """Leave an attached run: the app exits, the run goes on in its own process."""

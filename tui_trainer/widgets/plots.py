@@ -10,12 +10,15 @@ reactive), else at most every PLOT_SECONDS, and a plot whose data did not change
 Series differ by marker as well as by colour. The y axis has round ticks, one
 every few rows; on the loss plot a lone outlier (an epoch-1 validation loss of
 558) is left above the range, with a note, instead of flattening the curves,
-and ``l`` switches it to a log scale.
+and ``l`` switches it to a log scale. The per-step loss is drawn raw, faint, with
+an exponential moving average over it whose weight a key cycles (as TensorBoard's
+smoothing slider), shown in the plot's title.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from typing import Optional, Sequence
 
 from rich.text import Text
@@ -26,6 +29,8 @@ from textual.widget import Widget
 from textual_plotext import PlotextPlot
 
 from ..runstate import RunState
+from .axes import (CANVAS_MARGIN, aligned_axis, downsample, epoch_ticks, finite, log_ticks, nice_range,  # noqa: F401
+                   nice_ticks, smooth, split_outliers)
 from .view import Pace, RunView
 
 PLOT_SECONDS = 2.0  # new steps alone redraw the plots at most this often (an epoch's end: at once)
@@ -35,141 +40,6 @@ TRAIN: Color = (80, 160, 255)  # blue
 TRAIN_EPOCH: Color = (255, 170, 60)  # orange
 VAL: Color = (90, 210, 120)  # green
 LR: Color = (220, 120, 230)  # magenta
-
-
-def nice_step(span: float, max_ticks: int) -> float:
-    """A round step (1, 2 or 5 times a power of ten) giving at most ``max_ticks`` ticks over ``span``."""
-    span = max(span, 1e-12)
-    raw = span / max(1, max_ticks)
-    mag = 10 ** math.floor(math.log10(raw))
-    for m in (1, 2, 5, 10):
-        if m * mag >= raw:
-            return m * mag
-    return 10 * mag  # pragma: no cover
-
-
-def nice_ticks(lo: float, hi: float, max_ticks: int) -> tuple[list[float], list[str]]:
-    """Round tick values inside [lo, hi] and their labels, all with the same decimals; at
-    least two ticks (a finer step when the range holds only one)."""
-    step = nice_step(hi - lo, max_ticks)
-    for _ in range(6):
-        first = math.ceil(lo / step - 1e-9)
-        ticks = [k * step for k in range(first, int(math.floor(hi / step + 1e-9)) + 1)]
-        if len(ticks) >= 2:
-            break
-        mag = 10 ** math.floor(math.log10(step) + 1e-9)
-        step = {1: 0.5, 2: 1, 5: 2}.get(round(step / mag), 0.5) * mag  # the next finer round step
-    decimals = max(0, -int(math.floor(math.log10(step) + 1e-9)))
-    return ticks, [f"{t:.{decimals}f}" for t in ticks]
-
-
-CANVAS_MARGIN = 4  # plotext's frame, x ticks and x label take 4 of a plot's rows
-
-
-def aligned_axis(lo: float, hi: float, rows: int, max_labels: int = 8) -> tuple[tuple[float, float], list[float], list[str]]:
-    """A y range holding [lo, hi] whose round ticks fall exactly every k rows of a canvas of
-    ``rows`` rows (plotext puts y at row round((y - bottom) / (top - bottom) * (rows - 1))),
-    so the tick labels are evenly spaced even on an 80x24 terminal. Of the round steps and
-    spacings that fit, the one that keeps the range tight (the most detail) with about
-    one label every three rows wins."""
-    best = None
-    target = min(6, max(3, rows // 3))
-    step = nice_step(max(hi - lo, 1e-12), max(1, rows - 1))
-    for _ in range(4):  # this step and the next coarser ones
-        for per in range(1, rows):  # rows from one tick to the next
-            unit = step / per  # the value of one row
-            first = math.ceil(lo / step - 1e-9) * step  # the lowest tick at or above lo
-            below = math.ceil((first - lo) / unit - 1e-9)  # rows under it, down to lo
-            bottom = first - below * unit
-            top = bottom + unit * (rows - 1)
-            count = (rows - 1 - below) // per + 1
-            if top < hi - 1e-12 or count < 2 or count > max(3, min(rows, max_labels)):
-                continue
-            score = (top - bottom) / max(hi - lo, 1e-12) + 0.25 * abs(count - target)
-            if best is None or score < best[0] - 1e-12:
-                best = (score, bottom, top, first, count, step)
-        mag = 10 ** math.floor(math.log10(step) + 1e-9)
-        step = {1: 2, 2: 5, 5: 10}.get(round(step / mag), 10) * mag  # the next coarser round step
-    if best is None:  # a canvas too small for two ticks
-        ticks, labels = nice_ticks(lo, hi, 2)
-        return (lo, hi), ticks, labels
-    _, bottom, top, first, count, step = best
-    ticks = [first + i * step for i in range(count)]
-    decimals = max(0, -int(math.floor(math.log10(step) + 1e-9)))
-    return (bottom, top), ticks, [f"{t:.{decimals}f}" for t in ticks]
-
-
-def log_ticks(lo: float, hi: float, max_ticks: int) -> tuple[list[float], list[str]]:
-    """Ticks for a log10 axis given in log10 units: powers of ten (and 2x, 5x between them
-    when there is room), labelled in the data's units."""
-    ticks: list[float] = []
-    for mults in ((1, 2, 5), (1, 3), (1,)):
-        ticks = [math.log10(m) + k for k in range(math.floor(lo) - 1, math.ceil(hi) + 1) for m in mults]
-        ticks = [t for t in ticks if lo - 1e-9 <= t <= hi + 1e-9]
-        if len(ticks) <= max_ticks:
-            break
-    if len(ticks) > max_ticks:  # many decades: every other power of ten
-        ticks = ticks[:: math.ceil(len(ticks) / max_ticks)]
-    return ticks, [f"{10 ** t:.4g}" for t in ticks]
-
-
-def split_outliers(values: Sequence[float], gap: float = 3.0, max_out: int = 3) -> tuple[list[float], int]:
-    """Drop the few largest values that stand far above all the others (more than ``gap``
-    times the next one down): at most ``max_out`` of them, and at most one in ten values,
-    so a curve is never cut, only a lone spike. Returns the values kept and how many were dropped."""
-    v = sorted(values, reverse=True)
-    limit = min(max_out, len(v) // 10)
-    cut = 0
-    for i in range(min(limit, len(v) - 1)):
-        if v[i + 1] > 0 and v[i] > gap * v[i + 1]:
-            cut = i + 1
-    return v[cut:], cut
-
-
-def epoch_ticks(left: float, right: float, width: int) -> list[int]:
-    """Whole-epoch ticks from ``left`` to ``right``, about one per 9 columns, and the last epoch."""
-    max_ticks = max(2, width // 9)
-    step = next(s for s in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 10**9)
-                if (right - left) / s <= max_ticks)
-    first = math.ceil(left / step) * step
-    ticks = list(range(int(first), int(right) + 1, step))
-    if ticks and right - ticks[-1] >= 0.6 * step and right == int(right):
-        ticks.append(int(right))  # show where the axis ends (the planned last epoch)
-    return ticks
-
-
-def downsample(xs: Sequence[float], ys: Sequence[float], max_points: int) -> tuple[list[float], list[float]]:
-    """At most ``max_points`` evenly spaced points, always keeping the last one."""
-    n = len(xs)
-    if n <= max_points or max_points < 2:
-        return list(xs), list(ys)
-    stride = n / (max_points - 1)
-    idx = sorted({min(n - 1, int(i * stride)) for i in range(max_points - 1)} | {n - 1})
-    return [xs[i] for i in idx], [ys[i] for i in idx]
-
-
-def _finite(values: Sequence[Optional[float]]) -> list[float]:
-    return [v for v in values if v is not None and math.isfinite(v)]
-
-
-def nice_range(values: Sequence[float], *, floor: Optional[float] = None, ceil: Optional[float] = None,
-               pad: float = 0.08, min_rel_span: float = 0.2) -> tuple[float, float]:
-    """A y range around ``values`` with some padding; a flat or single-point series gets a
-    range of at least ``min_rel_span`` of its size, so the axis labels stay readable."""
-    lo, hi = min(values), max(values)
-    span = hi - lo
-    need = max(abs(hi), abs(lo), 1e-6) * min_rel_span
-    if span < need:
-        mid = (hi + lo) / 2
-        lo, hi, span = mid - need / 2, mid + need / 2, need
-    lo, hi = lo - span * pad, hi + span * pad
-    if floor is not None and lo < floor:  # shift the window inside [floor, ceil], then clip
-        lo, hi = floor, hi + (floor - lo)
-    if ceil is not None and hi > ceil:
-        lo, hi = lo - (hi - ceil), ceil
-    if floor is not None:
-        lo = max(lo, floor)
-    return lo, hi
 
 
 class _Plot(PlotextPlot):
@@ -189,6 +59,7 @@ class _Plot(PlotextPlot):
     DEFAULT_CSS = """
     _Plot { height: 1fr; width: 1fr; min-height: 5; }
     """
+    LEGEND_WATCH: tuple[str, ...] = ("note",)  # what the legend shows besides the series
 
     note: var[str] = var("", init=False)
     """Shown after the legend, e.g. "1 off the top"."""
@@ -207,6 +78,10 @@ class _Plot(PlotextPlot):
 
     def draw(self, state: RunState) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def title(self, short: bool = False) -> str:
+        """The plot's name on its legend line."""
+        return self.SHORT_TITLE if short else self.TITLE
 
     def show(self, state: RunState) -> None:
         """Draw ``state`` if what the plot depends on changed since it was last drawn."""
@@ -255,10 +130,21 @@ class _Plot(PlotextPlot):
         self.plt.yticks(ticks, labels)
         self.draws += 1
         if not any(self.points.values()):
-            (x0, x1), (y0, y1) = self._xrange, ylim
-            self.plt.text(empty_note, (x0 + x1) / 2, (y0 + y1) / 2, alignment="center", color="gray",
-                          background="default")
+            self._placeholder(empty_note, ylim, rows, labels)
         self.refresh()
+
+    def _placeholder(self, note: str, ylim: tuple[float, float], rows: int, labels: Sequence[str]) -> None:
+        """``note`` in the middle of an empty plot, wrapped on words to the canvas's width."""
+        state = self._state
+        if state is not None and state.state in ("failed", "interrupted", "finished"):
+            note = "no data: the run failed" if state.state == "failed" else "no data: the run ended"
+        width = (self.size.width or 40) - max((len(label) for label in labels), default=1) - 3  # the y labels, frame
+        lines = textwrap.wrap(note, max(8, width), break_long_words=False) or [note]
+        (x0, x1), (y0, y1) = self._xrange, ylim
+        row = (y1 - y0) / max(1, rows - 1)
+        mid = (y0 + y1) / 2 + row * (len(lines) - 1) / 2
+        for i, line in enumerate(lines):
+            self.plt.text(line, (x0 + x1) / 2, mid - i * row, alignment="center", color="gray", background="default")
 
     def _begin(self) -> None:
         self.plt.clear_figure()
@@ -292,30 +178,54 @@ EPOCH_MARK, VAL_MARK = "•", "x"  # per-epoch train points, validation points
 LOG_FLOOR = 1e-3  # the smallest loss a log axis shows
 
 
+SMOOTHING_STEPS = (0.0, 0.6, 0.9, 0.99)  # what the smoothing key cycles through (TensorBoard's slider)
+SMOOTHING_DEFAULT = 0.6  # TensorBoard's default
+RAW: Color = (60, 95, 140)  # the unsmoothed loss, faint under its smoothed curve
+
+
 class LossPlot(_Plot):
     TITLE, SHORT_TITLE = "Loss", "Loss"
-    SERIES = (("train (smoothed)", "train", TRAIN, "━"), ("train/epoch", "epoch", TRAIN_EPOCH, EPOCH_MARK),
+    SERIES = (("train", "train", TRAIN, "━"), ("train/epoch", "epoch", TRAIN_EPOCH, EPOCH_MARK),
               ("val", "val", VAL, VAL_MARK))
+    LEGEND_WATCH = ("note", "smoothing")
+
+    smoothing: var[float] = var(SMOOTHING_DEFAULT, init=False)
+    """The weight of the moving average drawn over the per-step loss (0: the raw curve only)."""
 
     def __init__(self, *, id: Optional[str] = None) -> None:  # noqa: A002
         super().__init__(id=id)
         self.log_scale = False
 
+    def title(self, short: bool = False) -> str:
+        if not self.smoothing:
+            return self.TITLE
+        return f"Loss · {'sm' if short else 'smoothing'} {self.smoothing:g}"
+
+    def next_smoothing(self) -> float:
+        """The next step of :data:`SMOOTHING_STEPS` (after the current one, wrapping round)."""
+        later = [w for w in SMOOTHING_STEPS if w > self.smoothing + 1e-9]
+        self.smoothing = later[0] if later else SMOOTHING_STEPS[0]
+        return self.smoothing
+
     def data_key(self, state: RunState) -> tuple:
-        return super().data_key(state) + (self.log_scale,)
+        return super().data_key(state) + (self.log_scale, self.smoothing)
 
     def draw(self, state: RunState) -> None:
         self._begin()
-        xs, ys = downsample(state.step_x, state.step_loss, self._max_points)
+        smoothed = smooth(state.step_loss, self.smoothing)
         ex = [h.epoch for h in state.history]
         tl = [h.train_loss for h in state.history]
         vx = [h.epoch for h in state.history if h.val_loss is not None and math.isfinite(h.val_loss)]
         vl = [h.val_loss for h in state.history if h.val_loss is not None and math.isfinite(h.val_loss)]
         y = (lambda vs: [math.log10(max(v, LOG_FLOOR)) for v in vs]) if self.log_scale else list
-        self._series("train (smoothed)", xs, y(ys), marker="braille", color=TRAIN)
+        if self.smoothing:  # the raw curve, faint, under the smoothed one
+            rx, ry = downsample(state.step_x, state.step_loss, self._max_points)
+            self._series("train (raw)", rx, y(ry), marker="braille", color=RAW)
+        xs, ys = downsample(state.step_x, smoothed, self._max_points)
+        self._series("train", xs, y(ys), marker="braille", color=TRAIN)
         self._points("train/epoch", ex, y(tl), EPOCH_MARK, TRAIN_EPOCH)
         self._points("val", vx, y(vl), VAL_MARK, VAL)
-        values = _finite(list(ys) + tl + vl)
+        values = finite(list(state.step_loss) + tl + vl)
         self._x_axis(state)
         if self.log_scale:
             self._note = "log scale"
@@ -346,7 +256,7 @@ class AccuracyPlot(_Plot):
         va = [100.0 * h.val_acc for h in state.history if h.val_acc is not None]
         self._points("train", ex, ta, EPOCH_MARK, TRAIN_EPOCH)
         self._points("val", vx, va, VAL_MARK, VAL)
-        values = _finite(ta + va)
+        values = finite(ta + va)
         self._x_axis(state)
         self._finish(nice_range(values, floor=0.0, ceil=100.0, min_rel_span=0.1) if values else (0, 100),
                      "after epoch 1")
@@ -369,7 +279,7 @@ class LearningRatePlot(_Plot):
         self._x_axis(state, whole_run=True)  # the whole schedule's span: where we are in it
         peak = state.config.get("lr") if state.config else None
         peak = float(peak) if isinstance(peak, (int, float)) and not isinstance(peak, bool) and peak > 0 else None
-        values = _finite(list(ys) + ([peak] if peak is not None else []))
+        values = finite(list(ys) + ([peak] if peak is not None else []))
         empty = f"peak {peak:g}, no steps yet" if peak is not None else "waiting for the run"
         self._finish((0, max(values) * 1.05 if values else 1.0), empty)
 
@@ -386,25 +296,28 @@ class Legend(Widget):
         self.plot = plot
 
     def on_mount(self) -> None:
-        self.watch(self.plot, "note", self.refresh, init=False)
+        for attr in self.plot.LEGEND_WATCH:
+            self.watch(self.plot, attr, self.refresh, init=False)
 
     def render(self) -> RenderResult:
+        """The longest form that fits: names in full, then short names, then without the
+        note, then without the series; never a word cut in two (the title at worst)."""
         width = self.size.width - 1
-        for short in (False, True):
-            title = self.plot.SHORT_TITLE if short else self.plot.TITLE
-            text = Text(title, style="bold")
-            for name, short_name, (r, g, b), glyph in self.plot.SERIES:
-                if len(self.plot.SERIES) == 1:
-                    break  # one series: the title says it
-                text.append("  " if not short else " ")
+        plot = self.plot
+        text = Text()
+        for short, note, keys in ((False, True, True), (True, True, True), (True, False, True), (True, False, False)):
+            sep = " " if short else "  "
+            text = Text(plot.title(short), style="bold")
+            for name, short_name, (r, g, b), glyph in plot.SERIES if keys and len(plot.SERIES) > 1 else ():
+                text.append(sep)
                 text.append(glyph, style=f"rgb({r},{g},{b})")
                 text.append(" " + (short_name if short else name))
-            if self.plot.note:
-                text.append(("  " if not short else " ") + self.plot.note, style="dim")
-            if text.cell_len <= width or short:
-                text.truncate(max(width, 1), overflow="ellipsis")
+            if note and plot.note:
+                text.append(sep + plot.note, style="dim")
+            if text.cell_len <= width:
                 return text
-        return text  # pragma: no cover
+        text.truncate(max(width, 1), overflow="ellipsis")
+        return text
 
 
 class PlotPanel(Vertical):
@@ -477,6 +390,13 @@ class TrainingPlots(Vertical):
         if self._state is not None:
             self.show(self._state)
         return loss.log_scale
+
+    def cycle_smoothing(self) -> float:
+        """The loss plot's next smoothing weight (0, 0.6, 0.9, 0.99, 0...); returns it."""
+        weight = self.query_one(LossPlot).next_smoothing()
+        if self._state is not None:
+            self.show(self._state)
+        return weight
 
     def on_resize(self) -> None:
         # the number of points kept and the ticks depend on the size

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Union
 
 from rich.text import Text
 from textual.reactive import reactive, var
@@ -13,6 +13,7 @@ from ..runstate import RunState, fmt_duration, fmt_lr
 from .view import Pace, RunView
 
 REASON_CHARS = 42  # two lines of the narrow panel; the event log has the full text
+Value = Union[Text, str, tuple]  # a row's value; a tuple: alternatives, the first that fits the line is shown
 STATUS_SECONDS = 0.9  # the numbers (step, speed, ETA...) are updated about once a second
 
 STATE_STYLE = {
@@ -41,24 +42,26 @@ def state_text(state: RunState, source_kind: str = "live") -> Text:
     return Text(label, style=style)
 
 
-def fmt_params(n: Optional[int]) -> str:
-    """79,339 params; 4.99M params (the exact count is in the event log)."""
+def fmt_params(n: Optional[int], short: bool = False) -> str:
+    """79,339 params; 4.99M params (the exact count is in the event log); short: 79k, 4.99M."""
     if n is None:
         return ""
+    if short:
+        return f"{n / 1e3:.0f}k" if n < 1_000_000 else f"{n / 1e6:.2f}M"
     return f"{n:,} params" if n < 1_000_000 else f"{n / 1e6:.2f}M params"
 
 
 def short_reason(reason: str, limit: int = REASON_CHARS) -> str:
     """The gist of a reason, for the panel (the event log has it in full): the first
-    clause, and if that is still long, its start and its end (where a path's file
-    name and the cause are)."""
+    clause, and if that is still long, the words that fit and an ellipsis (never a
+    word cut in two; the panel wraps the rest on words)."""
     gist = reason.strip()
     for sep in ("; ", " ("):
         if len(gist) > limit and sep in gist and gist.index(sep) > 8:
             gist = gist.split(sep)[0].strip()
     if len(gist) > limit:
-        head = limit // 3
-        gist = gist[:head].rstrip() + "…" + gist[-(limit - head - 1):].lstrip()
+        cut = gist.rfind(" ", 0, limit)  # after the last whole word that fits
+        gist = (gist[:cut] if cut > 0 else gist[: limit - 1]).rstrip(" ,;:") + "…"
     return gist
 
 
@@ -83,12 +86,12 @@ class Panel(Static):
         super().__init__("", id=id)
         self.border_title = title
         self.redraws = 0
-        self._rows: list[tuple[str, Text | str]] = []
+        self._rows: list[tuple[str, Value]] = []
 
-    def set_rows(self, rows: list[tuple[str, Text | str]]) -> None:
+    def set_rows(self, rows: list[tuple[str, Value]]) -> None:
         """Show these rows; nothing is redrawn or laid out when they read as before."""
         self._rows = rows
-        self.plain = "\n".join(f"{a} {b.plain if isinstance(b, Text) else b}" for a, b in rows)
+        self.plain = "\n".join(f"{a} {plain(b)}" for a, b in rows)
 
     def watch_plain(self) -> None:
         self._draw()
@@ -108,10 +111,6 @@ class Panel(Static):
 class StatusPanel(Panel):
     """A two-column table of the run: drawn at once when its state, outcome, mixup or
     phase changes (:attr:`phase`), else its numbers about once a second."""
-
-    DEFAULT_CSS = """
-    StatusPanel { border-bottom: none; }  /* the system panel's titled top border, below it, closes it */
-    """
 
     phase: var[tuple] = var((), init=False)
 
@@ -141,8 +140,8 @@ class StatusPanel(Panel):
 
     @staticmethod
     def rows(state: RunState, *, source_kind: str = "live", quiet_for: Optional[float] = None,
-             quitting: bool = False) -> list[tuple[str, Text | str]]:
-        rows: list[tuple[str, Text | str]] = []
+             quitting: bool = False) -> list[tuple[str, Value]]:
+        rows: list[tuple[str, Value]] = []
         run = Text(state.run_id or "-", overflow="ellipsis", no_wrap=True)
         rows.append(("Run", run))
         st = state_text(state, source_kind)
@@ -158,9 +157,11 @@ class StatusPanel(Panel):
         if state.state == "starting" and state.loading is not None and state.loading.total:
             rows.append(("", Text(f"{state.loading.done:,} / {state.loading.total:,} images", style="dim")))
         dev = state.device or "-"
-        if state.params is not None:
-            dev += " · " + fmt_params(state.params)
-        rows.append(("Device", dev))
+        if state.params is not None:  # in full where it fits on the line, else shorter: never wrapped
+            rows.append(("Device", (f"{dev} · {fmt_params(state.params)}", f"{dev} · {fmt_params(state.params, True)}",
+                                    Text(dev, no_wrap=True, overflow="ellipsis"))))
+        else:
+            rows.append(("Device", Text(dev, no_wrap=True, overflow="ellipsis")))
         epochs = state.epochs or "?"
         rows.append(("Epoch", f"{state.epoch} / {epochs}" if state.epoch else f"- / {epochs}" if state.epochs else "-"))
         rows.append(("  step", _step_in_epoch(state)))
@@ -194,10 +195,18 @@ class StatusPanel(Panel):
 LABEL_WIDTH = 8
 
 
-def label_rows(rows: list[tuple[str, Text | str]], width: int) -> Text:
+def plain(value: Value) -> str:
+    """A row's value as plain text (of alternatives, the first)."""
+    if isinstance(value, tuple):
+        value = value[0]
+    return value.plain if isinstance(value, Text) else value
+
+
+def label_rows(rows: list[tuple[str, Value]], width: int) -> Text:
     """Rows of ``label value`` as one Text: labels dim in a column of LABEL_WIDTH, a value
-    too long for the rest of the line folded under itself. (One Text renders far faster
-    than a rich Table, and these panels are drawn every second.)"""
+    too long for the rest of the line folded under itself (on words), or of a tuple of
+    alternatives the first that fits. (One Text renders far faster than a rich Table, and
+    these panels are drawn every second.)"""
     room = max(4, (width or 32) - LABEL_WIDTH - 1)
     out = Text()
     indent = " " * (LABEL_WIDTH + 1)
@@ -205,6 +214,8 @@ def label_rows(rows: list[tuple[str, Text | str]], width: int) -> Text:
         if i:
             out.append("\n")
         out.append(label.ljust(LABEL_WIDTH)[:LABEL_WIDTH] + " ", style="dim")
+        if isinstance(value, tuple):
+            value = next((v for v in value if Text(plain(v)).cell_len <= room), value[-1])
         value = value if isinstance(value, Text) else Text(value)
         for j, part in enumerate(value.split("\n", allow_blank=True)):
             if j:

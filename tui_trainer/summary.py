@@ -1,0 +1,35 @@
+"""What a run's end leaves, said once for headless training and for a dashboard that closes."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from rich.console import Console
+from rich.text import Text
+
+from engine import events as ev
+
+from .formatting import fmt_pct
+
+
+def print_summary(c: Console, f: Optional[ev.RunFinished], run_dir: Optional[str], best: Optional[ev.CheckpointSaved],
+                  resume: str = "cifar-tui --no-ui train --resume") -> None:
+    """What a run's end leaves (headless, and a dashboard on leaving): the error, the run
+    folder, the best checkpoint, and for a stopped run the command (``resume``) that goes on."""
+    if f is None:
+        return
+    if f.outcome == "failed":
+        c.print(Text.assemble(("error: ", "bold red"), f.reason), soft_wrap=True)
+    if run_dir:
+        c.print(Text(f"run folder:      {run_dir}"), soft_wrap=True)
+    if best is not None:
+        acc = fmt_pct(best.val_acc, 2, missing="n/a")
+        c.print(Text(f"best checkpoint: {best.path}  (val acc {acc} at epoch {best.epoch})"), soft_wrap=True)
+    if f.save_error:
+        c.print(Text.assemble(("error: ", "bold red"), "training ended but its last checkpoint was not written: "
+                              f"{f.save_error}"), soft_wrap=True)
+    elif f.outcome == "stopped" and f.last_checkpoint and run_dir:
+        c.print(Text(f"{f.reason}; saved in {f.last_checkpoint}"), soft_wrap=True)
+        c.print(Text(f"continue with: {resume} {run_dir}"), soft_wrap=True)
+    elif f.last_checkpoint and best is None:
+        c.print(Text(f"last checkpoint: {f.last_checkpoint}"), soft_wrap=True)
