@@ -75,6 +75,7 @@ class _Plot(PlotextPlot):
         self._state: Optional[RunState] = None
         self.draws = 0
         self.ylim: tuple[float, float] = (0.0, 1.0)
+        self.ytick_labels: list[str] = []  # the y axis's labels at the last draw
 
     def draw(self, state: RunState) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -127,6 +128,7 @@ class _Plot(PlotextPlot):
         self.note = self._note
         self.plt.ylim(*ylim)
         self.ylim = ylim
+        self.ytick_labels = list(labels)
         self.plt.yticks(ticks, labels)
         self.draws += 1
         if not any(self.points.values()):
