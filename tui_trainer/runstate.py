@@ -14,12 +14,24 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
 from engine import events as ev
+from engine.commands import markers
 from engine.events import ACTIVE_STATES
 
 from .formatting import data_progress_text, fmt_pct
 
 # How strongly images/s is smoothed for the ETA.
 SPEED_EMA = 0.3
+
+STEERING = (ev.StateChanged, ev.MixupChanged, ev.LrChanged, ev.CheckpointSaved)  # what markers() reads
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A steering action on the plots: at ``x`` (in epochs, as the plots' x axis), ``label``."""
+
+    x: float
+    label: str
+
 
 @dataclass
 class LogLine:
@@ -49,6 +61,7 @@ class RunState:
         self.images_per_s: Optional[float] = None
         self._speed: Optional[float] = None
         self.lr: Optional[float] = None
+        self.lr_scale = 1.0  # the user's scale on the schedule (LrChanged)
         self.mixup: Optional[bool] = None
         self.mixup_source: str = "schedule"
         self.best_val_acc: Optional[float] = None
@@ -69,6 +82,9 @@ class RunState:
         self.step_loss: list[float] = []  # the mean loss over each report's window (raw: the plot smooths)
         self.step_lr: list[float] = []
         self.history: list[ev.EpochDone] = []  # the run's epoch records, one per epoch
+        self.marks: list[Mark] = []  # each steering action where it took effect (engine.commands.markers)
+        self._steering: list[ev.Event] = []
+        self._marked = 0  # how many of markers(self._steering) are in self.marks
         # what changed since the owner last looked
         self.plots_dirty = False
         self.state_dirty = False
@@ -147,6 +163,8 @@ class RunState:
         self.events_seen += 1
         self.last_event_at = e.time
         log = self._log.append
+        if isinstance(e, STEERING) and not (isinstance(e, ev.CheckpointSaved) and e.kind != "manual"):
+            self._mark(e)
         if isinstance(e, ev.StepDone):
             self._on_step(e)
         elif isinstance(e, ev.EpochDone):
@@ -176,6 +194,14 @@ class RunState:
             who = "by you" if e.source == "user" else "by the schedule"
             log(LogLine(e.time, f"mixup {'on' if e.on else 'off'} {who} (epoch {e.epoch})", "cyan"))
             self.state_dirty = True
+        elif isinstance(e, ev.LrChanged):
+            self.lr_scale = e.scale
+            if e.lr and math.isfinite(e.lr):
+                self.lr = e.lr  # the next step's, as the run confirms it
+            who = "by you" if e.source == "user" else f"({e.source})"
+            log(LogLine(e.time, f"learning rate: peak {e.peak_lr:.4g} (x{e.scale:.4g} the schedule) {who}, "
+                        f"from step {e.step + 1}", "cyan"))
+            self.state_dirty = True
         elif isinstance(e, ev.Compiled) and e.ok:
             log(LogLine(e.time, f"compiled the training step in {e.seconds:.1f} s ({e.backend}, {e.mode})", "dim"))
         elif isinstance(e, ev.Warning):
@@ -187,6 +213,18 @@ class RunState:
             self._on_data_progress(e)
         elif isinstance(e, ev.RunFinished):
             self._on_finished(e)
+
+    def _mark(self, e: ev.Event) -> None:
+        """Markers for a steering event (engine.commands.markers reads the run's steering events
+        in order), placed at the global step where it took effect, or where the run was then
+        for an event from a file written before events carried their step."""
+        self._steering.append(e)
+        found = markers(self._steering)
+        for m in found[self._marked:]:
+            x = m.step / self.steps_per_epoch if m.step and self.steps_per_epoch else self.progress
+            self.marks.append(Mark(x, m.label))
+            self.plots_dirty = True
+        self._marked = len(found)
 
     def _on_data_progress(self, e: ev.DataProgress) -> None:
         first = self.loading is None or self.loading.message != e.message
@@ -253,6 +291,7 @@ class RunState:
             self.step_x = [self.step_x[i] for i in keep]
             self.step_loss = [self.step_loss[i] for i in keep]
             self.step_lr = [self.step_lr[i] for i in keep]
+            self.marks = [m for m in self.marks if m.x <= e.start_epoch + 1e-9]
             self.best_val_acc = max((h.val_acc for h in self.history if h.val_acc is not None), default=None)
             self.best_epoch = next((h.epoch for h in self.history if h.val_acc == self.best_val_acc), None)
         self._loss_prev = (0, 0, 0.0)

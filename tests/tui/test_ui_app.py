@@ -126,6 +126,12 @@ def test_keys_send_commands_and_status_follows_events(tmp_path):
             await key("p", ev.Resume())
             await wait_for(pilot, lambda: "● running" in status_text(app), what="running again")
 
+            await key("right_square_bracket", ev.SetLearningRate(factor=2.0))  # ], confirmed by an LrChanged
+            await wait_for(pilot, lambda: "(x2)" in status_text(app), what="the lr doubled")
+            loss = dash.query_one(LossPlot)
+            await wait_for(pilot, lambda: any(label.startswith("lr ") for _, label in loss.drawn_marks),
+                           what="the lr marker")
+
             await key("s", ev.SaveCheckpoint())
             await wait_for(pilot, lambda: any("saved manual-" in line for line in dash.event_log.lines_written),
                            what="the manual checkpoint")
@@ -136,12 +142,16 @@ def test_keys_send_commands_and_status_follows_events(tmp_path):
             assert "■ stopped" in status_text(app) and "stopped by request" in status_text(app)
             assert "✔" not in status_text(app)  # a stopped run does not look like a completed one
             assert app.return_code is None  # x keeps the app open
-            # commands are greyed out once the run is over
-            assert dash.check_action("pause", ()) is None
+            # commands are gone from the footer once the run is over
+            assert dash.check_action("pause", ()) is False
 
             await press(pilot, "q")  # nothing running: quits at once, no further command
             await wait_for(pilot, lambda: app.return_code is not None, what="exit")
-            assert received == [ev.SetMixup(on=True), ev.Pause(), ev.Resume(), ev.SaveCheckpoint(), ev.Stop(save=True)]
+            assert received == [ev.SetMixup(on=True), ev.Pause(), ev.Resume(), ev.SetLearningRate(factor=2.0),
+                                ev.SaveCheckpoint(), ev.Stop(save=True)]
+            labels = [label for _, label in loss.drawn_marks]
+            assert labels[:3] == ["mixup on", "pause", "resume"] and labels[3].startswith("lr ")
+            assert "save" in labels and "stop" in labels
         assert app.return_code == 0
         ckpts = list(Path(cfg.runs_dir).glob("*/checkpoints/last.pt"))
         assert len(ckpts) == 1

@@ -55,13 +55,19 @@ def test_a_detached_runs_spec_is_read_back_or_refused_in_one_line(tmp_path, caps
 
 
 def test_the_dashboards_keys_come_from_one_table():
+    from engine import commands
     from tui_trainer.screens.dashboard import COMMAND_ACTIONS, DASHBOARD_KEYS, PALETTE_EXTRAS, DashboardScreen
 
-    keys = [(b.key, b.action, b.description, b.show) for b in DashboardScreen.BINDINGS]
-    assert keys == [(k.key, k.action, k.label, k.show) for k in DASHBOARD_KEYS]
+    keys = [(b.key, b.action, b.description, b.tooltip, b.show) for b in DashboardScreen.BINDINGS]
+    assert keys == [(k.key, k.action, k.label, k.description, k.show) for k in DASHBOARD_KEYS]
     assert keys[0][:2] == ("q", "quit")  # first: a narrow footer never hides it
-    assert COMMAND_ACTIONS == ("toggle_mixup", "mixup_schedule", "pause", "resume", "save", "stop")
+    # the commands' keys are the engine's table's, words and all (not written a second time)
+    table = [(k.key, k.action, k.label, k.description, k.show) for k in commands.KEYS]
+    assert [k for k in keys if k[1] in COMMAND_ACTIONS] == table
+    assert ("[", "lr_halve") in [k[:2] for k in keys] and ("]", "lr_double") in [k[:2] for k in keys]
     assert PALETTE_EXTRAS == {"mixup_schedule", "smoothing"}
+    for action in COMMAND_ACTIONS:  # every key of the table does something here
+        assert callable(getattr(DashboardScreen, f"action_{action}", None)), action
 
 
 def test_every_dashboard_widget_is_refreshed_through_update_from():

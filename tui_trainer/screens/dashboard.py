@@ -20,6 +20,7 @@ from textual.reactive import var
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
+from engine import commands
 from engine import events as ev
 
 from ..bridge import CommandRefused, EventSource
@@ -33,25 +34,19 @@ TICK_SECONDS = 0.3  # how often events are drained and widgets updated
 
 
 class Key(NamedTuple):
-    """One key of the dashboard: the footer, the keys panel and the palette read it."""
+    """A key of the screen itself (the commands' keys are the table's, engine.commands.Key):
+    the footer, the keys panel and the palette read it."""
 
     key: str
     action: str
     label: str
-    tooltip: str
+    description: str
     show: bool = True  # in the footer (hidden ones are still in the command palette)
 
 
-# Commands to the run (its own or an attached one): usable while it trains.
-COMMAND_KEYS = (
-    Key("m", "toggle_mixup", "Mixup", "Switch mixup on or off (overrides the schedule)"),
-    Key("M", "mixup_schedule", "Mixup: schedule", "Let the schedule decide mixup again", show=False),
-    # one key, two meanings: the footer shows what p will do now
-    Key("p", "pause", "Pause", "Pause training (between two steps)"),
-    Key("p", "resume", "Resume", "Resume training"),
-    Key("s", "save", "Save", "Save a checkpoint now"),
-    Key("x", "stop", "Stop", "Stop training and save a checkpoint; the app stays open"),
-)
+# Commands to the run (its own or an attached one), usable while it trains: the command
+# table's keys (p is pause or resume, as the run's state says; m and M mixup; [ and ] the lr).
+COMMAND_KEYS = commands.KEYS
 # q first, so that a narrow footer never hides it: quit, or leave a run attached over its channel
 QUIT_KEYS = (
     Key("q", "quit", "Quit", "Quit (a running training is stopped and saved first)"),
@@ -73,7 +68,7 @@ ENDED = ("finished", "failed", "interrupted")
 
 
 class DashboardScreen(Screen):
-    BINDINGS = [Binding(k.key, k.action, k.label, show=k.show, tooltip=k.tooltip) for k in DASHBOARD_KEYS]
+    BINDINGS = [Binding(k.key, k.action, k.label, show=k.show, tooltip=k.description) for k in DASHBOARD_KEYS]
 
     narrow: var[bool] = var(False, toggle_class="-narrow")
     short: var[bool] = var(False, toggle_class="-short")
@@ -133,6 +128,11 @@ class DashboardScreen(Screen):
         for e in self.source.poll():
             if isinstance(e, ev.RunStarted) and e.resumed_from and not st.history and not st.step_x:
                 self._load_history(e)
+            elif isinstance(e, ev.CommandRefused):  # what was asked will not happen: p and m mean the usual
+                if e.command in ("pause", "resume"):
+                    self._want_pause = None
+                elif e.command == "mixup":
+                    self._want_mixup = None
             st.apply(e)
         kind = self.source.kind
         if kind == "watch" and st.active and self.source.liveness() == "interrupted":
@@ -272,6 +272,19 @@ class DashboardScreen(Screen):
 
     def action_save(self) -> None:
         self._send(ev.SaveCheckpoint(), "» checkpoint requested")
+
+    def action_lr_halve(self) -> None:
+        self._send_key("lr_halve")
+
+    def action_lr_double(self) -> None:
+        self._send_key("lr_double")
+
+    def _send_key(self, action: str) -> None:
+        """Send the command the table's key for ``action`` names; the status changes when
+        the run confirms it (an LrChanged), or the log says why not (a CommandRefused)."""
+        key = next(k for k in COMMAND_KEYS if k.action == action)
+        assert key.command is not None
+        self._send(key.command, f"» {key.description.split(' (')[0].lower()} requested")
 
     def action_stop(self) -> None:
         self._send(ev.Stop(save=True), "» stop requested (a checkpoint will be saved)")

@@ -40,6 +40,7 @@ TRAIN: Color = (80, 160, 255)  # blue
 TRAIN_EPOCH: Color = (255, 170, 60)  # orange
 VAL: Color = (90, 210, 120)  # green
 LR: Color = (220, 120, 230)  # magenta
+MARK: Color = (150, 150, 150)  # a steering action (pause, mixup, lr, save, stop): a grey line
 
 
 class _Plot(PlotextPlot):
@@ -60,6 +61,7 @@ class _Plot(PlotextPlot):
     _Plot { height: 1fr; width: 1fr; min-height: 5; }
     """
     LEGEND_WATCH: tuple[str, ...] = ("note",)  # what the legend shows besides the series
+    MARK_LABELS = False  # steering actions: a line on every plot; named on this one
 
     note: var[str] = var("", init=False)
     """Shown after the legend, e.g. "1 off the top"."""
@@ -76,6 +78,7 @@ class _Plot(PlotextPlot):
         self.draws = 0
         self.ylim: tuple[float, float] = (0.0, 1.0)
         self.ytick_labels: list[str] = []  # the y axis's labels at the last draw
+        self.drawn_marks: list[tuple[float, str]] = []  # the steering actions drawn at the last draw
 
     def draw(self, state: RunState) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -103,9 +106,9 @@ class _Plot(PlotextPlot):
         last = state.history[-1] if state.history else None
         x_right = math.ceil(state.progress - 1e-9)
         if self.DEPENDS == "epochs":
-            return (len(state.history), last, x_right, state.epochs, self.size)
+            return (len(state.history), last, x_right, state.epochs, self.size, len(state.marks))
         return (len(state.step_x), state.step_x[-1] if state.step_x else None, len(state.history), last, x_right,
-                state.epochs, self.size, bool(state.config))
+                state.epochs, self.size, bool(state.config), len(state.marks))
 
     def _series(self, name: str, xs: Sequence[float], ys: Sequence[float], **kw) -> None:
         self.points[name] = len(xs)
@@ -130,10 +133,26 @@ class _Plot(PlotextPlot):
         self.ylim = ylim
         self.ytick_labels = list(labels)
         self.plt.yticks(ticks, labels)
+        self._marks(ylim)
         self.draws += 1
         if not any(self.points.values()):
             self._placeholder(empty_note, ylim, rows, labels)
         self.refresh()
+
+    def _marks(self, ylim: tuple[float, float]) -> None:
+        """Each steering action (pause, resume, mixup, lr, save, stop) as a vertical line at
+        the step where it took effect; on the loss plot named along the top."""
+        self.drawn_marks = []
+        state = self._state
+        if state is None:
+            return
+        (x0, x1) = self._xrange
+        for mark in state.marks:
+            if x0 - 1e-9 <= mark.x <= x1 + 1e-9:
+                self.plt.vline(mark.x, color=MARK)
+                if self.MARK_LABELS:
+                    self.plt.text(mark.label, mark.x, ylim[1], alignment="left", color=MARK, background="default")
+                self.drawn_marks.append((mark.x, mark.label))
 
     def _placeholder(self, note: str, ylim: tuple[float, float], rows: int, labels: Sequence[str]) -> None:
         """``note`` in the middle of an empty plot, wrapped on words to the canvas's width."""
@@ -190,6 +209,7 @@ class LossPlot(_Plot):
     SERIES = (("train", "train", TRAIN, "━"), ("train/epoch", "epoch", TRAIN_EPOCH, EPOCH_MARK),
               ("val", "val", VAL, VAL_MARK))
     LEGEND_WATCH = ("note", "smoothing")
+    MARK_LABELS = True
 
     smoothing: var[float] = var(SMOOTHING_DEFAULT, init=False)
     """The weight of the moving average drawn over the per-step loss (0: the raw curve only)."""
@@ -272,7 +292,8 @@ class LearningRatePlot(_Plot):
         # the x axis is the whole run: draw again only when the curve reaches another column
         span = max(1.0, float(state.epochs or 1))
         column = int(state.progress / span * 2 * max(10, self.size.width or 40)) if state.step_x else -1
-        return (column, len(state.history), state.epochs, self.size, bool(state.config), bool(state.step_x))
+        return (column, len(state.history), state.epochs, self.size, bool(state.config), bool(state.step_x),
+                len(state.marks))
 
     def draw(self, state: RunState) -> None:
         self._begin()
@@ -345,7 +366,7 @@ class TrainingPlots(Vertical):
     """
 
     phase: var[tuple] = var((), init=False)
-    """(epochs done, the run's state, whether it has steps): a change draws at once."""
+    """(epochs done, the run's state, whether it has steps, the steering marks): a change draws at once."""
 
     def __init__(self, *, id: Optional[str] = None) -> None:  # noqa: A002
         super().__init__(id=id)
@@ -367,7 +388,7 @@ class TrainingPlots(Vertical):
         at once for a new phase (:meth:`watch_phase`), else every PLOT_SECONDS."""
         st = view.state
         self._state = st
-        self.phase = (len(st.history), st.state, bool(st.step_x))
+        self.phase = (len(st.history), st.state, bool(st.step_x), len(st.marks))
         if self._pace.due():
             self.show(st)
 

@@ -123,7 +123,7 @@ class StatusPanel(Panel):
         st = view.state
         self._view = view
         self.phase = (st.state, st.outcome, st.mixup, st.mixup_source, st.loading is None, view.quitting,
-                      st.global_step > 0)
+                      st.global_step > 0, st.lr_scale)
         if self._pace.due():
             self._show()
 
@@ -175,7 +175,10 @@ class StatusPanel(Panel):
             eta = fmt_duration(state.eta())
         rows.append(("ETA", eta))
         rows.append(("Elapsed", fmt_duration(state.elapsed())))
-        rows.append(("LR", fmt_lr(state.lr)))
+        lr = fmt_lr(state.lr)
+        if state.lr_scale != 1.0:  # steered ([ and ], ctl lr): the schedule times this
+            lr += f" (x{state.lr_scale:.3g})"
+        rows.append(("LR", lr))
         if state.mixup is None:
             mix = Text("-")
         else:
