@@ -216,5 +216,6 @@ def test_watch_of_a_finished_run_draws_its_markers(tmp_path, size):
             assert len(dash.query_one(LearningRatePlot).drawn_marks) == 6
             shown = " ".join(_text(app, loss))
             assert "lr 0.05" in shown and "stop" in shown
+            assert "pause" in shown and "resume" in shown  # at the same step: one a row below the other
 
     run(main())

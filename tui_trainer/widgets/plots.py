@@ -133,26 +133,36 @@ class _Plot(PlotextPlot):
         self.ylim = ylim
         self.ytick_labels = list(labels)
         self.plt.yticks(ticks, labels)
-        self._marks(ylim)
+        self._marks(ylim, rows, labels)
         self.draws += 1
         if not any(self.points.values()):
             self._placeholder(empty_note, ylim, rows, labels)
         self.refresh()
 
-    def _marks(self, ylim: tuple[float, float]) -> None:
+    def _marks(self, ylim: tuple[float, float], rows: int, labels: Sequence[str]) -> None:
         """Each steering action (pause, resume, mixup, lr, save, stop) as a vertical line at
-        the step where it took effect; on the loss plot named along the top."""
+        the step where it took effect; on the loss plot named along the top, a name that would
+        run into the one before it a row lower (three rows at most, then left out)."""
         self.drawn_marks = []
         state = self._state
         if state is None:
             return
-        (x0, x1) = self._xrange
+        (x0, x1), (y0, y1) = self._xrange, ylim
+        width = max(1, (self.size.width or 40) - max((len(label) for label in labels), default=1) - 3)
+        row = (y1 - y0) / max(1, rows - 1)
+        free = [-1, -1, -1]  # per label row: the first column after the last name written there
         for mark in state.marks:
-            if x0 - 1e-9 <= mark.x <= x1 + 1e-9:
-                self.plt.vline(mark.x, color=MARK)
-                if self.MARK_LABELS:
-                    self.plt.text(mark.label, mark.x, ylim[1], alignment="left", color=MARK, background="default")
-                self.drawn_marks.append((mark.x, mark.label))
+            if not x0 - 1e-9 <= mark.x <= x1 + 1e-9:
+                continue
+            self.plt.vline(mark.x, color=MARK)
+            self.drawn_marks.append((mark.x, mark.label))
+            if not self.MARK_LABELS:
+                continue
+            col = round((mark.x - x0) / max(x1 - x0, 1e-9) * (width - 1))
+            line = next((i for i, end in enumerate(free[: max(1, rows - 1)]) if col > end), None)
+            if line is not None:
+                self.plt.text(mark.label, mark.x, y1 - line * row, alignment="left", color=MARK, background="default")
+                free[line] = col + len(mark.label)
 
     def _placeholder(self, note: str, ylim: tuple[float, float], rows: int, labels: Sequence[str]) -> None:
         """``note`` in the middle of an empty plot, wrapped on words to the canvas's width."""
