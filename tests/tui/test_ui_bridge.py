@@ -94,7 +94,7 @@ def test_run_state_from_demo_events():
     assert [h.epoch for h in st.history] == [1, 2, 3, 4]
     assert st.best_epoch == 4 and st.best_val_acc is not None
     assert st.mixup is False and st.mixup_source == "user"
-    # per-step points sit at fractional epochs, in order, smoothed and non-negative
+    # per-step points sit at fractional epochs, in order, non-negative (the loss plot smooths them)
     assert st.step_x == sorted(st.step_x) and 4.0 < st.step_x[-1] <= 4.5
     assert all(v >= 0 for v in st.step_loss)
     # ETA: remaining steps at the recent speed

@@ -436,3 +436,11 @@ def test_a_desktop_notification_only_where_the_terminal_takes_one():
     assert desktop_notification("a", "b", {"TERM_PROGRAM": "iTerm.app", "TMUX": "/tmp/tmux"}) is None
     hostile = desktop_notification("run \x1b]52;c;bad\x07", "x;y", {"TERM_PROGRAM": "WezTerm"})
     assert hostile.count("\x1b") == 1 and hostile.count("\x07") == 1  # no escape of the run's own
+
+
+def test_a_long_path_in_the_reason_keeps_its_name_not_a_cut_word():
+    from tui_trainer.widgets.status import short_reason
+
+    reason = ("--data /tmp/pytest-of-root/pytest-12/test_bad_data0/nowhere: no such file or folder; "
+              "use cifar10, synthetic, or a path")
+    assert short_reason(reason) == "--data …/nowhere: no such file or folder"

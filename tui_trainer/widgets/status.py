@@ -51,14 +51,30 @@ def fmt_params(n: Optional[int], short: bool = False) -> str:
     return f"{n:,} params" if n < 1_000_000 else f"{n / 1e6:.2f}M params"
 
 
+def short_word(word: str, room: int) -> str:
+    """A word longer than ``room`` (a path): its last parts after an ellipsis, "…/nowhere:"."""
+    if len(word) <= room:
+        return word
+    parts = word.split("/")
+    tail = parts[-1]
+    for part in reversed(parts[:-1]):
+        if len(part) + len(tail) + 3 > room:
+            break
+        tail = f"{part}/{tail}"
+    return f"…/{tail}" if len(parts) > 1 and len(tail) + 2 <= room else "…" + word[-(room - 1):]
+
+
 def short_reason(reason: str, limit: int = REASON_CHARS) -> str:
     """The gist of a reason, for the panel (the event log has it in full): the first
-    clause, and if that is still long, the words that fit and an ellipsis (never a
-    word cut in two; the panel wraps the rest on words)."""
+    clause, a path in it shortened to its last parts, and if that is still long, the
+    words that fit and an ellipsis (never a word cut in two; the panel wraps the rest
+    on words)."""
     gist = reason.strip()
     for sep in ("; ", " ("):
         if len(gist) > limit and sep in gist and gist.index(sep) > 8:
             gist = gist.split(sep)[0].strip()
+    if len(gist) > limit:
+        gist = " ".join(short_word(word, limit // 2) for word in gist.split())
     if len(gist) > limit:
         cut = gist.rfind(" ", 0, limit)  # after the last whole word that fits
         gist = (gist[:cut] if cut > 0 else gist[: limit - 1]).rstrip(" ,;:") + "…"
