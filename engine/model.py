@@ -1,22 +1,25 @@
-"""The report's Squeeze-and-Excitation ResNet (4,993,166 parameters at width 1)."""
+"""The report's Squeeze-and-Excitation ResNet (4,993,166 parameters at width 1), and any
+network of the same family (:class:`engine.shape.NetShape`: stages, channels, strides, stem,
+where the SE blocks sit)."""
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
-STAGE_BLOCKS = (4, 3, 2, 3)
-STAGE_CHANNELS = (64, 128, 128, 256)
-STAGE_STRIDES = (1, 2, 1, 2)
-STEM_CHANNELS = 64
-SE_REDUCTION = 16
+from .shape import NetShape, scaled
+
+_REPORT = NetShape()
+STAGE_BLOCKS = _REPORT.blocks
+STAGE_CHANNELS = _REPORT.channels
+STAGE_STRIDES = _REPORT.strides
+STEM_CHANNELS = _REPORT.stem_channels
+SE_REDUCTION = _REPORT.se_reduction
 ARCH_NAME = "SEResNet"
-
-
-def scaled(channels: int, width: float) -> int:
-    """Channels of a layer at a width multiplier (at least 4 so the SE bottleneck exists)."""
-    return max(4, int(round(channels * width)))
+__all__ = ["SEResNet", "BasicBlock", "SqueezeExcite", "scaled", "count_parameters", "arch_info", "ARCH_NAME"]
 
 
 class SqueezeExcite(nn.Module):
@@ -33,12 +36,16 @@ class SqueezeExcite(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, stride: int):
+    """Two 3x3 convs with BatchNorm; a 1x1 conv + BN shortcut where the shape changes; with
+    ``se_reduction``, an SE block on the branch before the addition (Hu et al.)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, se_reduction: Optional[int] = None):
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(cout)
         self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
+        self.se = SqueezeExcite(cout, se_reduction) if se_reduction is not None else None
         if stride != 1 or cin != cout:
             self.shortcut = nn.Sequential(
                 nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
@@ -49,36 +56,44 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
+        if self.se is not None:
+            out = self.se(out)
         return F.relu(out + self.shortcut(x))
 
 
 class SEResNet(nn.Module):
-    """Stem conv 3->64 + BN + ReLU + SE, BasicBlock stages [4,3,2,3] x [64,128,128,256]
-    with strides [1,2,1,2], global average pooling and a linear head.
+    """Stem conv 3->C + BN + ReLU (+ SE with ``se="stem"``), BasicBlock stages, global
+    average pooling and a linear head. The default shape is the report's network: stages
+    [4,3,2,3] x [64,128,128,256] with strides [1,2,1,2] and one SE block after the stem.
 
-    ``width`` scales every channel count; 1.0 is the report's network.
+    ``width`` scales every channel count (it overrides ``shape.width`` when given with no
+    shape); parameter names are the same as before shapes existed, so old checkpoints load.
     """
 
-    def __init__(self, width: float = 1.0, num_classes: int = 10):
+    def __init__(self, width: float = 1.0, num_classes: int = 10, shape: Optional[NetShape] = None):
         super().__init__()
-        if not width > 0:
-            raise ValueError(f"width must be positive, got {width}")
-        self.width = float(width)
+        if shape is None:
+            if not width > 0:
+                raise ValueError(f"width must be positive, got {width}")
+            shape = NetShape(width=float(width), num_classes=int(num_classes))
+        else:
+            shape = NetShape.from_record(shape.to_record(), num_classes=int(num_classes))
+        self.shape = shape
+        self.width = float(shape.width)
         self.num_classes = int(num_classes)
-        stem = scaled(STEM_CHANNELS, width)
-        self.stem = nn.Sequential(
-            nn.Conv2d(3, stem, 3, 1, 1, bias=False),
-            nn.BatchNorm2d(stem),
-            nn.ReLU(inplace=True),
-            SqueezeExcite(stem),
-        )
+        stem = scaled(shape.stem_channels, shape.width)
+        parts: list[nn.Module] = [nn.Conv2d(3, stem, 3, 1, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU(inplace=True)]
+        if shape.se == "stem":
+            parts.append(SqueezeExcite(stem, shape.se_reduction))
+        self.stem = nn.Sequential(*parts)
+        block_se = shape.se_reduction if shape.se == "blocks" else None
         layers = []
         cin = stem
-        for n, c, s in zip(STAGE_BLOCKS, STAGE_CHANNELS, STAGE_STRIDES):
-            cout = scaled(c, width)
+        for n, c, s in zip(shape.blocks, shape.channels, shape.strides):
+            cout = scaled(c, shape.width)
             blocks = []
             for i in range(n):
-                blocks.append(BasicBlock(cin, cout, s if i == 0 else 1))
+                blocks.append(BasicBlock(cin, cout, s if i == 0 else 1, block_se))
                 cin = cout
             layers.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*layers)
@@ -95,11 +110,13 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def arch_info(model: SEResNet) -> dict:
+    """What a checkpoint records of its network: enough to rebuild it (the shape)."""
     return {
         "name": ARCH_NAME,
         "width": model.width,
         "num_classes": model.num_classes,
         "params": count_parameters(model),
+        "shape": model.shape.to_record(),
     }
 
 
