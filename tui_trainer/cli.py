@@ -241,6 +241,11 @@ def _one_folder(positional: Optional[str], option: Optional[str]) -> Optional[st
 app.command()(cli_export.export)
 
 
+from .model_cmd import model as _model_command  # noqa: E402 - registered beside the others
+
+app.command("model")(_model_command)
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     """Console-script entry point."""
     app(args=argv, prog_name="cifar-tui")
