@@ -236,6 +236,24 @@ def _check_arch(arch: dict[str, Any], classes: Any, p: Path) -> None:
             raise CheckpointError(f"{p} is damaged: its class names are not a list of names")
         if len(classes) != n:
             raise CheckpointError(f"{p} is damaged: it declares {n} classes but names {len(classes)}")
+    network_shape(arch, p)
+
+
+def network_shape(arch: dict[str, Any], p: Any = None):
+    """The :class:`engine.shape.NetShape` a checkpoint's ``arch`` records. A checkpoint written
+    before shapes were recorded is the report's network at its width; a record that is
+    not a buildable shape is refused with one line."""
+    from .shape import NetShape, ShapeError
+
+    record = arch.get("shape")
+    try:
+        shape = NetShape.from_record(record, width=float(arch["width"]), num_classes=int(arch["num_classes"]))
+    except (ShapeError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{p or 'the checkpoint'} is damaged: its network shape is not buildable ({e})") from None
+    if record is not None and shape.width != float(arch["width"]):
+        raise CheckpointError(f"{p or 'the checkpoint'} is damaged: its shape's width {shape.width:g} is not "
+                              f"its network's width {arch['width']}")
+    return shape
 
 
 def build_model_from_checkpoint(ckpt: dict[str, Any]):
@@ -246,7 +264,7 @@ def build_model_from_checkpoint(ckpt: dict[str, Any]):
     arch = ckpt["arch"]
     if arch.get("name") != ARCH_NAME:
         raise CheckpointError(f"{ckpt.get('path')}: architecture {str(arch.get('name'))[:40]!r} is not {ARCH_NAME}")
-    model = SEResNet(width=float(arch["width"]), num_classes=int(arch["num_classes"]))
+    model = SEResNet(num_classes=int(arch["num_classes"]), shape=network_shape(arch, ckpt.get("path")))
     load_weights(model, ckpt, key="ema" if isinstance(ckpt.get("ema"), dict) else "model")
     return model
 
@@ -260,9 +278,10 @@ def load_weights(model: torch.nn.Module, ckpt: dict[str, Any], key: str = "model
         model.load_state_dict(state, strict=True)
     except (RuntimeError, KeyError, TypeError, ValueError):
         theirs = ckpt.get("arch", {})
+        shape = getattr(model, "shape", None)
         raise CheckpointError(
             f"{ckpt.get('path')}: weights do not fit this network (checkpoint width {theirs.get('width')}, "
-            f"{theirs.get('params')} parameters; expected width {getattr(model, 'width', '?')}); "
+            f"{theirs.get('params')} parameters; this network: {shape.describe() if shape is not None else '?'}); "
             "use the checkpoint's own settings"
         ) from None
     check_finite(state, ckpt.get("path"))

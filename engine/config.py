@@ -30,8 +30,15 @@ class TrainConfig:
     data: str = "cifar10"
     subset: Optional[int] = None  # train on this many images (after the validation hold-out)
     val_size: Optional[int] = None  # None: min(5000, 10% of the training images)
-    # model
+    # model: the network's shape (engine.shape.NetShape; the defaults are the report's network)
     width: float = 1.0
+    blocks: tuple = (4, 3, 2, 3)  # residual blocks per stage (1 to 6 stages)
+    channels: tuple = (64, 128, 128, 256)  # channels per stage (before the width multiplier)
+    strides: tuple = (1, 2, 1, 2)  # stride of each stage's first block
+    stem_channels: int = 64
+    se: str = "stem"  # stem: one SE block after the stem (the report's); blocks: one per block; none
+    se_reduction: int = 16
+    max_params: Optional[int] = None  # refuse a network with more trainable parameters than this
     # optimisation
     preset: str = "paper"
     epochs: int = 200
@@ -113,7 +120,15 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return cls(**_shape_values({k: v for k, v in data.items() if k in names}))
+
+    def net_shape(self):
+        """The network this config trains (:class:`engine.shape.NetShape`, validated)."""
+        from .shape import NetShape
+
+        return NetShape.parse(blocks=self.blocks, channels=self.channels, strides=self.strides,
+                              stem_channels=self.stem_channels, se=self.se, se_reduction=self.se_reduction,
+                              width=self.width)
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return dataclasses.replace(self, **changes)
@@ -194,6 +209,7 @@ class TrainConfig:
         if self.flip_mode not in ("random", "alternate"):
             bad(f"unknown flip_mode {self.flip_mode!r}; use random or alternate")
         self._validate_compile(bad)
+        self._validate_shape(bad)
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             bad(f"unknown --device {dev!r}; use auto, cpu, cuda, cuda:N or mps")
@@ -207,6 +223,38 @@ class TrainConfig:
         b = self.compile_backend
         if b is not None and not (isinstance(b, str) and b.replace("_", "").isalnum() and len(b) <= 64):
             bad(f"compile_backend must be the name of a torch.compile backend, such as eager (got {_shown(b)})")
+
+
+    def _validate_shape(self, bad) -> None:
+        """The network can be built and trained, and fits ``max_params`` when one is given
+        (checked before anything is built: arithmetic on the shape, no torch)."""
+        from .shape import ShapeError
+
+        try:
+            shape = self.net_shape()
+        except ShapeError as e:
+            bad(str(e))
+        if self.max_params is not None:
+            if not _whole(self.max_params) or self.max_params < 1:
+                bad(f"--max-params must be a positive whole number (got {_shown(self.max_params)})")
+            if (n := shape.params()) > self.max_params:
+                bad(f"the network has {n:,} trainable parameters, over --max-params {self.max_params:,} by "
+                    f"{n - self.max_params:,}; make it smaller (--width, --blocks, --channels; see cifar-tui model)")
+
+
+def _shape_values(values: dict[str, Any]) -> dict[str, Any]:
+    """``blocks``, ``channels`` and ``strides`` as tuples, from a list (config.json) or text
+    such as "4,3,2,3" (the command line); anything else is left for validation to refuse."""
+    for key in ("blocks", "channels", "strides"):
+        v = values.get(key)
+        if isinstance(v, list):
+            values[key] = tuple(v)
+        elif isinstance(v, str):
+            try:
+                values[key] = tuple(int(x) for x in v.split(","))
+            except ValueError:
+                pass
+    return values
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -368,7 +416,7 @@ def make_config(preset: str = DEFAULT_PRESET, **overrides: Any) -> TrainConfig:
             if name not in given and isinstance(values.get(name), int):
                 values[name] = min(values[name], values["epochs"])
     try:
-        cfg = TrainConfig(**values)
+        cfg = TrainConfig(**_shape_values(values))
     except TypeError as e:  # an unknown field name: a programming error, but say it plainly
         raise ConfigError(str(e)) from None
     return cfg.validate()
