@@ -94,6 +94,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     runs_dir: Optional[str] = None  # None: platformdirs' user data dir
+    sweep: Optional[str] = None  # "NAME#N": this run is trial N of the sweep NAME (engine.sweep)
     save_every: int = 0  # also keep checkpoints/epoch-NNN.pt every N epochs (0: never)
     # last.pt: every N epochs; 0: at the end of an epoch once save_seconds have passed since
     # the last write. Always at the run's end and at a stop; best.pt whenever it improves
