@@ -16,7 +16,7 @@ import typer
 from engine.commands import USAGE as CTL_USAGE  # the command table's words (no torch)
 from engine.config import DEFAULT_PRESET, describe_presets
 
-from . import cli_eval, cli_export
+from . import cli_eval, cli_export, model_cmd
 from .cliargs import DATA_HELP, RUN_HELP, RUNS_DIR_HELP, checkpoint_arg, fail, run_arg, runs_dir_of
 from .exitcodes import EXIT_FAILED, EXIT_USAGE
 
@@ -58,6 +58,13 @@ TRAIN_SETTINGS: dict[str, tuple[type, tuple[str, ...], str]] = {
     "preset": (str, ("--preset",), f"Recipe: {describe_presets()}.  [default: {DEFAULT_PRESET}]"),
     "epochs": (int, ("--epochs", "-e"), "Epochs in total (with --resume: extend the run to this many)."),
     "width": (float, ("--width", "-w"), "Channel width multiplier; 1.0 is the report's 4,993,166-parameter network."),
+    "blocks": (str, ("--blocks",), model_cmd.BLOCKS_HELP + "  [default: 4,3,2,3]"),
+    "channels": (str, ("--channels",), model_cmd.CHANNELS_HELP + "  [default: 64,128,128,256]"),
+    "strides": (str, ("--strides",), model_cmd.STRIDES_HELP + "  [default: 1,2,1,2]"),
+    "stem_channels": (int, ("--stem-channels",), model_cmd.STEM_HELP + "  [default: 64]"),
+    "se": (str, ("--se",), model_cmd.SE_HELP + "  [default: stem]"),
+    "se_reduction": (int, ("--se-reduction",), model_cmd.SE_REDUCTION_HELP + "  [default: 16]"),
+    "max_params": (int, ("--max-params",), "Refuse a network with more trainable parameters than this (see cifar-tui model)."),
     "batch_size": (int, ("--batch-size", "-b"), "Images per step."),
     "lr": (float, ("--lr",), "Peak learning rate."),
     "mixup": (bool, ("--mixup/--no-mixup",), "Use mixup on the schedule's epochs, or never."),
@@ -240,10 +247,7 @@ def _one_folder(positional: Optional[str], option: Optional[str]) -> Optional[st
 
 app.command()(cli_export.export)
 
-
-from .model_cmd import model as _model_command  # noqa: E402 - registered beside the others
-
-app.command("model")(_model_command)
+app.command("model")(model_cmd.model)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
