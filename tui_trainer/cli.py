@@ -16,7 +16,7 @@ import typer
 from engine.commands import USAGE as CTL_USAGE  # the command table's words (no torch)
 from engine.config import DEFAULT_PRESET, describe_presets
 
-from . import cli_eval, cli_export, model_cmd
+from . import cli_eval, cli_export, model_cmd, sweep_cmd
 from .cliargs import DATA_HELP, RUN_HELP, RUNS_DIR_HELP, checkpoint_arg, fail, run_arg, runs_dir_of
 from .exitcodes import EXIT_FAILED, EXIT_USAGE
 
@@ -248,6 +248,7 @@ def _one_folder(positional: Optional[str], option: Optional[str]) -> Optional[st
 app.command()(cli_export.export)
 
 app.command("model")(model_cmd.model)
+app.command("sweep")(sweep_cmd.sweep)
 
 
 def main(argv: Optional[list[str]] = None) -> None:
