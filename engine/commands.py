@@ -178,6 +178,7 @@ def _stop(st: "Steering", cmd: ev.Stop) -> None:
         st.stopping, st.stop_save, st.paused = True, cmd.save, False
         if cmd.reason:
             st.stop_reason = str(cmd.reason)[:200]
+        st.stop_outcome = cmd.outcome if cmd.outcome in ("stopped", "pruned") else "stopped"
         st.set_state("stopping", "stop requested" + (", saving a checkpoint" if cmd.save else ""))
 
 
@@ -411,6 +412,7 @@ class Steering:
         self.stopping = False
         self.stop_save = True
         self.stop_reason = "stopped by request"
+        self.stop_outcome = "stopped"  # or "pruned"
         self.mixup = False  # the epoch's mixup, as commands leave it
         self.mixup_scheduled = False  # what the schedule wants this epoch
         self.save_now: Callable[[], None] = lambda: None

@@ -121,7 +121,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**_shape_values({k: v for k, v in data.items() if k in names}))
+        return cls(**shape_values({k: v for k, v in data.items() if k in names}))
 
     def net_shape(self):
         """The network this config trains (:class:`engine.shape.NetShape`, validated)."""
@@ -243,7 +243,7 @@ class TrainConfig:
                     f"{n - self.max_params:,}; make it smaller (--width, --blocks, --channels; see cifar-tui model)")
 
 
-def _shape_values(values: dict[str, Any]) -> dict[str, Any]:
+def shape_values(values: dict[str, Any]) -> dict[str, Any]:
     """``blocks``, ``channels`` and ``strides`` as tuples, from a list (config.json) or text
     such as "4,3,2,3" (the command line); anything else is left for validation to refuse."""
     for key in ("blocks", "channels", "strides"):
@@ -417,7 +417,7 @@ def make_config(preset: str = DEFAULT_PRESET, **overrides: Any) -> TrainConfig:
             if name not in given and isinstance(values.get(name), int):
                 values[name] = min(values[name], values["epochs"])
     try:
-        cfg = TrainConfig(**_shape_values(values))
+        cfg = TrainConfig(**shape_values(values))
     except TypeError as e:  # an unknown field name: a programming error, but say it plainly
         raise ConfigError(str(e)) from None
     return cfg.validate()

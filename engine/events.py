@@ -30,11 +30,12 @@ STATES: tuple[str, ...] = ("running", "paused", "stopping", "finished", "failed"
 STARTING, INTERRUPTED = "starting", "interrupted"
 ACTIVE_STATES: tuple[str, ...] = (STARTING, "running", "paused", "stopping")  # a run still going
 ENDED_STATES: tuple[str, ...] = ("finished", "failed", INTERRUPTED)
-Outcome = Literal["completed", "stopped", "failed"]
-OUTCOMES: tuple[str, ...] = ("completed", "stopped", "failed")
-RunStatus = Literal["running", "completed", "stopped", "failed", "interrupted"]
+# pruned: stopped by a sweep's pruner (engine.sweep), with a checkpoint, like stopped
+Outcome = Literal["completed", "stopped", "pruned", "failed"]
+OUTCOMES: tuple[str, ...] = ("completed", "stopped", "pruned", "failed")
+RunStatus = Literal["running", "completed", "stopped", "pruned", "failed", "interrupted"]
 RUN_STATUSES: tuple[str, ...] = ("running", *OUTCOMES, INTERRUPTED)
-RESUMABLE_STATUSES: tuple[str, ...] = ("stopped", INTERRUPTED)  # ended before its planned epochs
+RESUMABLE_STATUSES: tuple[str, ...] = ("stopped", "pruned", INTERRUPTED)  # ended before its planned epochs
 
 
 def status_of_outcome(outcome: object) -> RunStatus:
@@ -376,6 +377,7 @@ class Stop(Command):
 
     save: bool = True
     reason: Optional[str] = None
+    outcome: Outcome = "stopped"  # how the run will be said to have ended ("pruned" for a sweep's pruner)
 
 
 @dataclass(frozen=True)

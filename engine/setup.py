@@ -26,7 +26,7 @@ from . import distributed as dd
 from . import events as ev
 from .checkpoint import CheckpointError, CheckpointStore, check_finite, load_checkpoint, load_weights
 from .compiled import Forward
-from .config import ConfigError, TrainConfig
+from .config import ConfigError, TrainConfig, shape_values
 from .augment import Augmenter
 from .data import DataBundle, ImageSet, load_data, require_training_split, split_indices
 from .device import device_name, resolve_device, versions
@@ -40,7 +40,7 @@ from .schedule import lr_at
 # else must match the checkpoint's config. runs_dir is where forks of this invocation go.
 RESUME_MUTABLE = {"epochs", "device", "runs_dir", "log_every", "log_seconds", "save_every", "compile",
                   "lr", "weight_decay", "label_smoothing", "grad_clip_value", "mixup", "save_every_epochs",
-                  "save_seconds", "val_every", "compile_mode", "compile_backend", "tta_translate"}
+                  "save_seconds", "val_every", "compile_mode", "compile_backend", "tta_translate", "max_params"}
 WHITEN_IMAGES = 5000  # the stem's whitening is computed from (at most) this many training images
 
 
@@ -54,6 +54,7 @@ def check_resume_overrides(stored: TrainConfig, overrides: dict[str, Any]) -> Tr
     A stored ``runs_dir`` is history, never a destination: only this invocation's counts.
     """
     changes: dict[str, Any] = {"runs_dir": overrides.get("runs_dir")}
+    overrides = shape_values(dict(overrides))  # "4,3,2,3" from the command line is the tuple stored
     for key, value in overrides.items():
         if value is None:
             continue
@@ -295,7 +296,7 @@ class Builder:
         train, val = self._split(cfg, bundle)
         batch, steps = self._batches(cfg, len(train), drop_last=backend is not None)
         train = ImageSet(train.x.to(device), train.y.to(device))
-        model = SEResNet(width=cfg.width, num_classes=len(bundle.classes))
+        model = SEResNet(num_classes=len(bundle.classes), shape=cfg.net_shape())
         params = count_parameters(model)
         self.model = model
         model.to(device)

@@ -299,7 +299,7 @@ def make_pruner(spec: SweepSpec):
         return optuna.pruners.SuccessiveHalvingPruner()
     if spec.pruner == "none":
         return optuna.pruners.NopPruner()
-    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)  # (never on epoch 1 alone)
 
 
 def open_study(spec: SweepSpec, storage_url: str):
@@ -442,17 +442,17 @@ class _TrialWatch:
                 if not self.pruned and self.trial.should_prune():
                     self.pruned = True
                     self._stop(f"pruned by the sweep at epoch {event.epoch} (validation accuracy "
-                               f"{100 * event.val_acc:.2f}% below the median)")
+                               f"{100 * event.val_acc:.2f}% below the median)", "pruned")
         elif isinstance(event, ev.StepDone) and self.minutes and self.started is not None and not self.timed_out:
             if time.monotonic() - self.started > 60 * self.minutes:
                 self.timed_out = True
                 self._stop(f"the trial's time budget ({self.minutes:g} min) is spent")
 
-    def _stop(self, reason: str) -> None:
+    def _stop(self, reason: str, outcome: str = "stopped") -> None:
         from . import events as ev
 
         if self.trainer is not None:
-            self.trainer.send(ev.Stop(save=True, reason=reason))
+            self.trainer.send(ev.Stop(save=True, reason=reason, outcome=outcome))
 
 
 class Sweep:
@@ -491,7 +491,7 @@ class Sweep:
     def prune_current(self) -> None:
         if self.watch is not None and not self.watch.pruned:
             self.watch.pruned = True
-            self.watch._stop("pruned by hand from the Sweep screen")
+            self.watch._stop("pruned by hand from the Sweep screen", "pruned")
 
     def run(self, trials: int) -> int:
         """Train trials until the study holds ``trials`` counted ones (or a stop). Returns

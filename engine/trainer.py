@@ -439,4 +439,4 @@ class Trainer:
         ep, step = p.stopped_at
         self._reason = f"{self._steer.stop_reason} at epoch {ep} step {step}"
         self._set_state("finished", self._reason)
-        return "stopped"
+        return self._steer.stop_outcome

@@ -50,7 +50,7 @@ def run_ctl(run_path: Path, command: ev.Command, timeout: float = 30.0) -> int:
     name = run.run_id
     status, reason = run_status(run)
     if status != "running":
-        hint = f"; continue it with: cifar-tui train --resume {run.path}" if status in ("interrupted", "stopped") else ""
+        hint = f"; continue it with: cifar-tui train --resume {run.path}" if status in ("interrupted", "stopped", "pruned") else ""
         return _error(f"{name} is not training: it is {status} ({reason}){hint}", EXIT_REFUSED)
     early = _nothing_to_do(run, command)
     if early is not None:

@@ -7,7 +7,8 @@ from typing import Optional
 
 # How a run's catalogue status (engine.events.RUN_STATUSES) is shown, in the tables of
 # `cifar-tui runs` and on the start screen.
-STATUS_STYLE = {"running": "bold green", "completed": "cyan", "stopped": "yellow", "failed": "bold red",
+STATUS_STYLE = {"running": "bold green", "completed": "cyan", "stopped": "yellow", "pruned": "dim yellow",
+                "failed": "bold red",
                 "interrupted": "red"}
 
 

@@ -244,7 +244,7 @@ class RunState:
         self.ended_at = self.ended_at or e.time
         if e.save_error:
             self._log.append(LogLine(e.time, f"the last checkpoint was not written: {e.save_error}", "bold red"))
-        elif e.outcome == "stopped" and e.last_checkpoint:
+        elif e.outcome in ("stopped", "pruned") and e.last_checkpoint:
             name = e.last_checkpoint.replace("\\", "/").rsplit("/", 1)[-1]
             self._log.append(LogLine(e.time, f"stopped; {name} holds the run so far (resume it to continue)", "bold"))
         self.state_dirty = True

@@ -28,7 +28,7 @@ def print_summary(c: Console, f: Optional[ev.RunFinished], run_dir: Optional[str
     if f.save_error:
         c.print(Text.assemble(("error: ", "bold red"), "training ended but its last checkpoint was not written: "
                               f"{f.save_error}"), soft_wrap=True)
-    elif f.outcome == "stopped" and f.last_checkpoint and run_dir:
+    elif f.outcome in ("stopped", "pruned") and f.last_checkpoint and run_dir:
         c.print(Text(f"{f.reason}; saved in {f.last_checkpoint}"), soft_wrap=True)
         c.print(Text(f"continue with: {resume} {run_dir}"), soft_wrap=True)
     elif f.last_checkpoint and best is None:

@@ -66,8 +66,8 @@ def test_four_trials_one_pruned_one_infeasible(tmp_path):
         pruner = "median"
         [fixed]
         data = "synthetic"
-        epochs = 2
-        subset = 400
+        epochs = 3
+        subset = 320
         val_size = 100
         batch_size = 32
         [search]
@@ -77,17 +77,29 @@ def test_four_trials_one_pruned_one_infeasible(tmp_path):
     """))
     runs = tmp_path / "runs"
     sw = Sweep(spec, default_storage(runs, spec.name), runs_dir=str(runs), device="cpu")
-    for lr, width, blocks in ((0.05, 0.125, "1,1,1,1"), (0.05, 0.125, "2,2,2,2"), (0.05, 0.5, "2,2,2,2"),
-                              (0.05, 0.125, "1,1,1,1"), (0.00001, 0.125, "1,1,1,1")):
-        sw.study.enqueue_trial({"lr": lr, "width": width, "blocks": blocks})
-    assert sw.run(4) == 4
+    for blocks in ("1,1,1,1", "2,2,2,2"):
+        sw.study.enqueue_trial({"lr": 0.05, "width": 0.125, "blocks": blocks})
+    assert sw.run(2) == 2
+    # then a network over the budget, a hopeless lr (pruned below the median of the first two at
+    # epoch 2), and the better of the first two again (same seed: the same curve, never below it)
+    first = max(summary_rows(sw.study), key=lambda r: r["curve"][-1])
+    better = first["params"]
+    for params in ({"lr": 0.05, "width": 0.5, "blocks": "2,2,2,2"}, {"lr": 0.00001, "width": 0.125, "blocks": "1,1,1,1"},
+                   better):
+        sw.study.enqueue_trial(params)
+    assert sw.run(4) == 2
     rows = summary_rows(sw.study)
     states = [r["state"] for r in rows]
     assert states.count("infeasible") == 1 and rows[2]["state"] == "infeasible"  # width 0.5 x 2,2,2,2: over 60k
     assert "over --max-params 60,000" in rows[2]["reason"] and rows[2]["run_dir"] is None
-    assert states.count("pruned") == 1 and rows[-1]["state"] == "pruned"  # lr 1e-5: below the median
-    assert states.count("complete") == 3
+    assert states == ["complete", "complete", "infeasible", "pruned", "complete"]  # lr 1e-5: below the median
+    assert rows[3]["epochs"] == 2  # stopped after its second epoch
+    assert rows[4]["params"] == better and rows[4]["curve"] == first["curve"]
     for r in rows:
         if r["state"] in ("complete", "pruned"):
             cfg = json.loads((__import__("pathlib").Path(r["run_dir"]) / "config.json").read_text())
             assert cfg["config"]["sweep"] == f"t#{r['number']}"
+    from engine.runs import list_runs
+
+    statuses = {str(run.path): run.status for run in list_runs(runs)}
+    assert statuses[rows[3]["run_dir"]] == "pruned" and statuses[rows[0]["run_dir"]] == "completed"

@@ -28,6 +28,7 @@ STATE_STYLE = {
 OUTCOME_STYLE = {  # a finished run, by RunFinished's outcome
     "completed": ("✔ completed", "bold cyan"),
     "stopped": ("■ stopped", "bold yellow"),
+    "pruned": ("■ pruned by the sweep", "yellow"),
 }
 
 
