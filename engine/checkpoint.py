@@ -246,14 +246,12 @@ def network_shape(arch: dict[str, Any], p: Any = None):
     from .shape import NetShape, ShapeError
 
     record = arch.get("shape")
+    if isinstance(record, dict):  # the network's own width is the one checked above, and authoritative
+        record = {**record, "width": float(arch["width"])}
     try:
-        shape = NetShape.from_record(record, width=float(arch["width"]), num_classes=int(arch["num_classes"]))
+        return NetShape.from_record(record, width=float(arch["width"]), num_classes=int(arch["num_classes"]))
     except (ShapeError, TypeError, ValueError) as e:
         raise CheckpointError(f"{p or 'the checkpoint'} is damaged: its network shape is not buildable ({e})") from None
-    if record is not None and shape.width != float(arch["width"]):
-        raise CheckpointError(f"{p or 'the checkpoint'} is damaged: its shape's width {shape.width:g} is not "
-                              f"its network's width {arch['width']}")
-    return shape
 
 
 def build_model_from_checkpoint(ckpt: dict[str, Any]):

@@ -103,3 +103,31 @@ def test_stage_summary():
     assert [s["blocks"] for s in summary["stages"]] == [4, 3, 2, 3]
     assert [s["output"] for s in summary["stages"]] == [[64, 32, 32], [128, 16, 16], [128, 16, 16], [256, 8, 8]]
     assert summary["params"] == 4_993_166 and summary["within_budget"]
+
+
+def _rewritten(finished_run, tmp_path, change):
+    import torch
+
+    ck = torch.load(finished_run / "checkpoints" / "last.pt", map_location="cpu", weights_only=True)
+    change(ck["arch"])
+    out = tmp_path / "edited.pt"
+    torch.save(ck, out)
+    return out
+
+
+def test_checkpoints_record_and_rebuild_their_shape(finished_run, tmp_path):
+    from engine.checkpoint import CheckpointError, build_model_from_checkpoint, load_checkpoint
+
+    ck = load_checkpoint(finished_run / "checkpoints" / "last.pt")
+    assert ck["arch"]["shape"]["blocks"] == [4, 3, 2, 3]
+    assert count_parameters(build_model_from_checkpoint(ck)) == ck["arch"]["params"]
+    # written before shapes were recorded: the report's network at the checkpoint's width
+    old = load_checkpoint(_rewritten(finished_run, tmp_path, lambda a: a.pop("shape")))
+    assert count_parameters(build_model_from_checkpoint(old)) == ck["arch"]["params"]
+    # a shape that does not match the weights, and one that cannot be built: one line each
+    for change, words in ((lambda a: a["shape"].update(blocks=[2, 2, 2, 2]), "do not fit"),
+                          (lambda a: a["shape"].update(channels=[64, 128, 128, 100000]), "not buildable"),
+                          (lambda a: a.update(shape="big"), "not buildable")):
+        with pytest.raises(CheckpointError, match=words) as e:
+            build_model_from_checkpoint(load_checkpoint(_rewritten(finished_run, tmp_path, change)))
+        assert "\n" not in str(e.value)
