@@ -291,6 +291,24 @@ _BOOLEANS = ("nesterov", "tta_flip", "tta_translate", "flip", "mixup", "amp", "c
 _FLAGS = {"lr": "--lr", "width": "--width", "data": "--data", "device": "--device", "preset": "--preset"}
 
 
+def recorded_config_problem(data: dict[str, Any]) -> Optional[str]:
+    """Why a config read back from a file (a run's ``RunStarted``) cannot be shown, or None:
+    each setting it holds has its type and stays within the bounds :meth:`TrainConfig.validate`
+    allows (``"epochs": "many"`` or ``"lr": 1e400`` is refused; missing settings are fine)."""
+    for name, (_flag, low, high) in _WHOLE_NUMBERS.items():
+        v = data.get(name)
+        if name in data and not (v is None and name in _OPTIONAL) and not (_whole(v) and low <= v <= high):
+            return f"{name} is {_shown(v)}"
+    for name in _REAL_NUMBERS:
+        v = data.get(name)
+        if name in data and not (v is None and name in _OPTIONAL) and not _real(v):
+            return f"{name} is {_shown(v)}"
+    for name in _BOOLEANS:
+        if name in data and not isinstance(data[name], bool):
+            return f"{name} is {_shown(data[name])}"
+    return None
+
+
 def _whole(v: Any) -> bool:
     """An int (a numpy integer too), not a bool, not a float with no fraction."""
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
@@ -33,8 +34,11 @@ ENDED_STATES: tuple[str, ...] = ("finished", "failed", INTERRUPTED)
 # pruned: stopped by a sweep's pruner (engine.sweep), with a checkpoint, like stopped
 Outcome = Literal["completed", "stopped", "pruned", "failed"]
 OUTCOMES: tuple[str, ...] = ("completed", "stopped", "pruned", "failed")
-RunStatus = Literal["running", "completed", "stopped", "pruned", "failed", "interrupted"]
-RUN_STATUSES: tuple[str, ...] = ("running", *OUTCOMES, INTERRUPTED)
+# damaged: a file of the run folder cannot be read (a FIFO, a device, a link, too large or
+# too deep, not JSON); the reason names it. The other runs list as ever.
+DAMAGED = "damaged"
+RunStatus = Literal["running", "completed", "stopped", "pruned", "failed", "interrupted", "damaged"]
+RUN_STATUSES: tuple[str, ...] = ("running", *OUTCOMES, INTERRUPTED, DAMAGED)
 RESUMABLE_STATUSES: tuple[str, ...] = ("stopped", "pruned", INTERRUPTED)  # ended before its planned epochs
 
 
@@ -290,6 +294,28 @@ _CHECKS: dict[str, Any] = {
 }
 
 
+# Bounds on the numbers of an event read back (a value outside is absurd, the event skipped).
+# Clock times and durations are finite (a year-5000 clock time is not one); counts of epochs
+# and steps stay within what a run can reach. Losses, accuracies and rates may be anything a
+# float holds (a diverged run logs NaN or inf): whoever shows them copes.
+MAX_TIME = 1e11  # seconds since 1970: the year 5138
+MAX_EPOCHS = 1_000_000  # (--epochs allows 100,000)
+MAX_COUNT = 10**15  # steps, images, parameters
+_FINITE_FIELDS = ("time", "seconds", "val_seconds", "images_per_s")
+_EPOCH_FIELDS = ("epoch", "epochs", "start_epoch", "best_epoch", "epochs_done")
+
+
+def _bounded(name: str, value: Any) -> bool:
+    """Is a number of the right type also within its field's bounds?"""
+    if isinstance(value, bool) or not isinstance(value, _NUM):
+        return True
+    if name in _FINITE_FIELDS:
+        return math.isfinite(value) and 0 <= value <= MAX_TIME
+    if isinstance(value, int):
+        return 0 <= value <= (MAX_EPOCHS if name in _EPOCH_FIELDS else MAX_COUNT)
+    return True
+
+
 def _value_ok(annotation: str, value: Any) -> bool:
     if annotation.startswith("Optional[") and annotation.endswith("]"):
         return value is None or _value_ok(annotation[9:-1], value)
@@ -300,8 +326,10 @@ def _value_ok(annotation: str, value: Any) -> bool:
 def event_from_dict(data: dict[str, Any]) -> Event:
     """Inverse of :func:`event_to_dict`. Unknown keys are ignored (forward compatible).
 
-    Raises ``ValueError`` for an unknown event name, a missing field, or a field of the
-    wrong type (``"loss": "abc"``).
+    Raises ``ValueError`` for an unknown event name, a missing field, a field of the
+    wrong type (``"loss": "abc"``), or an absurd one (a clock time of 1e300 or NaN, an
+    epoch of 10**13, a ``RunStarted`` whose config says ``"epochs": "many"``): the one
+    check of an event read back from a file, before anyone shows it.
     """
     name = data.get("event")
     cls = EVENT_TYPES.get(name) if isinstance(name, str) else None
@@ -312,15 +340,27 @@ def event_from_dict(data: dict[str, Any]) -> Event:
         if f.name not in data:
             continue
         value = data[f.name]
-        if not _value_ok(str(f.type), value):
-            raise ValueError(f"{name}.{f.name}: unexpected value {value!r:.40}")
+        if not _value_ok(str(f.type), value) or not _bounded(f.name, value):
+            raise ValueError(f"{name}.{f.name}: unexpected value {_shown(value)}")
         kwargs[f.name] = value
+    if cls is RunStarted and isinstance(kwargs.get("config"), dict):
+        from .config import recorded_config_problem
+
+        if (problem := recorded_config_problem(kwargs["config"])) is not None:
+            raise ValueError(f"{name}.config: {problem}")
     if "classes" in kwargs and isinstance(kwargs["classes"], list):
         kwargs["classes"] = tuple(str(c) for c in kwargs["classes"])
     try:
         return cls(**kwargs)
     except TypeError as e:  # a required field is missing
         raise ValueError(f"{name}: {e}") from None
+
+
+def _shown(value: Any) -> str:
+    try:
+        return f"{value!r:.40}"
+    except ValueError:  # an int with more digits than Python prints
+        return "a number too large to print"
 
 
 def epoch_record_to_dict(record: EpochDone) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from . import events as ev
 from .commands import Marker, markers
 from .files import atomic_write_text
 from .rundir import RunDir
+from .safeio import UnreadableFile
 
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "mixup", "seconds")
 TENSORBOARD_MISSING = ("the TensorBoard export needs the tensorboard package; "
@@ -56,9 +57,12 @@ class RunHistory:
 def read_history(run_dir: str | Path) -> RunHistory:
     """The epochs and logged steps of a run folder, in order, as the run stands now."""
     run = RunDir(run_dir)
-    if not run.metrics_path.is_file():
+    if not run.metrics_path.exists() and not run.metrics_path.is_symlink():
         raise ExportError(f"{run.path}: not a run folder (no metrics.jsonl); give a run folder or a run id")
-    raw, bad = run.read_metrics()
+    try:
+        raw, bad = run.read_metrics()  # bounded: over-long lines and NUL runs skipped and counted
+    except UnreadableFile as e:
+        raise ExportError(f"{e}; the run's history cannot be read") from None
     info = run.read_config()
     config = info.get("config") if isinstance(info.get("config"), dict) else {}
     h = RunHistory(run.run_id, str(run.path), dict(config), bad_lines=bad)

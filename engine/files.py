@@ -44,8 +44,14 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+PID_MAX = 1 << 22  # Linux's largest pid (/proc/sys/kernel/pid_max cannot exceed it)
+
+
 def pid_alive(pid: int) -> bool:
-    """Is process ``pid`` running on this machine (not a zombie)?"""
+    """Is process ``pid`` running on this machine (not a zombie)? A pid that names no
+    single process (0, negative: a process group or every process; beyond any pid) is not."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= PID_MAX:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -134,15 +140,6 @@ def atomic_link(src: Path, dst: Path) -> None:
             os.link(src, tmp)
         except OSError:
             shutil.copyfile(src, tmp)
-
-
-def read_json_dict(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``; ``{}`` when the file is missing, unreadable or not an object."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def is_regular_file(path: Path) -> bool:

@@ -9,57 +9,62 @@ a file another process appends to. The file's place in a run folder is
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Optional
 
 from . import events as ev
+from . import safeio
 
 
 def _parse_json_line(raw: bytes) -> Optional[dict]:
+    """One line as an event dict (not yet checked against the events' schema), else None."""
     raw = raw.strip()
     if not raw:
         return None
     try:
-        d = json.loads(raw.decode("utf-8", errors="replace"))
+        d = safeio.loads(raw)
     except ValueError:
         return None
     return d if isinstance(d, dict) and isinstance(d.get("event"), str) else None
 
 
 def read_metrics(path: str | Path) -> tuple[list[dict], int]:
-    """Read a ``metrics.jsonl``: (events as dicts, number of unreadable lines skipped)."""
-    events, bad = [], 0
+    """Read a ``metrics.jsonl``: (events as dicts, number of unreadable lines skipped), in
+    bounded memory (lines over :data:`engine.safeio.LINE_LIMIT` and NUL runs are skipped and
+    counted). Raises :class:`engine.safeio.UnreadableFile` for a FIFO, a device or a link."""
+    events, stats = [], {"skipped": 0}
+    bad = 0
     try:
-        with open(path, "rb") as fh:
-            for raw in fh:
-                if not raw.strip():
-                    continue
-                d = _parse_json_line(raw)
-                if d is None:
-                    bad += 1
-                else:
-                    events.append(d)
+        for raw in safeio.iter_lines(path, stats=stats):
+            if not raw.strip():
+                continue
+            d = _parse_json_line(raw)
+            if d is None:
+                bad += 1
+            else:
+                events.append(d)
     except FileNotFoundError:
         pass
-    return events, bad
+    return events, bad + stats["skipped"]
 
 
 def tail_events(path: str | Path, max_bytes: int = 65536) -> list[dict]:
-    """The events in the last ``max_bytes`` of a ``metrics.jsonl``, oldest first (a cheap tail)."""
+    """The events of the last lines of a ``metrics.jsonl`` (about ``max_bytes`` of them, and
+    always the last one however long the lines before it), oldest first: a cheap tail.
+    Raises :class:`engine.safeio.UnreadableFile` for a FIFO, a device or a link."""
+    out, taken = [], 0
     try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - max_bytes))
-            tail = fh.read()
-    except OSError:
+        for raw in safeio.lines_from_end(path):
+            d = _parse_json_line(raw)
+            if d is not None:
+                out.append(d)
+            taken += len(raw) + 1
+            if taken >= max_bytes:
+                break
+    except FileNotFoundError:
         return []
-    lines = tail.split(b"\n")
-    if size > max_bytes:
-        lines = lines[1:]  # the first one is probably cut
-    return [d for d in (_parse_json_line(raw) for raw in lines) if d is not None]
+    return out[::-1]
 
 
 class MetricsFollower:
@@ -80,6 +85,7 @@ class MetricsFollower:
         self.bad_lines = 0
         self.restarted = False
         self._buf = b""
+        self._dropping = False  # inside a line longer than any event (a NUL-filled tail...)
         self._ident: Optional[tuple[int, int]] = None
 
     def poll(self) -> list[ev.Event]:
@@ -89,20 +95,25 @@ class MetricsFollower:
             return []
         ident = (st.st_dev, st.st_ino)
         if self._ident is not None and (ident != self._ident or st.st_size < self.offset):
-            self.offset, self._buf, self.restarted = 0, b"", True
+            self.offset, self._buf, self._dropping, self.restarted = 0, b"", False, True
         self._ident = ident
         if st.st_size == self.offset:
             return []
         try:
-            with open(self.path, "rb") as fh:
-                fh.seek(self.offset)
-                data = fh.read(self.chunk)
-        except OSError:
+            fd = safeio.open_regular(self.path)  # never a FIFO, a device or a link
+        except (OSError, ValueError):
             return []
+        with os.fdopen(fd, "rb") as fh:
+            fh.seek(self.offset)
+            data = fh.read(self.chunk)
         self.offset += len(data)
-        buf = self._buf + data
-        lines = buf.split(b"\n")
+        lines = (self._buf + data).split(b"\n")
         self._buf = lines.pop()  # b"" after a final newline, else a torn last line
+        if self._dropping and lines:  # the end of an over-long line, already counted
+            lines, self._dropping = lines[1:], False
+        if len(self._buf) > safeio.LINE_LIMIT:  # no line is this long: skip to its end
+            self.bad_lines += 0 if self._dropping else 1
+            self._buf, self._dropping = b"", True
         out: list[ev.Event] = []
         for raw in lines:
             event = self._parse(raw)
@@ -116,7 +127,7 @@ class MetricsFollower:
             st = os.stat(self.path)
         except OSError:
             return self
-        self.offset, self._ident, self._buf = st.st_size, (st.st_dev, st.st_ino), b""
+        self.offset, self._ident, self._buf, self._dropping = st.st_size, (st.st_dev, st.st_ino), b"", False
         return self
 
     @property
@@ -127,6 +138,9 @@ class MetricsFollower:
     def _parse(self, raw: bytes) -> Optional[ev.Event]:
         raw = raw.strip()
         if not raw:
+            return None
+        if len(raw) > safeio.LINE_LIMIT:
+            self.bad_lines += 1
             return None
         event = _parse_event_line(raw)
         if event is None:
@@ -140,11 +154,9 @@ class MetricsFollower:
 
 
 def _parse_event_line(raw: bytes) -> Optional[ev.Event]:
+    data = _parse_json_line(raw)
     try:
-        data = json.loads(raw.decode("utf-8", errors="replace"))
-        if not isinstance(data, dict):
-            return None
-        return ev.event_from_dict(data)
+        return None if data is None else ev.event_from_dict(data)
     except (ValueError, TypeError):
         return None
 

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Iterator, Literal, Optional
 
 from .events import CHECKPOINT_KINDS, CheckpointKind  # noqa: F401  (re-exported)
-from .files import TEMP_MARK, atomic_write_json, pid_alive, read_json_dict  # noqa: F401  (pid_alive re-exported)
+from .files import PID_MAX, TEMP_MARK, atomic_write_json, pid_alive  # noqa: F401  (pid_alive re-exported)
+from .safeio import UnreadableFile, read_json, read_json_dict
 # re-exported: the metrics file's reader, writer and follower live in engine.metrics
 from .metrics import MetricsFollower, MetricsWriter, read_metrics, tail_events  # noqa: F401
 
@@ -41,6 +42,7 @@ LOG_FILE = "train.log"
 ERROR_LOG = "error.log"
 # A new run folder: no write access for group or others (the control channel lives in it)
 RUN_DIR_MODE = 0o755
+LOCK_LIMIT = 4096  # bytes of a .lock (ours: ~80)
 SUMMARY_SUFFIX = ".json"
 EVAL_SUFFIX = ".eval.json"
 
@@ -346,22 +348,19 @@ class RunLock:
         """Who holds the lock of ``run_dir`` (None: nobody)."""
         path = Path(run_dir) / LOCK_FILE
         try:
-            raw = path.read_text()
-        except OSError:
+            d = read_lock(path)
+        except FileNotFoundError:
             return None
-        try:
-            d = json.loads(raw or "{}")
-        except ValueError:
-            d = {}
-        d = d if isinstance(d, dict) else {}
+        except UnreadableFile:
+            d = {}  # a special file or a link (refused unread), or damaged: nobody we can name
         pid = d.get("pid") if isinstance(d.get("pid"), int) else None
         host = d.get("host") if isinstance(d.get("host"), str) else None
         alive: Optional[bool] = None
-        if pid is not None and host == socket.gethostname():
-            alive = pid_alive(pid)
+        if pid is not None and (host == socket.gethostname() or not 0 < pid <= PID_MAX):
+            alive = pid_alive(pid)  # (False for a pid that names no one process: -1, 0, 10**20)
         elif pid is None:
             alive = None  # being written right now, or damaged
-        return LockOwner(pid, host, str(d.get("since", "?")), alive)
+        return LockOwner(pid, host, str(d.get("since", "?"))[:40], alive)
 
     def acquire(self) -> None:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": now_iso()}
@@ -426,12 +425,18 @@ class RunLock:
     def release(self) -> None:
         if self._held:
             try:
-                owner = json.loads(self.path.read_text())
-                if isinstance(owner, dict) and owner.get("pid") == os.getpid():
+                if read_lock(self.path).get("pid") == os.getpid():
                     self.path.unlink()
             except (OSError, ValueError):
                 pass
             self._held = False
+
+
+def read_lock(path: Path) -> dict[str, Any]:
+    """A lock file's fields (``{}`` when empty or not an object). Raises ``FileNotFoundError``,
+    or :class:`engine.safeio.UnreadableFile` for a FIFO, a device, a link, a large or deep file."""
+    d = read_json(path, limit=LOCK_LIMIT) if path.stat().st_size or not path.is_file() else {}
+    return d if isinstance(d, dict) else {}
 
 
 def _temp_files(folder: Path) -> Iterator[Path]:

@@ -10,7 +10,11 @@ A run's status:
 * ``completed`` / ``stopped`` / ``failed``: its last event is ``RunFinished`` with
   that outcome;
 * ``interrupted``: no live process and no final event (killed, power loss, a
-  closed terminal). Resuming it continues from its last checkpoint.
+  closed terminal). Resuming it continues from its last checkpoint;
+* ``damaged``: a file of the folder cannot be read safely (a FIFO, a device, a link, a
+  file too large or nested too deep, not JSON): the reason names it. Every read here goes
+  through :mod:`engine.safeio` (regular files only, never blocking, bounded), so one
+  damaged run never stops the others from listing.
 
 A stored evaluation is tied to the exact checkpoint file it was computed on (see
 :func:`checkpoint_fingerprint`); when the file has changed since, the result is
@@ -27,11 +31,15 @@ from typing import Any, Optional
 
 from . import events as ev
 from .events import RUN_STATUSES, RunStatus  # noqa: F401  (re-exported: the one vocabulary is in events)
-from .files import atomic_write_json, read_json_dict
-from .rundir import RunDir, default_runs_dir, now_iso
+from .files import atomic_write_json
+from .safeio import UnreadableFile, read_json
+from .rundir import RunDir, default_runs_dir, now_iso, read_lock
 
 # a run whose lock is held on another host: trusted as running while its metrics move
 REMOTE_QUIET_SECONDS = 600
+# the most classes a stored evaluation may have to be shown (a confusion matrix of 1000 x 1000
+# cells is a hand-made file, and would take the browser a minute to draw): more is redone
+MAX_SHOWN_CLASSES = 100
 
 
 def _num(v: Any) -> Optional[float]:
@@ -101,11 +109,32 @@ class StoredEval:
     has_predictions: bool = False
 
 
-def read_evaluations(checkpoint: str | Path) -> list[StoredEval]:
-    """The stored evaluations of a checkpoint, oldest first, each marked fresh or stale."""
+def _read_dict(path: Path, damage: Optional[list[str]] = None) -> dict[str, Any]:
+    """A JSON object of a run folder (``{}`` when missing or not an object); a file that
+    cannot be read safely is ``{}`` too, with why appended to ``damage``."""
+    try:
+        data = read_json(path)
+    except FileNotFoundError:
+        return {}
+    except UnreadableFile as e:
+        if damage is not None:
+            damage.append(_named(e, path))
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _named(e: Exception, path: Path) -> str:
+    """An :class:`UnreadableFile` message with the file named within its run folder."""
+    short = f"{path.parent.name}/{path.name}" if path.parent.name == "checkpoints" else path.name
+    return str(e).replace(str(path), short)
+
+
+def read_evaluations(checkpoint: str | Path, damage: Optional[list[str]] = None) -> list[StoredEval]:
+    """The stored evaluations of a checkpoint, oldest first, each marked fresh or stale
+    (``damage``: where to say that a file could not be read)."""
     checkpoint = Path(checkpoint)
-    data = read_json_dict(RunDir.eval_path(checkpoint))
-    summary = RunDir.read_summary(checkpoint)
+    data = _read_dict(RunDir.eval_path(checkpoint), damage)
+    summary = _read_dict(RunDir.summary_path(checkpoint), damage)
     out = []
     for source, res in data.items():
         if not isinstance(res, dict):
@@ -130,7 +159,7 @@ def complete_result(res: Any) -> bool:
     if _num(res.get("accuracy")) is None or _num(res.get("loss")) is None or _int(res.get("images")) is None:
         return False
     cm, per, classes = res.get("confusion_matrix"), res.get("per_class_accuracy"), res.get("classes")
-    if not isinstance(cm, list) or not 1 <= len(cm) <= 1000 or not isinstance(res.get("data_source"), str):
+    if not isinstance(cm, list) or not 1 <= len(cm) <= MAX_SHOWN_CLASSES or not isinstance(res.get("data_source"), str):
         return False
     n = len(cm)
     if not all(isinstance(row, list) and len(row) == n and all(_int(v) is not None for v in row) for row in cm):
@@ -154,7 +183,7 @@ def store_evaluation(checkpoint: str | Path, source: str, result: dict[str, Any]
     """Store ``result`` beside ``checkpoint`` under ``source``, tied to ``fingerprint``
     (taken when the evaluated file was read). Other sources' results are kept."""
     checkpoint = Path(checkpoint)
-    results = read_json_dict(RunDir.eval_path(checkpoint))
+    results = _read_dict(RunDir.eval_path(checkpoint))  # a damaged file is replaced, never a reason to lose this
     results[source] = {**result, "fingerprint": fingerprint, "evaluated": now_iso()}
     atomic_write_json(RunDir.eval_path(checkpoint), results)
 
@@ -236,7 +265,17 @@ class RunSummary:
 
 def run_status(run: RunDir, epochs_planned: Optional[int] = None,
                epochs_done: int = 0) -> tuple[RunStatus, str]:
-    """(status, reason) of a run folder, from its lock and its metrics' last events."""
+    """(status, reason) of a run folder, from its lock and its metrics' last events
+    (``damaged`` when either cannot be read safely)."""
+    try:
+        return _run_status(run, epochs_planned, epochs_done)
+    except UnreadableFile as e:
+        return ev.DAMAGED, str(e)
+
+
+def _run_status(run: RunDir, epochs_planned: Optional[int], epochs_done: int) -> tuple[RunStatus, str]:
+    if run.lock_path.is_symlink() or run.lock_path.exists():
+        read_lock(run.lock_path)  # refuse a FIFO, a device, a link (lock_owner would say "nobody we can name")
     owner = run.lock_owner()
     if owner is not None and owner.alive:
         return "running", f"written by {owner.describe()}"
@@ -278,13 +317,13 @@ def _legacy_outcome(d: dict, planned: Optional[int], done: int) -> tuple[RunStat
 # ----------------------------------------------------------------- catalogue
 
 
-def _checkpoint_info(p: Path) -> Optional[CheckpointInfo]:
+def _checkpoint_info(p: Path, damage: list[str]) -> Optional[CheckpointInfo]:
     try:
         st = p.stat()
     except OSError:
         return None
-    summary = RunDir.read_summary(p)
-    evals = read_evaluations(p)
+    summary = _read_dict(RunDir.summary_path(p), damage)
+    evals = read_evaluations(p, damage)
     fresh = [e for e in evals if not e.stale and e.accuracy is not None]
     test = fresh[-1] if fresh else None
     return CheckpointInfo(
@@ -300,16 +339,22 @@ def read_run(path: str | Path) -> RunSummary:
     """The catalogue record of one run folder (never raises for damaged files: they are
     listed in ``problems``)."""
     run = RunDir(path)
-    problems = []
-    info = run.read_config()
+    problems: list[str] = []
+    damage: list[str] = []  # files that cannot be read at all: the run is damaged
+    info = _read_dict(run.config_path, damage)
     if run.config_path.exists() and not info:
         problems.append(f"{run.config_path.name} is unreadable")
     cfg, data, model = _dict(info.get("config")), _dict(info.get("data")), _dict(info.get("model"))
-    ckpts = tuple(c for c in (_checkpoint_info(p) for p in run.checkpoints()) if c is not None)
+    ckpts = tuple(c for c in (_checkpoint_info(p, damage) for p in run.checkpoints()) if c is not None)
     done = max((c.epoch for c in ckpts if c.kind in ("last", "stop", "") and c.epoch is not None), default=0)
     best = next((c for c in ckpts if c.name == run.best_checkpoint.name), None)
     planned = _int(cfg.get("epochs"))
     status, reason = run_status(run, planned, done)
+    if status == ev.DAMAGED:
+        damage.insert(0, reason)
+    if damage:
+        status, reason = ev.DAMAGED, "; ".join(damage)
+        problems.extend(d for d in damage if d not in problems)
     return RunSummary(
         run_id=run.run_id, path=str(run.path), status=status, reason=reason,
         created=_str(info.get("created")) or "", preset=_str(cfg.get("preset")),

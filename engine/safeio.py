@@ -12,7 +12,7 @@ zero-filled tail of gigabytes. Every reader of such a file goes through this mod
   document is refused, never a ``RecursionError``);
 - :func:`iter_lines` walks a JSON-lines file in bounded memory, skipping (and counting)
   lines longer than a cap; :func:`last_line` finds the last complete line from the end,
-  however long the lines before it.
+  however long the lines before it (:func:`lines_from_end`: the lines before it, last first).
 
 No torch here: the run catalogue and the CLI use it without paying torch's import time.
 """
@@ -160,8 +160,19 @@ def last_line(path: str | Path, max_line: int = LINE_LIMIT) -> Optional[bytes]:
     """The last complete, non-blank line of a file that is not over ``max_line`` bytes,
     found by reading backwards from the end (however long the lines before it, and past a
     NUL-filled tail); None when there is none."""
+    return next(lines_from_end(path, max_line), None)
+
+
+def lines_from_end(path: str | Path, max_line: int = LINE_LIMIT) -> Iterator[bytes]:
+    """The non-blank lines of a file that are not over ``max_line`` bytes, last first, read
+    backwards from the end in bounded memory (longer lines and NUL runs are passed over).
+    The file is opened (and refused, :class:`UnreadableFile`) before the first line."""
     fd = open_regular(path)
-    with os.fdopen(fd, "rb") as fh:
+    return _from_end(os.fdopen(fd, "rb"), max_line)
+
+
+def _from_end(fh: Any, max_line: int) -> Iterator[bytes]:
+    with fh:
         pos = fh.seek(0, os.SEEK_END)
         carry, dropping = b"", False  # dropping: inside a line too long to keep, until its start
         while pos > 0:
@@ -175,8 +186,7 @@ def last_line(path: str | Path, max_line: int = LINE_LIMIT) -> Optional[bytes]:
                 whole, dropping = whole[:-1], False  # the text after the last newline began it
             for line in reversed([first, *whole] if pos == 0 else whole):
                 if line.strip(b"\0 \t\r") and len(line) <= max_line:
-                    return line
+                    yield line
             carry = first
             if len(first) > max_line:
                 carry, dropping = b"", True
-    return None

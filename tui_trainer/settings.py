@@ -28,7 +28,7 @@ def settings_path() -> Path:
 
 
 def load_settings() -> dict[str, Any]:
-    from engine.files import read_json_dict
+    from engine.safeio import read_json_dict
 
     return read_json_dict(settings_path())
 
