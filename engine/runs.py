@@ -24,6 +24,7 @@ reported as stale and not as that checkpoint's accuracy.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -270,7 +271,7 @@ def run_status(run: RunDir, epochs_planned: Optional[int] = None,
     try:
         return _run_status(run, epochs_planned, epochs_done)
     except UnreadableFile as e:
-        return ev.DAMAGED, str(e)
+        return ev.DAMAGED, str(e).replace(f"{run.path}{os.sep}", "")
 
 
 def _run_status(run: RunDir, epochs_planned: Optional[int], epochs_done: int) -> tuple[RunStatus, str]:
