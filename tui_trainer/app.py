@@ -28,6 +28,7 @@ from textual.screen import Screen
 from engine import events as ev
 
 from .bridge import AttachSource, LiveSource, StaticSource
+from .cliargs import one_line
 from .exitcodes import EXIT_ABANDONED, EXIT_FAILED, EXIT_OK, EXIT_USAGE, exit_for_signal
 from .messages import OpenBrowser, StartRun, WatchRun
 from .screens import BrowserScreen, DashboardScreen, StartScreen
@@ -411,7 +412,7 @@ def run_browse_app(runs_dir: str | None = None) -> int:
     if runs_dir is not None:
         path = Path(runs_dir).expanduser()
         if not path.is_dir():
-            print(f"error: {path} is not a folder of runs; give the runs folder (or nothing for the default)",
+            print(f"error: {one_line(path)} is not a folder of runs; give the runs folder (or nothing for the default)",
                   file=sys.stderr)
             return EXIT_USAGE
     return _run(CifarTuiApp("browse", runs_dir=runs_dir))
@@ -424,7 +425,7 @@ def run_watch_app(run_dir: str) -> int:
 
     path = Path(run_dir).expanduser()
     if not RunDir(path).metrics_path.is_file():
-        print(f"error: {path} has no metrics.jsonl; give a run folder (runs/<run-id>)", file=sys.stderr)
+        print(f"error: {one_line(path)} has no metrics.jsonl; give a run folder (runs/<run-id>)", file=sys.stderr)
         return EXIT_USAGE
     code = _run(CifarTuiApp("watch", run_dir=path))
     if code == EXIT_OK and run_status(RunDir(path))[0] == "running":

@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from .cliargs import (CHECKPOINT_HELP, DATA_HELP, RUNS_DIR_HELP, checkpoint_arg, device_arg, engine_errors, fail,
-                      runs_dir_of)
+                      one_line, runs_dir_of)
 from .exitcodes import EXIT_FAILED, EXIT_USAGE
 
 
@@ -94,7 +94,7 @@ def predict(
     except engine_errors() as e:
         fail(str(e), EXIT_FAILED)
     for note in got.notes:
-        err.print(f"note: {note}", markup=False, highlight=False)
+        err.print(f"note: {one_line(note)}", markup=False, highlight=False)
     if got.skipped:
         ids = ", ".join(str(i) for i, _, _ in got.skipped[:10]) + (", ..." if len(got.skipped) > 10 else "")
         err.print(f"note: {len(got.skipped)} of {got.total} image(s) skipped; IDs without a prediction: {ids}",

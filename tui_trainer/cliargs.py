@@ -19,9 +19,20 @@ CHECKPOINT_HELP = "A checkpoint (.pt), a run folder or a run id (uses its best.p
 RUNS_DIR_HELP = "The runs folder where a run id is looked up (default: the user data folder)."
 
 
+def one_line(text: object) -> str:
+    """``text`` as one printable line: a newline, a carriage return, an escape sequence or
+    any other control character (in a run id, a path, a file's message) is shown escaped
+    (``\\n``), so no name can forge a second ``error:`` line or move the cursor. Every
+    message that prints a user's path, a run id or a file's text goes through this."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def fail(message: str, code: int = EXIT_FAILED) -> "typer.Exit":
     """Print a one-line error to stderr and exit with ``code`` (no traceback)."""
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {one_line(message)}", err=True)
     raise typer.Exit(code)
 
 

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from engine import commands
 
+from .cliargs import one_line
 from .exitcodes import EXIT_FAILED, EXIT_OK
 from .formatting import STATUS_STYLE, fmt_pct, format_size
 
@@ -68,7 +69,7 @@ def render_eval(console: Console, result: dict) -> None:
                          f" accuracy, loss {result['loss']:.4f} on {result['images']:,} images of {result['data_source']} "
                          f"(checkpoint {result['checkpoint']}, epoch {result.get('epoch')})"), soft_wrap=True)
     for note in result.get("notes", []):
-        console.print(styled(f"note: {note}"))
+        console.print(styled(f"note: {one_line(note)}"))
     per = Table(title="per-class accuracy", show_edge=False)
     per.add_column("class")
     per.add_column("accuracy", justify="right")
@@ -139,7 +140,7 @@ def render_runs(console: Console, runs: list, root) -> None:
             elif c is not None and c.test_stale:
                 test = "stale"
             table.add_row(
-                Text(run.run_id) if first else "",
+                Text(one_line(run.run_id)) if first else "",
                 Text(run.status, style=STATUS_STYLE.get(run.status, "")) if first else "",
                 Text(data) if first else "",
                 Text(c.name) if c else Text("(no checkpoints)", style="dim"),
@@ -150,6 +151,9 @@ def render_runs(console: Console, runs: list, root) -> None:
                 end_section=i == len(ckpts) - 1,
             )
     console.print(table)
+    for run in runs:
+        if run.status == "damaged":
+            console.print(Text(f"damaged: {one_line(run.run_id)}: {one_line(run.reason)}", style="magenta"), soft_wrap=True)
 
 
 # ------------------------------------------------------------------ train --detach
@@ -167,7 +171,7 @@ def start_from_cli(config: Any = None, *, resume: Optional[str] = None, resume_o
         with err.status("starting the run in the background (loading torch and the data)..."):
             launched = launch(config, resume=resume, resume_overrides=resume_overrides)
     except DetachError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("stopped waiting; the run goes on starting in the background (cifar-tui runs shows it)",
@@ -175,7 +179,7 @@ def start_from_cli(config: Any = None, *, resume: Optional[str] = None, resume_o
         return EXIT_OK
     run = launched.run
     if launched.note:
-        print(f"note: {launched.note}")
+        print(f"note: {one_line(launched.note)}")
     state = "training" if launched.started else "still starting (loading the data)"
     print(f"{state} in the background (process {launched.pid}): {run.path}")
     print(f"  attach:  cifar-tui watch {run.path}")

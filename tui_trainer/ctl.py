@@ -25,6 +25,7 @@ from engine.control import ControlError, send_command
 from engine.rundir import RunDir
 from engine.runs import run_status
 
+from .cliargs import one_line
 from .exitcodes import EXIT_OK, EXIT_REFUSED, EXIT_TIMEOUT, EXIT_USAGE  # noqa: F401
 
 USAGE = commands.USAGE
@@ -40,7 +41,7 @@ def _say(line: str) -> None:
 
 
 def _error(line: str, code: int) -> int:
-    print(f"error: {line}", file=sys.stderr, flush=True)
+    print(f"error: {one_line(line)}", file=sys.stderr, flush=True)
     return code
 
 
@@ -101,7 +102,7 @@ def _confirm(run: RunDir, command: ev.Command, follower, deadline: float, timeou
     while True:
         for e in follower.poll():
             if isinstance(e, ev.Warning) and not isinstance(e, ev.CommandRefused):
-                print(f"warning: {e.message}", file=sys.stderr, flush=True)
+                print(f"warning: {one_line(e.message)}", file=sys.stderr, flush=True)
             verdict = commands.confirms(command, e)
             if verdict is True:
                 _say(commands.describe(name, command, e))

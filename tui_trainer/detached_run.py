@@ -12,6 +12,7 @@ import sys
 
 def child_main(argv: list[str]) -> int:
     """Train headless in SPEC's run folder; the exit code of :func:`run_headless`."""
+    from .cliargs import one_line
     from .detach import DetachError, read_spec
     from .exitcodes import EXIT_USAGE
     from .headless import run_headless
@@ -19,7 +20,7 @@ def child_main(argv: list[str]) -> int:
     try:
         spec = read_spec(argv)
     except DetachError as e:
-        print(f"error: {e}", flush=True)
+        print(f"error: {one_line(e)}", flush=True)
         return EXIT_USAGE
     return run_headless(config=spec["config"], resume=spec["resume"], resume_overrides=spec["resume_overrides"],
                         run_dir=spec["run_dir"])

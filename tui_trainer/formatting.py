@@ -8,8 +8,7 @@ from typing import Optional
 # How a run's catalogue status (engine.events.RUN_STATUSES) is shown, in the tables of
 # `cifar-tui runs` and on the start screen.
 STATUS_STYLE = {"running": "bold green", "completed": "cyan", "stopped": "yellow", "pruned": "dim yellow",
-                "failed": "bold red",
-                "interrupted": "red"}
+                "failed": "bold red", "interrupted": "red", "damaged": "bold magenta"}
 
 
 def format_size(n: float) -> str:

@@ -30,6 +30,7 @@ from engine import events as ev
 
 from .console import pct_cell as _pct
 from .console import styled
+from .cliargs import one_line
 from .exitcodes import EXIT_FAILED, EXIT_OK, exit_for_signal
 from .formatting import data_progress_text
 from .signals import HEADLESS_SIGNALS, StopSignals, stop_command, to_dev_null
@@ -138,7 +139,7 @@ class HeadlessRenderer:
         elif isinstance(e, ev.MixupChanged):
             self.say(f"mixup {'on' if e.on else 'off'} ({e.source})")
         elif isinstance(e, ev.Warning):
-            self.say(("warning: ", "yellow"), e.message)
+            self.say(("warning: ", "yellow"), one_line(e.message))
         elif isinstance(e, ev.StateChanged) and e.state == "stopping":
             self.say((e.reason, "yellow"))
         elif isinstance(e, ev.DataProgress) and e.total and e.done >= e.total:
@@ -181,13 +182,13 @@ class _QuietRenderer(HeadlessRenderer):
 
     def handle(self, e: ev.Event) -> None:
         if isinstance(e, ev.Warning):
-            self.console.print(f"warning: {e.message}", markup=False)
+            self.console.print(f"warning: {one_line(e.message)}", markup=False)
         elif isinstance(e, ev.RunFinished):
             self.finished = e
 
     def summary(self) -> None:
         if self.finished is not None and self.finished.outcome == "failed":
-            self.console.print(f"error: {self.finished.reason}", markup=False)
+            self.console.print(f"error: {one_line(self.finished.reason)}", markup=False)
 
 
 def exit_code(finished: Optional[ev.RunFinished], signalled: Optional[int]) -> int:

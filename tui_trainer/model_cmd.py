@@ -17,6 +17,8 @@ import typer
 
 from engine.shape import DEFAULT_MAX_PARAMS, NetShape, ShapeError
 
+from .cliargs import one_line
+
 # The shape options, shared by `model` and `train` (one definition each).
 BLOCKS_HELP = "Residual blocks per stage, e.g. 4,3,2,3 (1 to 6 stages)."
 CHANNELS_HELP = "Channels per stage, e.g. 64,128,128,256."
@@ -36,7 +38,7 @@ def shape_from_options(blocks: Optional[str], channels: Optional[str], strides: 
         return NetShape.parse(blocks=blocks, channels=channels, strides=strides, stem_channels=stem_channels,
                               se=se, se_reduction=se_reduction, width=width)
     except ShapeError as e:
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(f"error: {one_line(e)}", err=True)
         raise typer.Exit(2) from None
 
 

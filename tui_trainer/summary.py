@@ -9,6 +9,7 @@ from rich.text import Text
 
 from engine import events as ev
 
+from .cliargs import one_line
 from .formatting import fmt_pct
 
 
@@ -19,7 +20,7 @@ def print_summary(c: Console, f: Optional[ev.RunFinished], run_dir: Optional[str
     if f is None:
         return
     if f.outcome == "failed":
-        c.print(Text.assemble(("error: ", "bold red"), f.reason), soft_wrap=True)
+        c.print(Text.assemble(("error: ", "bold red"), one_line(f.reason)), soft_wrap=True)
     if run_dir:
         c.print(Text(f"run folder:      {run_dir}"), soft_wrap=True)
     if best is not None:
@@ -27,7 +28,7 @@ def print_summary(c: Console, f: Optional[ev.RunFinished], run_dir: Optional[str
         c.print(Text(f"best checkpoint: {best.path}  (val acc {acc} at epoch {best.epoch})"), soft_wrap=True)
     if f.save_error:
         c.print(Text.assemble(("error: ", "bold red"), "training ended but its last checkpoint was not written: "
-                              f"{f.save_error}"), soft_wrap=True)
+                              f"{one_line(f.save_error)}"), soft_wrap=True)
     elif f.outcome in ("stopped", "pruned") and f.last_checkpoint and run_dir:
         c.print(Text(f"{f.reason}; saved in {f.last_checkpoint}"), soft_wrap=True)
         c.print(Text(f"continue with: {resume} {run_dir}"), soft_wrap=True)

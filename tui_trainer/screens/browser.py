@@ -77,7 +77,8 @@ def run_info(row: Row) -> Text:
     run, c = row.run, row.ckpt
     text = Text()
     text.append(f"{c.path}\n", style="bold")
-    text.append(f"run {run.run_id} ({run.status})  created {run.created or '?'}  device {run.device or '?'}\n")
+    status = f"damaged: {run.reason}" if run.status == "damaged" else run.status
+    text.append(f"run {run.run_id} ({status})  created {run.created or '?'}  device {run.device or '?'}\n")
     if run.params is not None:
         text.append(f"model SEResNet width {run.width}, {run.params:,} parameters\n")
     if run.data:

@@ -115,6 +115,9 @@ class StartScreen(Screen):
 
     def _show_data_of(self, run: Optional[RunSummary]) -> None:
         """The highlighted run's whole data path, under the list (the column shows its file name)."""
+        if run is not None and run.status == "damaged":  # why, in place of its data
+            self.query_one("#runs").border_subtitle = Text(f"damaged: {run.reason}", style="magenta")
+            return
         self.query_one("#runs").border_subtitle = Text(f"data: {run.data}") if run is not None and run.data else None
 
     @on(DataTable.RowSelected, "#runs-table")
