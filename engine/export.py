@@ -22,6 +22,7 @@ from . import events as ev
 from .commands import Marker, markers
 from .files import atomic_write_text
 from .rundir import RunDir
+from .outputs import check_output_dir
 from .safeio import UnreadableFile
 
 EPOCH_COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "mixup", "seconds")
@@ -132,8 +133,14 @@ def epochs_csv(h: RunHistory) -> str:
     return buf.getvalue()
 
 
+def is_history_csv(head: bytes) -> bool:
+    """Does a file start with the header :func:`epochs_csv` writes (an export may replace it)?"""
+    return head.startswith(",".join(EPOCH_COLUMNS).encode())
+
+
 def write_csv(h: RunHistory, path: str | Path) -> int:
-    """Write :func:`epochs_csv` to ``path`` atomically; returns the number of rows."""
+    """Write :func:`epochs_csv` to ``path`` atomically (checked first by the caller with
+    :func:`engine.outputs.check_output`); returns the number of rows."""
     try:
         atomic_write_text(Path(path), epochs_csv(h))
     except OSError as e:
@@ -147,12 +154,13 @@ def write_tensorboard(h: RunHistory, logdir: str | Path) -> Path:
     ``epoch/lr``, ``epoch/mixup``, ``epoch/seconds`` (step = epoch), and per logged
     step ``step/loss_running_mean``, ``step/lr``, ``step/images_per_s`` (step = global
     step), and a text entry ``steering`` per steering action (step = its global step).
-    Raises :class:`ExportError` when the tensorboard package is missing."""
+    Raises :class:`ExportError` when the tensorboard package is missing, and
+    :class:`engine.outputs.OutputRefused` for a folder it must not write."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         raise ExportError(TENSORBOARD_MISSING) from None
-    target = Path(logdir).expanduser() / h.run_id
+    target = check_output_dir(logdir, h.run_id, what="--tensorboard")  # inside logdir, never through a link
     try:
         target.mkdir(parents=True, exist_ok=True)
         writer = SummaryWriter(log_dir=str(target))

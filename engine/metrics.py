@@ -10,6 +10,7 @@ a file another process appends to. The file's place in a run folder is
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Optional
 
@@ -172,8 +173,13 @@ class MetricsWriter:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.errors = 0
-        _close_torn_line(self.path)
-        self._fh = open(self.path, "a", encoding="utf-8")
+        fd = _open_own(self.path)
+        try:
+            _close_torn_line(fd)
+        except OSError:
+            os.close(fd)
+            raise
+        self._fh = open(fd, "a", encoding="utf-8")
 
     def __call__(self, event: ev.Event) -> None:
         fh = self._fh
@@ -194,11 +200,25 @@ class MetricsWriter:
             self._fh = None
 
 
-def _close_torn_line(path: Path) -> None:
+def _open_own(path: Path) -> int:
+    """A descriptor to append to the run's own metrics file: created if missing, never
+    through a link (into another run), never a FIFO or a device (OSError otherwise)."""
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as e:
+        if os.path.islink(path):
+            raise OSError(e.errno, "a symbolic link; remove it (a run writes only its own files)") from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(0, "not a regular file; remove it")
+    return fd
+
+
+def _close_torn_line(fd: int) -> None:
     """End a torn last line (raises OSError when the file cannot be written)."""
-    with open(path, "a+b") as fh:
-        fh.seek(0, os.SEEK_END)
-        if fh.tell() > 0:
-            fh.seek(-1, os.SEEK_END)
-            if fh.read(1) != b"\n":
-                fh.write(b"\n")
+    if os.lseek(fd, 0, os.SEEK_END) > 0:
+        os.lseek(fd, -1, os.SEEK_END)
+        if os.read(fd, 1) != b"\n":
+            os.write(fd, b"\n")  # (O_APPEND: at the end)

@@ -62,10 +62,11 @@ def is_binary_data(path: Path, head: bytes) -> bool:
 
 
 def check_output(output: str | Path, *, what: str, suggestion: str, reads: Iterable[str | Path] = (),
-                 force: bool = False, ours: Callable[[bytes], bool] = lambda head: False) -> Path:
+                 force: bool = False, ours: Callable[[bytes], bool] = lambda head: False,
+                 ours_named: str = "a file this command wrote") -> Path:
     """The path to write for the user's ``output`` (``what``: how the option is named, e.g.
-    ``--csv``; ``suggestion``: a file name to offer, e.g. ``history.csv``), or
-    :class:`OutputRefused`."""
+    ``--csv``; ``suggestion``: a file name to offer, e.g. ``history.csv``; ``ours_named``:
+    what ``ours`` recognises, in words), or :class:`OutputRefused`."""
     out = Path(output).expanduser()
     try:
         st = os.lstat(out)
@@ -83,18 +84,18 @@ def check_output(output: str | Path, *, what: str, suggestion: str, reads: Itera
                             f"give another file name such as {suggestion}")
     if st is None:
         return out
-    if stat.S_ISLNK(st.st_mode):
-        raise OutputRefused(f"{what} {output} is a symbolic link; give a new file name such as {suggestion}")
-    if not stat.S_ISREG(st.st_mode):
-        raise OutputRefused(f"{what} {output} is not a regular file (a device, a pipe or a socket); "
-                            f"give a new file name such as {suggestion}")
-    for other in reads:
+    for other in reads:  # (through a link too: say what it would have destroyed)
         try:
             if out.samefile(other):
                 raise OutputRefused(f"{what} {output} is a file this command reads; give another file name "
                                     f"such as {suggestion}")
         except OSError:
             continue
+    if stat.S_ISLNK(st.st_mode):
+        raise OutputRefused(f"{what} {output} is a symbolic link; give a new file name such as {suggestion}")
+    if not stat.S_ISREG(st.st_mode):
+        raise OutputRefused(f"{what} {output} is not a regular file (a device, a pipe or a socket); "
+                            f"give a new file name such as {suggestion}")
     head = _head(out)
     if head is None:
         raise OutputRefused(f"{what} {output} exists and cannot be read; give a new file name")
@@ -103,8 +104,35 @@ def check_output(output: str | Path, *, what: str, suggestion: str, reads: Itera
                             f"give a file name such as {suggestion}")
     if not head or ours(head) or force:
         return out
-    raise OutputRefused(f"{what} {output} exists and was not written by this command; give a new file name, "
+    raise OutputRefused(f"{what} {output} exists and is not {ours_named}; give a new file name, "
                         f"or add --force to replace it")
+
+
+def check_output_dir(folder: str | Path, name: str, *, what: str) -> Path:
+    """The folder ``folder/name`` an output of many files (``--tensorboard DIR``) goes to, or
+    :class:`OutputRefused`: ``name`` is one plain component (never ``..``), ``folder`` is not
+    a run folder nor a run's checkpoints folder, and ``folder/name``, when it exists, is a
+    real folder (never a link that would lead the files somewhere else). Nothing is created."""
+    base = Path(folder).expanduser()
+    if not safe_name(name):
+        raise OutputRefused(f"{what} {folder}: {name!r} cannot name a folder inside it")
+    try:
+        st = os.lstat(base / name)
+        base_ok = base.is_dir() or not base.exists()
+    except FileNotFoundError:
+        st, base_ok = None, base.is_dir() or not base.exists()
+    except OSError as e:
+        raise OutputRefused(f"{what} {folder}: cannot use this path ({e.strerror or e}); give another folder") from None
+    if not base_ok:
+        raise OutputRefused(f"{what} {folder} is a file, not a folder; give a folder")
+    from . import rundir as rd
+
+    if rd.RunDir.is_run_dir(base) or (base.name == rd.CHECKPOINT_DIR and rd.RunDir.is_run_dir(base.parent)):
+        raise OutputRefused(f"{what} {folder} is a run folder, which only training writes; give another folder")
+    if st is not None and not stat.S_ISDIR(st.st_mode):
+        kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a folder"
+        raise OutputRefused(f"{what} {folder}: {base / name} is {kind}; give another folder")
+    return base / name
 
 
 def safe_name(name: str) -> bool:

@@ -52,10 +52,16 @@ def resolve(arg: str | Path, runs_dir: Optional[str | Path] = None) -> Target:
     """What ``arg`` names. Raises :class:`NotFound`."""
     text = str(arg)
     p = Path(text).expanduser()
-    if p.is_dir():
-        return Target(RunDir.of_folder(p))
-    if p.exists():
-        return Target(RunDir.of_checkpoint(p), p)
+    try:
+        if p.is_dir():
+            if p.name in ("", ".", "..") or ".." in p.parts:  # RUN/checkpoints/..: the run's real name
+                p = p.resolve()
+            return Target(RunDir.of_folder(p))
+        if p.exists():
+            return Target(RunDir.of_checkpoint(p), p)
+    except OSError as e:  # a name too long, a loop of links, no permission
+        raise NotFound(f"{text[:200]}{'...' if len(text) > 200 else ''}: cannot use this path "
+                       f"({e.strerror or e})") from None
     if is_run_id(text):
         root = runs_root(runs_dir)
         if (root / text).is_dir():

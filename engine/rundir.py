@@ -189,8 +189,11 @@ class RunDir:
 
     @classmethod
     def of_checkpoint(cls, checkpoint: str | Path) -> Optional["RunDir"]:
-        """The run folder a checkpoint file sits in, or None for a loose file."""
-        p = Path(checkpoint).resolve()
+        """The run folder a checkpoint file sits in, or None for a loose file. Where the file
+        itself is a link (``A/checkpoints/last.pt`` into run B), the run is the one it sits
+        in, A: what a link points at never decides where a run writes."""
+        p = Path(checkpoint)
+        p = p.parent.resolve() / p.name
         if p.parent.name == CHECKPOINT_DIR and (p.parent.parent / CONFIG_FILE).is_file():
             return cls(p.parent.parent)
         return None

@@ -126,52 +126,19 @@ def _predict_columns(columns: Optional[str], full: bool) -> list[str]:
 
 
 def _check_output_path(output: str, reads: list[str], force: bool) -> Path:
-    """The file ``predict --output`` may write, or a one-line refusal (exit 2).
+    """The file ``predict --output`` may write, or a one-line refusal (exit 2): the rule of
+    every output (:func:`engine.outputs.check_output`: never a checkpoint, an input, a run
+    folder's file, a device, a FIFO or a link); an existing file only when it is a CSV this
+    command wrote (its header starts ``ID,Labels``, or holds only ``--columns`` names), is
+    empty, or with ``--force``. The write itself is atomic."""
+    from engine.outputs import OutputRefused, check_output
 
-    A command must not destroy what it reads: the output is never one of ``reads``
-    (the checkpoint, the inputs) nor any checkpoint, whatever ``--force`` says. An
-    existing file is replaced only if it is a CSV this command wrote (its header starts
-    ``ID,Labels``, or holds only ``--columns`` names), is empty, or ``force`` is given. The
-    write itself is atomic (a temporary file renamed into place), so a kill never leaves a
-    partial CSV.
-    """
-    out = Path(output).expanduser()
-    if out.is_dir():
-        fail(f"--output {output} is a folder; give a file name such as predictions.csv", EXIT_USAGE)
-    if not out.parent.is_dir():
-        fail(f"--output {output}: the folder {out.parent} does not exist", EXIT_USAGE)
-    if not out.exists() and not out.is_symlink():
-        return out
-    from engine.files import is_regular_file
-
-    if not is_regular_file(out):
-        fail(f"--output {output} is not a regular file (a pipe, a device or a dangling link?); give a new file name", EXIT_USAGE)
-    for other in reads:
-        try:
-            same = out.samefile(other)
-        except OSError:
-            same = False
-        if same:
-            fail(f"--output {output} is a file this command reads; give another file name such as predictions.csv", EXIT_USAGE)
-    head = _file_head(out)
-    if head is None:
-        fail(f"--output {output} exists and cannot be read; give a new file name", EXIT_USAGE)
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"\x80") or out.suffix in (".pt", ".pth"):
-        fail(f"--output {output} is a checkpoint or other binary data (a zip, a pickle); predictions never "
-             "replace one: give a file name such as predictions.csv", EXIT_USAGE)
-    if not head or _is_predictions_csv(head) or force:
-        return out
-    fail(f"--output {output} exists and is not a predictions CSV written by cifar-tui; "
-         "give a new file name, or add --force to replace it", EXIT_USAGE)
-    return out
-
-
-def _file_head(path: Path, n: int = 256) -> Optional[bytes]:
     try:
-        with open(path, "rb") as fh:
-            return fh.read(n)
-    except OSError:
-        return None
+        return check_output(output, what="--output", suggestion="predictions.csv", reads=reads, force=force,
+                            ours=_is_predictions_csv, ours_named="a predictions CSV written by cifar-tui")
+    except OutputRefused as e:
+        fail(str(e), EXIT_USAGE)
+        raise
 
 
 def _is_predictions_csv(head: bytes) -> bool:
