@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Optional
 
 HEAD_BYTES = 256
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
 
 
 class OutputRefused(ValueError):
@@ -58,7 +59,7 @@ def _head(path: Path) -> Optional[bytes]:
 def is_binary_data(path: Path, head: bytes) -> bool:
     """A checkpoint (torch's zip format or a legacy pickle) or other binary data."""
     return (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80") or b"\0" in head
-            or path.suffix in (".pt", ".pth", ".ckpt", ".safetensors"))
+            or path.suffix in CHECKPOINT_SUFFIXES)
 
 
 def check_output(output: str | Path, *, what: str, suggestion: str, reads: Iterable[str | Path] = (),
@@ -79,18 +80,21 @@ def check_output(output: str | Path, *, what: str, suggestion: str, reads: Itera
         raise OutputRefused(f"{what} {output} is a folder; give a file name such as {suggestion}")
     if not out.parent.is_dir():
         raise OutputRefused(f"{what} {output}: the folder {out.parent} does not exist")
-    if (run := _run_file(out)) is not None:
-        raise OutputRefused(f"{what} {output} is a file of the run folder {run}, which only training writes; "
-                            f"give another file name such as {suggestion}")
-    if st is None:
-        return out
-    for other in reads:  # (through a link too: say what it would have destroyed)
+    for other in reads if st is not None else ():  # (through a link too: say what it would have destroyed)
         try:
             if out.samefile(other):
                 raise OutputRefused(f"{what} {output} is a file this command reads; give another file name "
                                     f"such as {suggestion}")
         except OSError:
             continue
+    if (run := _run_file(out)) is not None:
+        if out.suffix in CHECKPOINT_SUFFIXES:
+            raise OutputRefused(f"{what} {output} is a checkpoint, a file of the run folder {run}; it is never replaced: "
+                                f"give a file name such as {suggestion}")
+        raise OutputRefused(f"{what} {output} is a file of the run folder {run}, which only training writes; "
+                            f"give another file name such as {suggestion}")
+    if st is None:
+        return out
     if stat.S_ISLNK(st.st_mode):
         raise OutputRefused(f"{what} {output} is a symbolic link; give a new file name such as {suggestion}")
     if not stat.S_ISREG(st.st_mode):
