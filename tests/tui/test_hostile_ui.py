@@ -129,3 +129,46 @@ def test_browser_lists_a_run_with_damaged_json_and_stays_usable(run_copy):
             assert app.return_code is None
 
     run(main())
+
+
+def _epoch(t, epoch, loss, **kw):
+    return {"event": "EpochDone", "time": t, "epoch": epoch, "train_loss": loss, "train_acc": 0.5,
+            "val_loss": loss, "val_acc": 0.5, "seconds": 1.0, "lr": 0.1, **kw}
+
+
+ABSURD_LINES = {  # issue 25: each ended `watch` with exit 1
+    "time 1e300": lambda t: [{"event": "Warning", "time": 1e300, "message": "m"}],
+    "time NaN": lambda t: ['{"event": "Warning", "time": NaN, "message": "m"}'],
+    "epoch 10**13": lambda t: [_epoch(t, 10_000_000_000_000, 1.0)],
+    "epochs many": lambda t: [{"event": "RunStarted", "time": t, "config": {"epochs": "many"}, "run_dir": "r",
+                               "device": "cpu", "params": 1}],
+    # values that pass: the plots and the run state cope with any float
+    "losses +-1e308": lambda t: [_epoch(t, 1, 1e308), _epoch(t, 2, -1e308)],
+    "losses inf, NaN, lr 1e300": lambda t: [_epoch(t, 1, float("inf"), lr=1e300, val_acc=float("nan")),
+                                           _epoch(t, 2, float("-inf"), seconds=0.0)],
+}
+
+
+def test_watch_survives_every_absurd_value(tmp_path):
+    t = 1_700_000_000.0
+    started = json.loads(ev.event_to_json(ev.RunStarted(config={"epochs": 3}, run_dir=str(tmp_path), device="cpu",
+                                                        params=10, run_id="r", train_size=100, val_size=0,
+                                                        steps_per_epoch=4, time=t)))
+    step = json.loads(ev.event_to_json(ev.StepDone(epoch=3, step=9, loss=2.0, lr=0.1, images_per_s=10.0,
+                                                   step_in_epoch=1, steps_per_epoch=4, train_acc=0.1, time=t + 1)))
+
+    async def watch(folder: Path) -> None:
+        app = CifarTuiApp("watch", run_dir=folder, clock=lambda: t + 5)
+        async with app.run_test(size=SIZE) as pilot:
+            dash = app.screen
+            await wait_for(pilot, lambda: dash.run_state.global_step == 9, what="the good step after the line")
+            await pilot.pause(0.3)  # the plots redraw
+            await press(pilot, "q")
+            await wait_for(pilot, lambda: app.return_code is not None, what="exit")
+        assert app.return_code == 0, app.return_code
+
+    for name, lines in ABSURD_LINES.items():
+        folder = tmp_path / name.replace(" ", "_").replace("*", "")
+        folder.mkdir()
+        (folder / "metrics.jsonl").write_text(_metrics([started, *lines(t), step]))
+        run(watch(folder))

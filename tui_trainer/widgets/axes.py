@@ -139,8 +139,14 @@ def downsample(xs: Sequence[float], ys: Sequence[float], max_points: int) -> tup
     return [xs[i] for i in idx], [ys[i] for i in idx]
 
 
+# The largest magnitude a plot draws: a value past it (1e308 from a damaged or diverged run,
+# inf, NaN) is left out of the curves and the axis, whose arithmetic stays finite.
+PLOT_LIMIT = 1e12
+
+
 def finite(values: Sequence[Optional[float]]) -> list[float]:
-    return [v for v in values if v is not None and math.isfinite(v)]
+    """The values a plot can draw: finite and within :data:`PLOT_LIMIT`."""
+    return [v for v in values if v is not None and math.isfinite(v) and abs(v) <= PLOT_LIMIT]
 
 
 def nice_range(values: Sequence[float], *, floor: Optional[float] = None, ceil: Optional[float] = None,

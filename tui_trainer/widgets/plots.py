@@ -29,7 +29,7 @@ from textual.widget import Widget
 from textual_plotext import PlotextPlot
 
 from ..runstate import RunState
-from .axes import (CANVAS_MARGIN, aligned_axis, downsample, epoch_ticks, finite, log_ticks, nice_range,  # noqa: F401
+from .axes import (PLOT_LIMIT, CANVAS_MARGIN, aligned_axis, downsample, epoch_ticks, finite, log_ticks, nice_range,  # noqa: F401
                    nice_ticks, smooth, split_outliers)
 from .view import Pace, RunView
 
@@ -41,6 +41,24 @@ TRAIN_EPOCH: Color = (255, 170, 60)  # orange
 VAL: Color = (90, 210, 120)  # green
 LR: Color = (220, 120, 230)  # magenta
 MARK: Color = (150, 150, 150)  # a steering action (pause, mixup, lr, save, stop): a grey line
+
+
+def _plottable(v: Optional[float]) -> bool:
+    return v is not None and math.isfinite(v) and abs(v) <= PLOT_LIMIT
+
+
+def _drawable(xs: Sequence[float], ys: Sequence[float]) -> tuple[list[float], list[float]]:
+    """The (x, y) points a plot can draw (both finite, within :data:`PLOT_LIMIT`)."""
+    pairs = [(x, y) for x, y in zip(xs, ys) if _plottable(x) and _plottable(y)]
+    return [x for x, _ in pairs], [y for _, y in pairs]
+
+
+def _safe_ylim(lo: float, hi: float) -> tuple[float, float]:
+    """A y range plotext and the tick arithmetic can use, whatever they were given."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return 0.0, 1.0
+    lo, hi = max(-PLOT_LIMIT, lo), min(PLOT_LIMIT, hi)
+    return (lo, hi) if hi > lo else (lo, lo + max(1.0, abs(lo)))
 
 
 class _Plot(PlotextPlot):
@@ -111,12 +129,14 @@ class _Plot(PlotextPlot):
                 state.epochs, self.size, bool(state.config), len(state.marks))
 
     def _series(self, name: str, xs: Sequence[float], ys: Sequence[float], **kw) -> None:
+        xs, ys = _drawable(xs, ys)
         self.points[name] = len(xs)
         if xs:
             self.plt.plot(list(xs), list(ys), **kw)
 
     def _points(self, name: str, xs: Sequence[float], ys: Sequence[float], marker: str, color: Color) -> None:
         """Per-epoch values: a thin line through them, and each one marked with ``marker``."""
+        xs, ys = _drawable(xs, ys)
         self.points[name] = len(xs)
         if xs:
             self.plt.plot(list(xs), list(ys), marker="braille", color=color)
@@ -124,6 +144,7 @@ class _Plot(PlotextPlot):
 
     def _finish(self, ylim: tuple[float, float], empty_note: str, log: bool = False) -> None:
         rows = max(2, (self.size.height or 10) - CANVAS_MARGIN)
+        ylim = _safe_ylim(*ylim)
         if log:
             ticks, labels = log_ticks(ylim[0], ylim[1], max(2, min(6, rows // 2)))
         else:  # round ticks, each on a row of its own, the same number of rows apart
