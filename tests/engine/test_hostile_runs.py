@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -185,3 +186,45 @@ def test_storing_an_evaluation_beside_a_deep_eval_json_keeps_the_result(tmp_path
     (d / "checkpoints" / "last.eval.json").write_text(DEEP)
     store_evaluation(ck, "test", {"accuracy": 0.5}, {"size": ck.stat().st_size, "mtime_ns": ck.stat().st_mtime_ns})
     assert [e.accuracy for e in read_evaluations(ck)] == [0.5]
+
+
+MEASURE = """
+import resource, sys
+from pathlib import Path
+start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+run = Path(sys.argv[1])
+if sys.argv[2] == "export":
+    from engine.export import read_history
+    h = read_history(run)
+    assert [e.epoch for e in h.epochs] == [1], h.epochs
+else:
+    from engine.metrics import MetricsFollower
+    f = MetricsFollower(run / "metrics.jsonl")
+    seen = []
+    while f.offset < (run / "metrics.jsonl").stat().st_size:
+        seen += f.poll()
+    assert [type(e).__name__ for e in seen] == ["EpochDone", "RunFinished"], seen
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start) // 1024)
+"""
+
+
+@pytest.mark.parametrize("reader", ["export", "watch"])
+def test_a_1_gib_zero_tail_costs_little_memory(tmp_path, reader):
+    """``truncate -s +1G metrics.jsonl`` (what a crash leaves on some file systems): export and
+    watch's follower read past it holding at most a line (was: 3 GiB and 1 GiB)."""
+    import subprocess
+    import sys
+
+    epoch = {"event": "EpochDone", "time": 1.0, "epoch": 1, "train_loss": 1.0, "train_acc": 0.5,
+             "val_loss": None, "val_acc": None, "seconds": 1.0}
+    d = make_run(tmp_path, events=(epoch,))
+    m = d / "metrics.jsonl"
+    with open(m, "ab") as fh:
+        fh.truncate(m.stat().st_size + (1 << 30))  # sparse: no disk used
+    with open(m, "ab") as fh:
+        fh.write(b"\n" + json.dumps(FINISHED).encode() + b"\n")
+    r = subprocess.run([sys.executable, "-c", MEASURE, str(d), reader], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert r.returncode == 0, r.stderr
+    grown_mib = int(r.stdout.split()[-1])
+    assert grown_mib < 100, f"{reader} grew by {grown_mib} MiB reading a 1 GiB zero tail"
