@@ -152,7 +152,15 @@ class ControlChannel:
         fd = self._fd
         if fd is None:
             return 0
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o077:  # ctl refuses such a channel; so does the trainer
+            self._fd = None
+            os.close(fd)
+            self._notice(f"control channel: {self.run.control_path.name} was made writable by others or given to "
+                         f"another user (mode {stat.S_IMODE(st.st_mode):o}); commands are no longer taken from it "
+                         "(the next start makes a private one)")
+            return 0
+        size = st.st_size
         if size < self._offset:  # truncated by its owner: go on from its new end
             self._offset, self._buf, self._skipping = size, b"", False
         if size == self._offset:

@@ -283,3 +283,21 @@ def test_torchrun_rank0_takes_commands_and_a_stop_reaches_every_rank(tmp_path):
     assert not any(d["event"] == "StateChanged" and d["state"] == "paused" for d in events_of(run))
     final = events_of(run)[-1]
     assert final["event"] == "RunFinished" and final["outcome"] == "stopped" and RunDir(run).last_checkpoint.is_file()
+
+
+def test_the_trainer_stops_obeying_a_channel_made_writable_by_others(tmp_path):
+    """ctl refuses a channel whose mode changed; the trainer's end rechecks too (issue 25)."""
+    run = _fake_live_run(tmp_path)
+    got: list = []
+    ch = control.ControlChannel.open(run, got.append, poll_seconds=3600)  # polled by hand
+    try:
+        control.send_command(run.path, ev.Pause())
+        assert ch.poll() == 1 and got == [ev.Pause()]
+        os.chmod(run.control_path, 0o666)
+        with open(run.control_path, "ab") as fh:  # anyone could have written this
+            fh.write(b'{"command": "stop"}\n')
+        assert ch.poll() == 0 and ch.poll() == 0
+        assert [type(c).__name__ for c in got] == ["Pause", "ChannelNotice"]
+        assert "mode 666" in got[1].message and "no longer taken" in got[1].message
+    finally:
+        ch.close()
