@@ -34,7 +34,7 @@ def test_export_csv_never_replaces_a_checkpoint_a_run_file_a_device_or_a_link(ru
     kept = {p: p.read_bytes() for p in (run.best_checkpoint, run.metrics_path, run.config_path)}
     for target in kept:
         line = error_line(invoke("export", run_copy, "--csv", target, "--force"), 2)
-        assert "file of the run folder" in line
+        assert "file of the run folder" in line or "a file this command reads" in line
     loose = tmp_path / "copy.pt"
     loose.write_bytes(run.best_checkpoint.read_bytes())
     assert "checkpoint" in error_line(invoke("export", run_copy, "--csv", loose, "--force"), 2)
@@ -110,3 +110,28 @@ def test_predict_output_path_too_long_is_one_line(run_copy, tmp_path):
     pkl.write_bytes(b"unused")
     line = error_line(invoke("predict", run_copy, pkl, "--output", tmp_path / ("o" * 5000)), 2)
     assert "cannot use this path" in line
+
+
+def test_resume_through_a_checkpoint_link_writes_only_into_the_run_resumed(run_copy, tmp_path):
+    """A/checkpoints/last.pt a link into run B: `train --resume A` trains on in A (the link
+    is replaced by A's own file); B's metrics.jsonl, config.json and checkpoints are untouched."""
+    import hashlib
+    import shutil
+
+    def snapshot(folder):
+        return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(folder.rglob("*")) if p.is_file()}
+
+    a = run_copy
+    b = tmp_path / "other" / "20000101-000000-b"
+    shutil.copytree(a, b)
+    last = RunDir(a).last_checkpoint
+    last.unlink()
+    last.symlink_to(RunDir(b).last_checkpoint)
+    before_b = snapshot(b)
+    r = invoke("--no-ui", "train", "--resume", a, "--epochs", "3")
+    assert r.exit_code == 0, r.output
+    assert snapshot(b) == before_b
+    assert not last.is_symlink() and last.is_file()
+    events = [json.loads(x) for x in RunDir(a).metrics_path.read_text().splitlines() if x.strip()]
+    assert events[-1]["event"] == "RunFinished" and events[-1]["epochs_done"] == 3

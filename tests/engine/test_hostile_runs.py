@@ -228,3 +228,14 @@ def test_a_1_gib_zero_tail_costs_little_memory(tmp_path, reader):
     assert r.returncode == 0, r.stderr
     grown_mib = int(r.stdout.split()[-1])
     assert grown_mib < 100, f"{reader} grew by {grown_mib} MiB reading a 1 GiB zero tail"
+
+
+def test_settings_json_deep_or_a_fifo_means_the_defaults(tmp_path, monkeypatch):
+    from tui_trainer import settings
+
+    monkeypatch.setenv("CIFAR_TUI_CONFIG_DIR", str(tmp_path))
+    (tmp_path / "settings.json").write_text(DEEP)
+    assert settings.load_settings() == {}
+    assert settings.save_setting("theme", "x") and settings.load_settings() == {"theme": "x"}
+    _fifo(tmp_path / "settings.json")
+    assert within(5, settings.load_settings) == {}
