@@ -8,25 +8,10 @@ import json
 import os
 
 import pytest
-from typer.testing import CliRunner
+from test_export_cli import error_line, invoke  # (tests/cli is on the path, as for conftest)
 
 from engine.resolve import resolve_run
 from engine.rundir import RunDir
-from tui_trainer.cli import app
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def error_line(result, code) -> str:
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 def test_export_csv_never_replaces_a_checkpoint_a_run_file_a_device_or_a_link(run_copy, tmp_path):
