@@ -41,6 +41,7 @@ def sweep(
 ) -> None:
     """Search recipes and network shapes with Optuna: each trial an ordinary run."""
     from engine import sweep as sw
+    from engine.trials import Sweep
 
     runs = Path(runs_dir_of(ctx, runs_dir) or _default_runs()).expanduser()
     if status or best:
@@ -61,7 +62,7 @@ def sweep(
     spec = _spec(spec_file, name)
     url = storage or sw.default_storage(runs, spec.name)
     try:
-        runner = sw.Sweep(spec, url, runs_dir=str(runs), device=device)
+        runner = Sweep(spec, url, runs_dir=str(runs), device=device)
     except sw.SweepError as e:
         fail(str(e), EXIT_FAILED)
     if not (ctx.obj or {}).get("no_ui"):
@@ -90,6 +91,7 @@ def _report(study_name: str, url: str, status: bool, as_json: bool) -> None:
     import optuna
 
     from engine import sweep as sw
+    from engine.trials import best_trial, summary_rows
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -99,7 +101,7 @@ def _report(study_name: str, url: str, status: bool, as_json: bool) -> None:
     except KeyError:
         fail(f"no sweep named {study_name!r} in {sw.redact(url)}; start one with: cifar-tui --no-ui sweep SPEC.toml",
              EXIT_USAGE)
-    rows = sw.summary_rows(study)
+    rows = summary_rows(study)
     if status:
         if as_json:
             typer.echo(json.dumps({"name": study_name, "storage": sw.redact(url), "trials": rows}, default=str))
@@ -108,7 +110,7 @@ def _report(study_name: str, url: str, status: bool, as_json: bool) -> None:
 
             Console(highlight=False).print(trials_table(rows, f"sweep {study_name}"))
         raise typer.Exit(EXIT_OK)
-    top = sw.best_trial(study)
+    top = best_trial(study)
     if top is None:
         fail(f"the sweep {study_name!r} has no completed trial yet", EXIT_FAILED)
     spec = study.user_attrs.get("spec", {})
@@ -164,6 +166,7 @@ def run_headless_sweep(runner, trials: int) -> int:
 
     from engine import events as ev
     from engine import sweep as sw
+    from engine.trials import summary_rows
 
     con = Console(highlight=False)
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
@@ -184,7 +187,7 @@ def run_headless_sweep(runner, trials: int) -> int:
             if task["id"] is not None:
                 progress.remove_task(task["id"])
                 task["id"] = None
-            con.print(trials_table(sw.summary_rows(runner.study), f"sweep {runner.spec.name}"))
+            con.print(trials_table(summary_rows(runner.study), f"sweep {runner.spec.name}"))
 
     runner.listeners.append(on_event)
     runner.on_trial = on_trial

@@ -5,7 +5,8 @@ import textwrap
 
 import pytest
 
-from engine.sweep import Sweep, SpecError, default_storage, load_spec, summary_rows
+from engine.sweep import SpecError, default_storage, load_spec
+from engine.trials import Sweep, summary_rows
 
 ISSUE_SPEC = """
 [sweep]
