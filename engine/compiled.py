@@ -35,7 +35,9 @@ class Forward:
         if backend is not None:
             kwargs = {"mode": mode} if backend == "inductor" and mode not in (None, "default") else {}
             try:
-                self.fn = torch.compile(model, backend=backend, **kwargs)
+                # dynamic=False: a second input shape in this process (another batch size, the
+                # warm-up of progressive resizing) is a new static graph, never a dynamic one
+                self.fn = torch.compile(model, backend=backend, dynamic=False, **kwargs)
             except Exception as e:  # pragma: no cover - depends on the platform
                 self.fallback(f"torch.compile unavailable ({first_line(e)})")
 
@@ -72,6 +74,8 @@ def warm_up(s, first_epoch: int, emit: Callable[[ev.Event], None]) -> None:
     a failure falls back to eager (a Warning)."""
     f = s.forward
     if not f.compiling:
+        if f.backend is not None:  # torch.compile was refused up front: say so, as a failed compile
+            emit(ev.Compiled(seconds=0.0, backend=str(f.backend), mode=f.mode, ok=False, message=f.failed or ""))
         return
     t0 = time.perf_counter()
     sizes = sorted({s.size_at(e) for e in range(first_epoch, s.cfg.epochs + 1)})

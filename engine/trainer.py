@@ -363,9 +363,12 @@ class Trainer:
         collective besides DDP's) and announce StepDone. Returns True if every rank agreed
         to stop. Raises TrainingError on a non-finite loss."""
         p, st = self._progress, self._steer
-        flags = torch.tensor([float(e.seen), 1.0 if st.stopping else 0.0], device=s.device)
-        stats = s.dist.all_sum(torch.cat([torch.stack([e.loss_sum.float(), e.correct.float()]), flags]))
-        e.g_loss, e.g_correct, e.g_seen, g_stop = stats.tolist()
+        sums = torch.stack([e.loss_sum.float(), e.correct.float()])
+        if s.dist.enabled:  # the images seen and the stop flag travel with the sums (one collective)
+            flags = torch.tensor([float(e.seen), 1.0 if st.stopping else 0.0]).to(s.device, non_blocking=True)
+            e.g_loss, e.g_correct, e.g_seen, g_stop = s.dist.all_sum(torch.cat([sums, flags])).tolist()
+        else:  # one device-to-host read, nothing copied to the device
+            (e.g_loss, e.g_correct), e.g_seen, g_stop = sums.tolist(), float(e.seen), 0.0
         mean_loss = e.g_loss / max(1.0, e.g_seen)
         lr = s.lr(p.global_step - 1, p.lr_scale)
         if not math.isfinite(mean_loss):

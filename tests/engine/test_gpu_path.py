@@ -483,3 +483,53 @@ def test_translation_tta_weighs_the_shifted_views():
         views = [(model(v) + model(v.flip(3))) / 2 for v in (_shift(xb, -1, -1), _shift(xb, 1, 1))]
     assert torch.allclose(both, 0.5 * flip + 0.25 * views[0] + 0.25 * views[1], atol=1e-5)
     assert not torch.allclose(both, flip, atol=1e-4)
+
+
+def test_a_second_batch_size_is_a_new_static_compile_never_a_dynamic_graph():
+    """dynamic=False wherever the step is compiled: the compiled forward called with a second
+    batch size compiles a second static graph (a counting backend sees only whole numbers in
+    the shapes), where torch's automatic dynamic shapes would otherwise make it symbolic."""
+    import torch
+    import torch._dynamo
+
+    from engine.compiled import Forward
+    from engine.model import SEResNet
+
+    seen = []
+
+    def counting(gm, example_inputs):
+        seen.append(next(tuple(t.shape) for t in example_inputs if isinstance(t, torch.Tensor) and t.dim() == 4
+                         and t.shape[1:] == (3, 32, 32)))
+        return gm.forward
+
+    if "cifar_tui_counting" not in torch._dynamo.list_backends(exclude_tags=()):
+        torch._dynamo.register_backend(compiler_fn=counting, name="cifar_tui_counting")
+    torch._dynamo.reset()
+    f = Forward(SEResNet(width=0.0625), "cifar_tui_counting", None, warn=print)
+    for batch in (32, 48, 64, 48):
+        f(torch.zeros(batch, 3, 32, 32))
+    # a dynamic graph would have served 64 (and any other size) after the second compile
+    assert [shape[0] for shape in seen] == [32, 48, 64], "a graph was compiled with dynamic shapes"
+
+
+def test_reading_the_metrics_copies_nothing_to_the_device(small, monkeypatch):
+    """The metric read is one device-to-host read: no tensor built on the device from host
+    values (the old torch.tensor([...], device=...) was a blocking copy from pageable memory)."""
+    import sys
+
+    import torch
+
+    import engine.trainer as tr
+    from engine.trainer import Trainer
+
+    made = []
+    real = torch.tensor
+
+    def tensor(*a, **kw):
+        if kw.get("device") is not None and sys._getframe(1).f_code.co_filename == tr.__file__:
+            made.append(sys._getframe(1).f_code.co_name)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(torch, "tensor", tensor)
+    assert Trainer(small(epochs=1, subset=128, val_size=32, log_every=1)).run() == "completed"
+    assert made == []
