@@ -193,6 +193,7 @@ def ctl(
 
 app.command("eval")(cli_eval.eval_cmd)
 app.command()(cli_eval.predict)
+app.command("check-submission")(cli_eval.check_submission_cmd)
 
 
 @app.command()

@@ -57,8 +57,8 @@ PREDICT_COLUMNS = ("ID", "Labels", "File", "Class", "Confidence")
 def predict(
     ctx: typer.Context,
     checkpoint: str = typer.Argument(..., help=CHECKPOINT_HELP),
-    inputs: list[str] = typer.Argument(..., help="Image files, folders, zips, or CIFAR-style pickles of unlabelled images ({'data': N x 3072 uint8})."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Write a CSV with header ID,Labels (ID = the image's position in input order, Labels = class index); an image that cannot be decoded is skipped, its ID left out and named on stderr."),
+    inputs: list[str] = typer.Argument(..., help="Image files, folders, zips, or CIFAR-style pickles of unlabelled images ({'data': N x 3072 uint8}, optionally 'ids': one ID per image)."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Write a CSV with header ID,Labels (ID = the pickle's own 'ids' when it has them, else the image's position in input order; Labels = class index); an image that cannot be decoded is skipped, its ID left out and named on stderr."),
     columns: Optional[str] = typer.Option(None, "--columns", help="The CSV's columns, comma-separated, from: " + ",".join(PREDICT_COLUMNS) + "  [default: ID,Labels]"),
     full: bool = typer.Option(False, "--full", help="All CSV columns: " + ",".join(PREDICT_COLUMNS) + "."),
     top_k: int = typer.Option(3, "--top-k", "-k", help="Classes to show per image in the table."),
@@ -82,6 +82,8 @@ def predict(
     err = Console(stderr=True, soft_wrap=True)  # notes stay whole lines (paths are long)
     from .console import progress_callback
 
+    from engine.data.predict import BadIds
+
     try:
         from engine.checkpoint import load_checkpoint
         from engine.data import read_predict_inputs
@@ -91,6 +93,8 @@ def predict(
         got = read_predict_inputs(inputs)
         with progress_callback(err, "predicting", enabled=output is not None) as cb:
             probs, classes = predict_checkpoint(path, got.x, device=device, batch_size=batch_size, progress=cb)
+    except BadIds as e:
+        fail(str(e), EXIT_USAGE)
     except engine_errors() as e:
         fail(str(e), EXIT_FAILED)
     for note in got.notes:
@@ -106,10 +110,65 @@ def predict(
         _write_predictions_csv(Path(output).expanduser(), rows, cols)
         skipped = f" ({len(got.skipped)} skipped)" if got.skipped else ""
         err.print(f"wrote {len(rows)} predictions to {output}{skipped}", markup=False, highlight=False)
+        if got.own_ids:
+            _offer_check(err, output, inputs, got.ids, cols)
         return
     from .console import render_predictions
 
     render_predictions(Console(), got.names, probs, classes, top_k, ids=got.ids)
+
+
+def _offer_check(err, output: str, inputs: list[str], ids: list[int], cols: list[str]) -> None:
+    """After ``predict --output`` on a pickle with IDs: the submission check's result when
+    the CSV is a submission (ID,Labels), else the command that checks one."""
+    import shlex
+
+    if cols != ["ID", "Labels"] or len(inputs) != 1:
+        command = f"cifar-tui check-submission SUBMISSION.csv --against {shlex.quote(inputs[0])}"
+        err.print(f"note: a submission has exactly the columns ID,Labels; check one with: {command}",
+                  markup=False, highlight=False)
+        return
+    from engine.submission import check_submission
+
+    problems = check_submission(output, ids)
+    for p in problems:
+        err.print(f"check-submission: {one_line(p)}", markup=False, highlight=False)
+    if not problems:
+        err.print(_ok_line(len(ids), inputs[0]), markup=False, highlight=False)
+
+
+def _ok_line(n: int, pickle: str) -> str:
+    return f"ok: {n:,} rows match the IDs of {pickle}"
+
+
+def check_submission_cmd(
+    csv_path: str = typer.Argument(..., metavar="CSV", help="The submission: header ID,Labels, one row per image."),
+    against: str = typer.Option(..., "--against", help="The competition's pickle of unlabelled images ('data' and 'ids')."),
+) -> None:
+    """Check a submission CSV against the IDs of the competition's pickle before uploading it.
+
+    Prints one line per problem and exits 1, or prints "ok: ..." and exits 0. A pickle
+    without 'ids' is checked against the positions 0..N-1 (what predict writes for it)."""
+    from engine.data.bundle import DataError
+    from engine.data.cifar_pickle import read_pickle_ids
+    from engine.submission import check_submission, ids_problem
+
+    try:
+        n, ids = read_pickle_ids(against)
+    except DataError as e:
+        fail(str(e), EXIT_USAGE)
+        raise
+    if ids is None:
+        ids = list(range(n))
+    problem = ids_problem(ids, n)
+    if problem is not None:
+        fail(f"{against}: {problem}", EXIT_USAGE)
+    problems = check_submission(csv_path, ids)
+    for p in problems:
+        typer.echo(one_line(p))
+    if problems:
+        raise typer.Exit(EXIT_FAILED)
+    typer.echo(_ok_line(n, against))
 
 
 def _predict_columns(columns: Optional[str], full: bool) -> list[str]:

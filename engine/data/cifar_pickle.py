@@ -178,8 +178,8 @@ def zip_batches(zf: zipfile.ZipFile, prefix: str, path: Path) -> DataBundle:
     return _batches_bundle(f"{path}:{prefix}", set(members), read, str(path), "zip")
 
 
-def _pickle_images(p: Path, arg: str) -> np.ndarray:
-    """uint8 (N,3,32,32) from a CIFAR-style pickle's 'data' array."""
+def _pickle_images(p: Path, arg: str) -> tuple[np.ndarray, Optional[list]]:
+    """uint8 (N,3,32,32) from a CIFAR-style pickle's 'data' array, and its 'ids' (None: none)."""
     raw = read_file(p, pickle_byte_limit(), ENV_PICKLE_MB, arg)
     try:
         obj = safe_pickle_load(raw, arg)
@@ -191,19 +191,45 @@ def _pickle_images(p: Path, arg: str) -> np.ndarray:
         raise DataError(f"{arg}: a pickle without a 'data' array; expected a CIFAR-style dict with 'data' (N x 3072 uint8)")
     if arr.dtype != np.uint8:
         raise DataError(f"{arg}: 'data' holds {arr.dtype}, not uint8 pixels")
+    ids = _pickle_ids(_key(obj, "ids"), arg)
     if arr.ndim == 2 and arr.shape[1] == 3072:
-        return arr.reshape(-1, 3, 32, 32).copy()
+        return arr.reshape(-1, 3, 32, 32).copy(), ids
     if arr.ndim == 4 and arr.shape[1:] == (32, 32, 3):
-        return np.ascontiguousarray(arr.transpose(0, 3, 1, 2))
+        return np.ascontiguousarray(arr.transpose(0, 3, 1, 2)), ids
     if arr.ndim == 4 and arr.shape[1:] == (3, 32, 32):
-        return arr.copy()
+        return arr.copy(), ids
     raise DataError(f"{arg}: 'data' has shape {arr.shape}; expected N x 3072 or N x 32 x 32 x 3 uint8")
 
 
+def _pickle_ids(ids, arg: str) -> Optional[list]:
+    """A pickle's 'ids' as a list (numpy integers made Python ints; other values left for
+    :func:`engine.submission.ids_problem` to refuse), or None when it has none."""
+    if ids is None:
+        return None
+    if isinstance(ids, np.ndarray):
+        if ids.ndim != 1 or ids.dtype.kind not in "iu":
+            raise DataError(f"{arg}: 'ids' is a {ids.dtype} array of shape {ids.shape}; "
+                            "expected one whole-number ID per image")
+        return [int(i) for i in ids.tolist()]
+    if not isinstance(ids, (list, tuple)):
+        raise DataError(f"{arg}: 'ids' is {_describe(ids)}; expected a list of whole-number IDs, one per image")
+    return [int(i) if isinstance(i, np.integer) else i for i in ids]
+
+
+def read_pickle_ids(path: str) -> tuple[int, Optional[list]]:
+    """``(images, ids)`` of a CIFAR-style pickle (``ids`` None when it has none, unchecked).
+    Raises :class:`DataError`."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DataError(f"{path}: no such file; give the competition's pickle of unlabelled images")
+    x, ids = _pickle_images(p, path)
+    return x.shape[0], ids
+
+
 def _read_unlabelled(p: Path, arg: str) -> Unlabelled:
-    x = _pickle_images(p, arg)
+    x, ids = _pickle_images(p, arg)
     n = x.shape[0]
-    return Unlabelled(x, [f"{arg}[{i}]" for i in range(n)], [], 0, list(range(n)), n)
+    return Unlabelled(x, [f"{arg}[{i}]" for i in range(n)], [], 0, list(range(n)), n, ids)
 
 
 def _load_batches(req: Request) -> DataBundle:

@@ -37,6 +37,7 @@ class Unlabelled:
     resized: int
     positions: list[int]  # each decoded image's position among the input's images
     count: int  # how many images the input holds, skipped ones included
+    own_ids: Optional[list] = None  # the input's own IDs, one per image (a pickle's 'ids'), unchecked
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,10 @@ from .limits import regular_or_folder
 from .sources import find_format
 
 
+class BadIds(DataError):
+    """A pickle's IDs cannot be a submission's ID column (repeated, or not one per image)."""
+
+
 @dataclass
 class PredictInputs:
     """Unlabelled images for prediction, in input order (see :func:`read_predict_inputs`)."""
@@ -25,6 +29,7 @@ class PredictInputs:
     ids: list[int]  # one per decoded image: its position among all the images given (skipped ones count)
     notes: list[str]
     skipped: list[tuple[int, str, str]]  # (position, name, why) of each image that could not be decoded
+    own_ids: bool = False  # whether ``ids`` are the inputs' own (a pickle's 'ids'), not positions
 
     @property
     def total(self) -> int:
@@ -37,9 +42,11 @@ def read_predict_inputs(inputs: list[str]) -> PredictInputs:
     Input order: arguments in the order given, a folder's or zip's images sorted by
     path, a pickle's rows in order. An image that cannot be decoded is skipped, listed
     in ``skipped`` and counted in ``notes``; the others keep their position as ``ids``
-    (so an ID in a CSV of predictions always names the same input). Raises
+    (so an ID in a CSV of predictions always names the same input). A pickle that
+    carries IDs (``ids`` or ``b'ids'``) gives its own IDs instead, row for row. Raises
     :class:`DataError` for an input that is not usable at all, or when no image at
-    all could be decoded.
+    all could be decoded; :class:`BadIds` when a pickle's IDs repeat, are not whole
+    numbers or are not one per image (:func:`engine.submission.ids_problem`).
     """
     chunks: list[np.ndarray] = []
     names: list[str] = []
@@ -47,11 +54,17 @@ def read_predict_inputs(inputs: list[str]) -> PredictInputs:
     failures: list[tuple[str, int, str]] = []
     skipped: list[tuple[int, str, str]] = []
     resized = offset = 0
+    own = False
     for arg in inputs:
         got = _predict_input(arg)
         chunks.append(got.x)
         names += got.names
-        ids += [offset + i for i in got.positions]
+        if got.own_ids is not None:
+            _check_ids(got.own_ids, got.count, arg)
+            ids += [got.own_ids[i] for i in got.positions]
+            own = True
+        else:
+            ids += [offset + i for i in got.positions]
         failures += [(name, k, why) for _, name, k, why in got.failures]
         skipped += [(offset + i, name, why) for i, name, _, why in got.failures]
         resized += got.resized
@@ -64,7 +77,17 @@ def read_predict_inputs(inputs: list[str]) -> PredictInputs:
     if resized:
         notes.append(f"resized {resized} image(s) to 32x32")
     x = torch.from_numpy(np.concatenate(chunks)) if chunks else torch.empty((0, 3, 32, 32), dtype=torch.uint8)
-    return PredictInputs(x, names, ids, notes, sorted(skipped))
+    if own and len(inputs) > 1:
+        _check_ids(ids, len(ids), "the inputs together")
+    return PredictInputs(x, names, ids, notes, sorted(skipped), own)
+
+
+def _check_ids(ids: list, n: int, arg: str) -> None:
+    from engine.submission import ids_problem
+
+    problem = ids_problem(ids, n)
+    if problem is not None:
+        raise BadIds(f"{arg}: {problem}")
 
 
 def load_predict_inputs(inputs: list[str]) -> tuple[torch.Tensor, list[str], list[str]]:

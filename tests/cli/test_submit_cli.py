@@ -1,0 +1,98 @@
+"""A submission that scores: `predict` keeps a pickle's own IDs, `check-submission` checks a CSV."""
+
+import csv
+import pickle
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tui_trainer.cli import app
+
+runner = CliRunner()
+IDS = [907, 12, 5000, 3, 44, 123456, 8]  # shuffled, not contiguous, as competition files are
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def error_line(result, code):
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = [l for l in result.output.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def write_pickle(path, n, ids=None, key=b"ids"):
+    obj = {b"data": np.random.default_rng(0).integers(0, 256, (n, 3072), dtype=np.uint8)}
+    if ids is not None:
+        obj[key] = ids
+    with open(path, "wb") as fh:
+        pickle.dump(obj, fh)
+    return path
+
+
+def test_predict_writes_the_pickles_own_ids_and_checks_them(finished_run, tmp_path):
+    pkl = write_pickle(tmp_path / "test.pkl", len(IDS), np.array(IDS))
+    out = tmp_path / "sub.csv"
+    r = invoke("predict", finished_run, pkl, "--output", out)
+    assert r.exit_code == 0, r.output
+    rows = list(csv.reader(out.open()))
+    assert rows[0] == ["ID", "Labels"] and [int(row[0]) for row in rows[1:]] == IDS  # row for row
+    assert f"ok: 7 rows match the IDs of {pkl}" in r.output
+    r = invoke("predict", finished_run, write_pickle(tmp_path / "s.pkl", 3, [5, 1, 9], key="ids"), "-o", out,
+               "--full")
+    assert r.exit_code == 0, r.output
+    assert [int(row[0]) for row in list(csv.reader(out.open()))[1:]] == [5, 1, 9]
+    assert "check-submission SUBMISSION.csv --against" in r.output  # not a submission: the command offered
+
+
+def test_predict_without_ids_keeps_positions(finished_run, tmp_path):
+    out = tmp_path / "p.csv"
+    r = invoke("predict", finished_run, write_pickle(tmp_path / "p.pkl", 3), "-o", out)
+    assert r.exit_code == 0, r.output
+    assert [row[0] for row in list(csv.reader(out.open()))[1:]] == ["0", "1", "2"]
+    assert "ok:" not in r.output and "check-submission" not in r.output
+
+
+@pytest.mark.parametrize("ids, words", [([4, 7, 4], "ID 4 appears more than once"),
+                                        ([1, 2], "2 IDs for 3 images"),
+                                        ([1, "x", 3], "not all whole numbers")])
+def test_predict_refuses_bad_ids(finished_run, tmp_path, ids, words):
+    out = tmp_path / "bad.csv"
+    r = invoke("predict", finished_run, write_pickle(tmp_path / "bad.pkl", 3, ids), "-o", out)
+    assert words in error_line(r, 2) and not out.exists()
+
+
+@pytest.fixture
+def pkl(tmp_path):
+    return write_pickle(tmp_path / "test.pkl", 5, IDS[:5])
+
+
+def sub(tmp_path, pairs, header="ID,Labels"):
+    p = tmp_path / "sub.csv"
+    p.write_text(header + "\n" + "".join(f"{i},{lab}\n" for i, lab in pairs))
+    return p
+
+
+@pytest.mark.parametrize("pairs, header, words", [
+    ([(i, 1) for i in IDS[:4]], "ID,Labels", ["ID 44 of the pickle is missing"]),
+    ([(i, 1) for i in IDS[:5]] + [(12, 2)], "ID,Labels", ["ID 12 appears twice (lines 3 and 7)"]),
+    ([(i, 1) for i in IDS[:5]] + [(77, 2)], "ID,Labels", ["ID 77 (line 7) is not an ID of the pickle"]),
+    ([(i, 1) for i in IDS[:5]], "id,label", ["the header is 'id,label'; it must be exactly ID,Labels"]),
+    ([(i, 10 if i == 12 else 1) for i in IDS[:5]], "ID,Labels", ["line 3: label '10' is not a class index 0-9"]),
+])
+def test_check_submission_names_each_problem(tmp_path, pkl, pairs, header, words):
+    r = invoke("check-submission", sub(tmp_path, pairs, header), "--against", pkl)
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    assert r.output.splitlines() == words
+
+
+def test_check_submission_ok_and_bad_pickles(tmp_path, pkl):
+    r = invoke("check-submission", sub(tmp_path, [(i, 2) for i in reversed(IDS[:5])]), "--against", pkl)
+    assert r.exit_code == 0 and r.output.strip() == f"ok: 5 rows match the IDs of {pkl}"
+    assert "no such file" in error_line(invoke("check-submission", pkl, "--against", tmp_path / "none.pkl"), 2)
+    dup = write_pickle(tmp_path / "dup.pkl", 2, [3, 3])
+    assert "appears more than once" in error_line(invoke("check-submission", pkl, "--against", dup), 2)
