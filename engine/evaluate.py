@@ -203,12 +203,13 @@ class CheckpointEvaluation:
                 "epoch": self.epoch, "notes": list(self.notes)}
 
 
-def eval_images(source: Optional[str], ckpt: dict):
+def eval_images(source: Optional[str], ckpt: dict, split: str = "test"):
     """The labelled images to evaluate ``ckpt`` on, as ``(ImageSet, description, bundle)``.
 
-    ``source`` None: the test split of the checkpoint's own data source. A folder or
-    zip with a ``test/`` folder: ``test/``; one whose class folders sit at its top:
-    all its images. Raises :class:`engine.data.DataError`.
+    ``source`` None: the checkpoint's own data source. ``split`` "test": a source's test
+    split; a folder or zip whose class folders sit at its top: all its images. ``split``
+    "val": the run's held-out validation images (the seeded split it trained with, from
+    its config), for a source without a test split. Raises :class:`engine.data.DataError`.
     """
     from .data import DataError, ImageSet, load_data, match_classes
 
@@ -217,14 +218,15 @@ def eval_images(source: Optional[str], ckpt: dict):
     if not src or not isinstance(src, str):
         raise DataError("the checkpoint does not say which data it was trained on; name it with --data")
     bundle = load_data(src)
-    if bundle.flat:
+    if split == "val":
+        images = _val_images(bundle, cfg)
+    elif bundle.flat:
         images, split = bundle.train, "all"
     elif bundle.test is not None:
-        images, split = bundle.test, "test"
+        images = bundle.test
     else:
-        raise DataError(
-            f"{bundle.source} has no test split (a test/<class>/ folder); name a source with one with --data"
-        )
+        raise DataError(f"{bundle.source} has no test split (a test/<class>/ folder); name a source with one "
+                        "with --data, or evaluate on the run's validation images with --split val")
     classes = list(ckpt.get("classes") or [])
     if classes:  # labels become the checkpoint's class indices, matched by name
         remap, note = match_classes(bundle.classes, classes, bundle.source)
@@ -232,6 +234,23 @@ def eval_images(source: Optional[str], ckpt: dict):
             images = ImageSet(images.x, remap[images.y])
             bundle.notes.append(note)
     return images, f"{bundle.source}:{split}", bundle
+
+
+def _val_images(bundle, cfg: dict):
+    """The validation images the run held out of ``bundle``'s training images: the same
+    seeded, stratified split (:func:`engine.data.split_indices`) with the run's settings."""
+    from .data import DataError, split_indices
+
+    val_size, subset, seed = cfg.get("val_size"), cfg.get("subset"), cfg.get("seed", 0)
+    if val_size == 0:
+        raise DataError("the run trained without a validation split (--val-size 0); evaluate on a test split, "
+                        "naming a source with one with --data")
+    ok = all(v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in (val_size, subset, seed))
+    if not ok or seed is None:
+        raise DataError("the checkpoint's settings do not say how the run split its validation images; "
+                        "evaluate on a test split with --data")
+    _, val_idx, _ = split_indices(bundle.train.y, val_size, subset, seed)
+    return bundle.train.select(val_idx)
 
 
 def _inference_model(path: str, device: str):
@@ -261,19 +280,21 @@ def evaluate_checkpoint(
     batch_size: int = 500,
     progress: Optional[Callable[[int, int], None]] = None,
     store: bool = True,
+    split: str = "test",
 ) -> CheckpointEvaluation:
-    """Evaluate a checkpoint on labelled test images; store the result beside it, tied to
-    the exact file evaluated."""
+    """Evaluate a checkpoint on labelled test images (``split`` "val": the run's validation
+    images, see :func:`eval_images`); store a test result beside it, tied to the exact file
+    evaluated (a validation result is not stored: stored results are shown as test accuracy)."""
     from .runs import store_evaluation
 
     ckpt, model, dev, fingerprint = _inference_model(path, device)
-    images, described, bundle = eval_images(source, ckpt)
+    images, described, bundle = eval_images(source, ckpt, split)
     classes = list(ckpt.get("classes") or bundle.classes)
     tta, shift = _tta(ckpt)
     r = evaluate(model, images.x, images.y, len(classes), dev, batch_size=batch_size, progress=progress, tta_flip=tta,
                  tta_translate=shift)
     out = CheckpointEvaluation(ckpt["path"], ckpt.get("epoch"), described, classes, r, images, list(bundle.notes))
-    if store:
+    if store and split != "val":
         try:
             store_evaluation(ckpt["path"], described, {**out.to_dict(), **stored_predictions(r)}, fingerprint)
         except OSError:

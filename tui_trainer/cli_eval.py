@@ -19,6 +19,7 @@ def eval_cmd(
     ctx: typer.Context,
     checkpoint: str = typer.Argument(..., help=CHECKPOINT_HELP),
     data: Optional[str] = typer.Option(None, "--data", "-d", help="Labelled images to evaluate on (default: the test split of the checkpoint's own data). " + DATA_HELP),
+    split: str = typer.Option("test", "--split", help="test: the data's test split; val: the run's held-out validation images (the seeded split it trained with), for data without a test split."),
     as_json: bool = typer.Option(False, "--json", help="Print machine-readable JSON instead of tables."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     batch_size: int = typer.Option(500, "--batch-size", "-b", help="Images per forward pass."),
@@ -31,6 +32,8 @@ def eval_cmd(
 
     if batch_size < 1:
         fail(f"--batch-size must be at least 1 (got {batch_size})", EXIT_USAGE)
+    if split not in ("test", "val"):
+        fail(f"--split {split!r}: choose test or val", EXIT_USAGE)
     device_arg(device)
     path = checkpoint_arg(checkpoint, "inference", runs_dir_of(ctx, runs_dir))
     err = Console(stderr=True)
@@ -40,7 +43,8 @@ def eval_cmd(
         with progress_callback(err, "evaluating", enabled=not as_json) as cb:
             from engine.evaluate import evaluate_checkpoint
 
-            result = evaluate_checkpoint(path, data, device=device, batch_size=batch_size, progress=cb).to_dict()
+            result = evaluate_checkpoint(path, data, device=device, batch_size=batch_size, progress=cb,
+                                         split=split).to_dict()
     except engine_errors() as e:
         fail(str(e), EXIT_FAILED)
     if as_json:

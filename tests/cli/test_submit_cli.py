@@ -96,3 +96,47 @@ def test_check_submission_ok_and_bad_pickles(tmp_path, pkl):
     assert "no such file" in error_line(invoke("check-submission", pkl, "--against", tmp_path / "none.pkl"), 2)
     dup = write_pickle(tmp_path / "dup.pkl", 2, [3, 3])
     assert "appears more than once" in error_line(invoke("check-submission", pkl, "--against", dup), 2)
+
+
+def test_eval_on_the_runs_validation_split(run_copy):
+    import json
+
+    finished_run = run_copy
+    r = invoke("eval", finished_run, "--split", "val", "--json")
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    assert res["images"] == 200 and res["data_source"] == "synthetic:val"  # the run's --val-size 200
+    assert not (finished_run / "checkpoints" / "best.eval.json").exists()  # not stored as a test result
+    assert "choose test or val" in error_line(invoke("eval", finished_run, "--split", "train"), 2)
+
+
+def test_val_split_is_the_runs_own_split(tmp_path):
+    import torch
+    from torchvision.io import encode_png
+
+    from engine.data import make_synthetic, split_indices
+    from engine.evaluate import eval_images
+
+    train = make_synthetic().train
+    cfg = {"data": "synthetic", "val_size": 200, "subset": 600, "seed": 0}
+    images, described, _ = eval_images(None, {"config": cfg}, "val")
+    train_idx, val_idx, _ = split_indices(train.y, 200, 600, 0)
+    assert described == "synthetic:val" and torch.equal(images.x, train.x[torch.as_tensor(val_idx)])
+    assert not set(val_idx) & set(train_idx)  # none of the images it trained on
+    for i in range(12):  # a training-only folder (no test/): its own seeded split
+        d = tmp_path / "only" / "train" / ("cat", "dog")[i % 2]
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{i:02d}.png").write_bytes(encode_png(train.x[i]).numpy().tobytes())
+    cfg = {"data": str(tmp_path / "only"), "val_size": 4, "seed": 3}
+    images, described, bundle = eval_images(None, {"config": cfg}, "val")
+    assert described.endswith(":val") and len(images) == 4 and bundle.test is None
+    with pytest.raises(Exception, match="no test split"):
+        eval_images(None, {"config": cfg})
+
+
+def test_eval_val_split_of_a_run_without_one():
+    from engine.data import DataError
+    from engine.evaluate import eval_images
+
+    with pytest.raises(DataError, match="without a validation split"):
+        eval_images("synthetic", {"config": {"data": "synthetic", "val_size": 0, "seed": 0}}, "val")
