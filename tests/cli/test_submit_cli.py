@@ -140,3 +140,10 @@ def test_eval_val_split_of_a_run_without_one():
 
     with pytest.raises(DataError, match="without a validation split"):
         eval_images("synthetic", {"config": {"data": "synthetic", "val_size": 0, "seed": 0}}, "val")
+
+
+@pytest.mark.parametrize("ids, words", [("abc", "'ids' is str"), (np.zeros((3, 2), dtype=np.int64), "shape (3, 2)"),
+                                        (np.array([1.0, 2.0, 3.0]), "float64 array")])
+def test_check_submission_refuses_ids_that_are_not_a_list(tmp_path, ids, words):
+    bad = write_pickle(tmp_path / "bad.pkl", 3, ids)
+    assert words in error_line(invoke("check-submission", bad, "--against", bad), 2)
