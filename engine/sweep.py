@@ -39,6 +39,8 @@ SHAPE_TEXT_KEYS = ("blocks", "channels", "strides")
 # settings a sweep never takes from a spec: where and how the run is kept, not what it trains
 NOT_SEARCHABLE = ("runs_dir", "device", "sweep", "preset")
 # trial states, as the sweep reports them (Optuna's, plus two of its own kept in user attributes)
+# what a database says when two processes create Optuna's tables at once
+CREATE_RACE = ("already exists", "alembic_version", "UNIQUE constraint failed", "duplicate key")
 STATES = ("running", "complete", "pruned", "failed", "infeasible")
 
 
@@ -264,10 +266,25 @@ def open_storage(url: str):
 
             return JournalStorage(JournalFileBackend(str(Path(url).expanduser())))
         kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        return _rdb_storage(optuna, url, kwargs)
     except Exception as e:  # noqa: BLE001 - any driver's error: one line for the user
         text = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise SweepError(f"cannot open the sweep storage {redact(url)} ({text})") from None
+
+
+def _rdb_storage(optuna, url: str, kwargs: dict, tries: int = 6):
+    """Optuna's RDBStorage; retried when another process creating the same new database
+    won the race to its tables or its schema version (they are there now)."""
+    import random
+    import time
+
+    for attempt in range(tries):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except Exception as e:  # noqa: BLE001 - SQLAlchemy's OperationalError/ProgrammingError, by driver
+            if attempt == tries - 1 or not any(m in str(e) for m in CREATE_RACE):
+                raise
+            time.sleep(0.1 + random.random() * 0.3 * (attempt + 1))
 
 
 def redact(url: str) -> str:

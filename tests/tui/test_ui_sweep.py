@@ -1,0 +1,83 @@
+"""The Sweep screen on a real (tiny) sweep: the table fills as trials run; `k` prunes the
+running trial; `x` stops after this trial; `q` quits once the trial is saved."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+
+import pytest
+from textual.widgets import DataTable
+
+from engine.sweep import default_storage, load_spec
+from engine.trials import Sweep, summary_rows
+from tui_trainer.screens.sweep import SweepApp, SweepScreen
+from ui_support import wait_for
+
+SPEC = """
+[sweep]
+name = "ui"
+preset = "tiny"
+pruner = "none"
+sampler = "random"
+[fixed]
+data = "synthetic"
+width = 0.0625
+subset = 64
+val_size = 32
+batch_size = 32
+epochs = {epochs}
+[search]
+lr = {{ choices = [0.05, 0.1] }}
+"""
+
+
+def make_sweep(tmp_path, epochs: int) -> Sweep:
+    (tmp_path / "s.toml").write_text(textwrap.dedent(SPEC.format(epochs=epochs)))
+    spec = load_spec(tmp_path / "s.toml")
+    runs = tmp_path / "runs"
+    return Sweep(spec, default_storage(runs, spec.name), runs_dir=str(runs), device="cpu")
+
+
+@pytest.mark.timeout(300)
+def test_the_table_fills_and_k_prunes_the_running_trial(tmp_path):
+    runner = make_sweep(tmp_path, epochs=200)  # trains until pruned
+
+    async def main():
+        app = SweepApp(runner, 1)
+        async with app.run_test(size=(110, 32)) as pilot:
+            screen = app.screen
+            assert isinstance(screen, SweepScreen)
+            table = screen.query_one("#sweep-trials", DataTable)
+            await wait_for(pilot, lambda: any(r["state"] == "running" and r.get("epochs") for r in screen.rows),
+                           what="a running trial with an epoch")
+            assert table.row_count == 1 and "lr" in [str(c.label) for c in table.columns.values()]
+            await pilot.press("k")
+            await wait_for(pilot, lambda: screen.finished, what="the sweep to end")
+            assert [r["state"] for r in screen.rows] == ["pruned"]
+            assert str(table.get_row_at(0)[1]) == "pruned"
+            await pilot.press("q")
+            await pilot.pause()
+        assert app.return_code == 0
+
+    asyncio.run(main())
+    assert [r["state"] for r in summary_rows(runner.study)] == ["pruned"]
+
+
+@pytest.mark.timeout(300)
+def test_x_stops_after_the_trial_and_the_best_row_is_highlighted(tmp_path):
+    runner = make_sweep(tmp_path, epochs=1)
+
+    async def main():
+        app = SweepApp(runner, 3)
+        async with app.run_test(size=(110, 32)) as pilot:
+            screen = app.screen
+            await pilot.press("x")
+            await wait_for(pilot, lambda: screen.finished, what="the sweep to stop")
+            assert [r["state"] for r in screen.rows] == ["complete"]  # one trial, not three
+            cells = screen.query_one("#sweep-trials", DataTable).get_row_at(0)
+            assert "green" in str(cells[0].style)
+            await pilot.press("q")
+            await pilot.pause()
+
+    asyncio.run(main())
