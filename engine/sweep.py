@@ -266,10 +266,21 @@ def open_storage(url: str):
 
             return JournalStorage(JournalFileBackend(str(Path(url).expanduser())))
         kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-        return _rdb_storage(optuna, url, kwargs)
+        return _rdb_storage(optuna, _with_driver(url), kwargs)
     except Exception as e:  # noqa: BLE001 - any driver's error: one line for the user
         text = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise SweepError(f"cannot open the sweep storage {redact(url)} ({text})") from None
+
+
+def _with_driver(url: str) -> str:
+    """``postgresql://`` with the PostgreSQL driver that is installed: SQLAlchemy 2.1 takes
+    psycopg (3) for a bare ``postgresql://``; with only psycopg2 installed, name it."""
+    import importlib.util
+
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None \
+            and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
 
 
 def _rdb_storage(optuna, url: str, kwargs: dict, tries: int = 6):
@@ -292,8 +303,9 @@ def redact(url: str) -> str:
     if "://" in url and "@" in url.split("://", 1)[1]:
         scheme, rest = url.split("://", 1)
         creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
+        if ":" not in creds:  # a user, no password
+            return url
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
     return url
 
 

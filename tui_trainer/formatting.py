@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 
 # How a run's catalogue status (engine.events.RUN_STATUSES) is shown, in the tables of
@@ -37,3 +37,32 @@ def data_progress_text(e) -> str:
     if not e.total:
         return e.message
     return f"{e.message}: {e.done:,}/{e.total:,} ({100 * e.done / e.total:.0f}%)"
+
+
+def fmt_setting(v: Any) -> str:
+    """A sampled setting for a table cell: floats to 4 significant digits, None as -."""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "-" if v is None else str(v)
+
+
+SWEEP_COLUMNS = ("#", "state", "params", "best val", "epochs", "time")  # the sampled settings go after "state"
+
+
+def sweep_trial_cells(row: dict, keys: list[str], best: Optional[float]) -> tuple[list[str], str]:
+    """A sweep trial's table cells (number, state, the settings ``keys``, parameters, best
+    validation accuracy, epochs, time) and its style: the best completed trial bold green,
+    the ones that did not finish dimmed."""
+    value = row.get("value")
+    style = "bold green" if best is not None and row["state"] == "complete" and value == best else \
+        "dim" if row["state"] in ("pruned", "failed", "infeasible", "interrupted") else ""
+    cells = [str(row["number"]), row["state"], *(fmt_setting(row["params"].get(k)) for k in keys),
+             "-" if row.get("params_count") is None else f"{row['params_count']:,}",
+             "-" if value is None else f"{100 * value:.2f}%", str(row.get("epochs") or "-"),
+             "-" if row.get("seconds") is None else f"{row['seconds']:.0f} s"]
+    return cells, style
+
+
+def sweep_best(rows: list[dict]) -> Optional[float]:
+    """The best validation accuracy of the completed trials (None before the first)."""
+    return max((r["value"] for r in rows if r["state"] == "complete" and r["value"] is not None), default=None)

@@ -15,12 +15,13 @@ import json
 import signal
 import threading
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
 from .cliargs import fail, runs_dir_of
 from .exitcodes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from .formatting import SWEEP_COLUMNS, sweep_best, sweep_trial_cells
 
 STORAGE_HELP = ("Where the study lives: a database URL (sqlite:///FILE, postgresql://USER@HOST/DB, mysql://...) or a "
                 "journal file path on a shared disk. Default: RUNS/sweeps/NAME.db (SQLite).")
@@ -127,10 +128,6 @@ def _report(study_name: str, url: str, status: bool, as_json: bool) -> None:
     raise typer.Exit(EXIT_OK)
 
 
-def _fmt_value(v: Any) -> str:
-    return "-" if v is None else f"{100 * v:.2f}%"
-
-
 def trials_table(rows: list[dict], title: str):
     """A rich table of trials (the headless renderer and --status)."""
     from rich.markup import escape
@@ -138,23 +135,14 @@ def trials_table(rows: list[dict], title: str):
 
     keys = sorted({k for r in rows for k in r["params"]})
     t = Table(title=title, title_justify="left")
-    for col in ("#", "state", *keys, "params", "best val", "epochs", "time"):
-        t.add_column(col, justify="right" if col not in ("state",) else "left", overflow="fold")
-    best = max((r["value"] for r in rows if r["state"] == "complete" and r["value"] is not None), default=None)
+    for col in (*SWEEP_COLUMNS[:2], *keys, *SWEEP_COLUMNS[2:]):
+        t.add_column(col, justify="left" if col == "state" else "right", overflow="fold")
+    best = sweep_best(rows)
     for r in rows:
-        style = "bold green" if best is not None and r["value"] == best and r["state"] == "complete" else \
-            "dim" if r["state"] in ("pruned", "infeasible", "failed") else ""
-        cells = [str(r["number"]), r["state"], *(escape(_short(r["params"].get(k))) for k in keys),
-                 "-" if r.get("params_count") is None else f"{r['params_count']:,}", _fmt_value(r.get("value")),
-                 str(r.get("epochs") or "-"), "-" if r.get("seconds") is None else f"{r['seconds']:.0f} s"]
-        t.add_row(*cells, style=style)
+        cells, style = sweep_trial_cells(r, keys, best)
+        t.add_row(*(escape(c) for c in cells), style=style)
     return t
 
-
-def _short(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return "-" if v is None else str(v)
 
 
 def run_headless_sweep(runner, trials: int) -> int:

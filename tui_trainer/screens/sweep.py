@@ -11,7 +11,7 @@ resumes it) and quits once it is saved.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 from rich.text import Text
 from textual import work
@@ -22,27 +22,11 @@ from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import Worker, WorkerState
 
 from ..exitcodes import EXIT_FAILED, EXIT_OK
+from ..formatting import SWEEP_COLUMNS, sweep_best, sweep_trial_cells
 from .compare import CompareRunsPlot
 
-DIM_STATES = ("pruned", "failed", "infeasible", "interrupted")
-
-
-def _short(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return "-" if v is None else str(v)
-
-
 def trial_cells(row: dict, keys: list[str], best: Optional[float]) -> list[Text]:
-    """One trial's table cells, styled: the best completed trial bold green, the ones that
-    did not finish dimmed."""
-    style = "bold green" if best is not None and row["state"] == "complete" and row.get("value") == best else \
-        "dim" if row["state"] in DIM_STATES else ""
-    value = row.get("value")
-    cells = [str(row["number"]), row["state"], *(_short(row["params"].get(k)) for k in keys),
-             "-" if row.get("params_count") is None else f"{row['params_count']:,}",
-             "-" if value is None else f"{100 * value:.2f}%", str(row.get("epochs") or "-"),
-             "-" if row.get("seconds") is None else f"{row['seconds']:.0f} s"]
+    cells, style = sweep_trial_cells(row, keys, best)
     return [Text(c, style=style) for c in cells]
 
 
@@ -115,10 +99,10 @@ class SweepScreen(Screen):
         if keys != self.keys or not table.columns:
             table.clear(columns=True)
             self.keys = keys
-            for col in ("#", "state", *keys, "params", "best val", "epochs", "time"):
+            for col in (*SWEEP_COLUMNS[:2], *keys, *SWEEP_COLUMNS[2:]):
                 table.add_column(col, key=col)
         table.clear()
-        best = max((r["value"] for r in rows if r["state"] == "complete" and r["value"] is not None), default=None)
+        best = sweep_best(rows)
         for r in rows:
             table.add_row(*trial_cells(r, keys, best), key=str(r["number"]))
         series = [(f"#{r['number']}", list(range(1, len(r["curve"]) + 1)), [100 * v for v in r["curve"]])
