@@ -217,12 +217,13 @@ class Sweep:
     def _train(self, trial, config: TrainConfig) -> bool:
         import optuna
 
+        from .rundir import RunDir
         from .trainer import Trainer
 
         watch = _TrialWatch(trial, self.spec.trial_minutes)
         resume = trial.user_attrs.get("resume_from")
-        if resume and not Path(resume).is_dir():
-            resume = None
+        if resume and (not Path(resume).is_dir() or RunDir(resume).checkpoint_for("resume") is None):
+            resume = None  # killed before its first checkpoint: the trial starts over in a new folder
         kwargs = dict(resume=resume, resume_overrides={"device": self.device} if self.device else {}) if resume \
             else {}
         trainer = Trainer(None if resume else config, listeners=[watch, *self.listeners], **kwargs)

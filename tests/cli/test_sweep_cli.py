@@ -29,14 +29,15 @@ subset = {subset}
 val_size = 64
 epochs = 2
 batch_size = {batch}
+{more}
 [search]
 lr = {{ low = 0.01, high = 0.2, log = true }}
 """
 
 
-def write_spec(tmp_path, name="s", subset=200, batch=32) -> Path:
+def write_spec(tmp_path, name="s", subset=200, batch=32, more="") -> Path:
     p = tmp_path / f"{name}.toml"
-    p.write_text(textwrap.dedent(SPEC.format(name=name, subset=subset, batch=batch)))
+    p.write_text(textwrap.dedent(SPEC.format(name=name, subset=subset, batch=batch, more=more)))
     return p
 
 
@@ -90,15 +91,17 @@ def test_two_processes_share_one_study(tmp_path, journal):
 
 @pytest.mark.timeout(600)
 def test_a_killed_sweep_resumes_its_trial(tmp_path):
-    spec = write_spec(tmp_path, subset=1000, batch=8)  # long enough a trial to kill it in the middle
+    # long enough a trial to kill it in the middle, with a checkpoint after each epoch
+    spec = write_spec(tmp_path, subset=1000, batch=8, more="save_every_epochs = 1")
     cmd = sweep_cmd(tmp_path, spec, "--trials", "2")
     p = subprocess.Popen(cmd, cwd=ROOT, env=env_for(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        def stepping() -> bool:
+        def saved() -> bool:  # the first epoch's checkpoint, in the middle of the second epoch
             folders = run_folders(tmp_path) if (tmp_path / "runs").exists() else []
-            return any(any(d["event"] == "StepDone" for d in events_of(f)) for f in folders)
+            return any((f / "checkpoints" / "last.pt").is_file() and events_of(f)[-1]["event"] != "RunFinished"
+                       for f in folders)
 
-        wait_for(lambda: stepping() or p.poll() is not None, "the first trial's steps", timeout=240)
+        wait_for(lambda: saved() or p.poll() is not None, "the first trial's first checkpoint", timeout=240)
         assert p.poll() is None, "the sweep ended before it could be killed"
     finally:
         p.send_signal(signal.SIGKILL)

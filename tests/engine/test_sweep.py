@@ -104,3 +104,30 @@ def test_four_trials_one_pruned_one_infeasible(tmp_path):
 
     statuses = {str(run.path): run.status for run in list_runs(runs)}
     assert statuses[rows[3]["run_dir"]] == "pruned" and statuses[rows[0]["run_dir"]] == "completed"
+
+
+@pytest.mark.timeout(300)
+def test_a_trial_killed_before_its_first_checkpoint_starts_over(tmp_path):
+    spec = load_spec(write(tmp_path, """
+        [sweep]
+        name = "k"
+        preset = "tiny"
+        pruner = "none"
+        [fixed]
+        data = "synthetic"
+        epochs = 1
+        width = 0.0625
+        subset = 64
+        val_size = 32
+        batch_size = 32
+        [search]
+        lr = { choices = [0.05] }
+    """))
+    runs = tmp_path / "runs"
+    empty = runs / "killed-run"  # a run folder with no checkpoint yet
+    empty.mkdir(parents=True)
+    sw = Sweep(spec, default_storage(runs, spec.name), runs_dir=str(runs), device="cpu")
+    sw.study.enqueue_trial({"lr": 0.05}, user_attrs={"resume_from": str(empty)})
+    assert sw.run(1) == 1
+    (row,) = summary_rows(sw.study)
+    assert row["state"] == "complete" and row["run_dir"] != str(empty)
