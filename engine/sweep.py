@@ -41,7 +41,7 @@ NOT_SEARCHABLE = ("runs_dir", "device", "sweep", "preset")
 # trial states, as the sweep reports them (Optuna's, plus two of its own kept in user attributes)
 # what a database says when two processes create Optuna's tables at once
 CREATE_RACE = ("already exists", "alembic_version", "UNIQUE constraint failed", "duplicate key")
-STATES = ("running", "complete", "pruned", "failed", "infeasible")
+STATES = ("running", "queued", "complete", "pruned", "failed", "infeasible")
 
 
 class SpecError(ValueError):

@@ -24,10 +24,10 @@ Listener = Callable[[Any], None]
 
 
 def trial_state(t) -> str:
-    """running / complete / pruned / failed / infeasible, for a frozen trial."""
+    """running / queued / complete / pruned / failed / infeasible, for a frozen trial."""
     if t.user_attrs.get("infeasible"):
         return "infeasible"
-    return {"RUNNING": "running", "WAITING": "running", "COMPLETE": "complete", "PRUNED": "pruned"}.get(
+    return {"RUNNING": "running", "WAITING": "queued", "COMPLETE": "complete", "PRUNED": "pruned"}.get(
         t.state.name, "failed")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
+from pathlib import Path
 
 import pytest
 from textual.widgets import DataTable
@@ -66,12 +67,13 @@ def test_the_table_fills_and_k_prunes_the_running_trial(tmp_path):
 
 @pytest.mark.timeout(300)
 def test_x_stops_after_the_trial_and_the_best_row_is_highlighted(tmp_path):
-    runner = make_sweep(tmp_path, epochs=1)
+    runner = make_sweep(tmp_path, epochs=3)
 
     async def main():
         app = SweepApp(runner, 3)
         async with app.run_test(size=(110, 32)) as pilot:
             screen = app.screen
+            await wait_for(pilot, lambda: any(r["state"] == "running" for r in screen.rows), what="a running trial")
             await pilot.press("x")
             await wait_for(pilot, lambda: screen.finished, what="the sweep to stop")
             assert [r["state"] for r in screen.rows] == ["complete"]  # one trial, not three
@@ -81,3 +83,26 @@ def test_x_stops_after_the_trial_and_the_best_row_is_highlighted(tmp_path):
             await pilot.pause()
 
     asyncio.run(main())
+
+
+@pytest.mark.timeout(300)
+def test_q_saves_the_running_trial_which_is_queued_to_resume(tmp_path):
+    runner = make_sweep(tmp_path, epochs=200)
+
+    async def main():
+        app = SweepApp(runner, 1)
+        async with app.run_test(size=(110, 32)) as pilot:
+            screen = app.screen
+            await wait_for(pilot, lambda: any(r["state"] == "running" and r.get("epochs") for r in screen.rows),
+                           what="a running trial with an epoch")
+            await pilot.press("q")
+            await wait_for(pilot, lambda: screen.finished, what="the trial to be saved")
+            await pilot.pause()
+        assert app.return_code == 0
+
+    asyncio.run(main())
+    rows = summary_rows(runner.study)
+    assert [r["state"] for r in rows] == ["failed", "queued"]  # interrupted, then queued again
+    run = rows[0]["run_dir"]
+    assert (Path(run) / "checkpoints" / "last.pt").is_file()
+    assert runner.study.trials[1].user_attrs["resume_from"] == run
