@@ -262,3 +262,34 @@ def test_a_new_source_format_is_one_registry_entry(tmp_path, monkeypatch):
     assert (bundle.kind, len(bundle.train), bundle.classes) == ("npy", 4, ("a", "b"))
     got = read_predict_inputs([str(tmp_path / "images.npy")])
     assert got.names == [f"{tmp_path / 'images.npy'}#0", f"{tmp_path / 'images.npy'}#1"] and int(got.x[0, 0, 0, 0]) == 7
+
+
+def test_predict_inputs_decode_through_the_training_decoder(tmp_path, monkeypatch):
+    """A zip of images for predict is decoded by the same code as training's images (one
+    decode_many call for all its members, not one per image)."""
+    import io
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    import engine.data.images as images
+    from engine.data.predict import read_predict_inputs
+
+    path = tmp_path / "many.zip"
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(path, "w") as z:
+        for i in range(50):
+            b = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(b, "PNG")
+            z.writestr(f"img/{i:03d}.png", b.getvalue())
+    calls = []
+    real = images.decode_many
+
+    def counted(items, read, progress=None):
+        calls.append(len(items))
+        return real(items, read, progress)
+
+    monkeypatch.setattr(images, "decode_many", counted)
+    r = read_predict_inputs([str(path)])
+    assert r.x.shape == (50, 3, 32, 32) and calls == [50]
