@@ -244,6 +244,19 @@ class RunSummary:
         return RunDir(self.path)
 
     @property
+    def shape(self) -> Optional[dict[str, Any]]:
+        """The network's shape (engine.shape.NetShape as a record) from the run's config: the
+        report's network at its width for runs written before shapes were settings; None
+        when the config does not describe a buildable network."""
+        from .shape import NetShape, ShapeError
+
+        keys = ("blocks", "channels", "strides", "stem_channels", "se", "se_reduction", "width")
+        try:
+            return NetShape.parse(**{k: self.config.get(k) for k in keys}).to_record()
+        except (ShapeError, TypeError, ValueError):
+            return None
+
+    @property
     def last_update(self) -> Optional[float]:
         """When the run last wrote its metrics (seconds since the epoch)."""
         try:
@@ -255,7 +268,7 @@ class RunSummary:
         return {
             "run_id": self.run_id, "path": self.path, "status": self.status, "reason": self.reason,
             "created": self.created, "preset": self.preset, "data": self.data, "width": self.width,
-            "params": self.params, "device": self.device, "epochs_done": self.epochs_done,
+            "params": self.params, "shape": self.shape, "device": self.device, "epochs_done": self.epochs_done,
             "epochs": self.epochs, "best_val_acc": self.best_val_acc, "best_epoch": self.best_epoch,
             "checkpoints": [c.to_dict() for c in self.checkpoints], "problems": list(self.problems),
         }

@@ -34,6 +34,29 @@ def test_runs_json_fields(finished_run):
         assert {"name", "epoch", "global_step", "val_acc", "test_acc"} <= set(c)
     assert names["last.pt"]["epoch"] == 2 and names["last.pt"]["global_step"] > 0
     assert names["best.pt"]["val_acc"] == run["best_val_acc"]
+    # the network: its trainable parameters and its shape (the report's, at the run's width)
+    assert run["shape"]["blocks"] == [4, 3, 2, 3] and run["shape"]["se"] == "stem"
+    from engine.shape import NetShape
+
+    assert run["params"] == NetShape.from_record(run["shape"]).params() > 0
+
+
+def test_runs_json_gives_a_non_default_shape(tmp_path):
+    from engine.config import make_config
+    from engine.trainer import Trainer
+
+    cfg = make_config("tiny", data="synthetic", width=0.125, blocks="1,1", channels="16,32", strides="1,2",
+                      se="blocks", subset=64, val_size=32, epochs=1, batch_size=32, runs_dir=str(tmp_path / "runs"))
+    assert Trainer(cfg).run() == "completed"
+    (run,) = runs_json(tmp_path / "runs")
+    assert run["shape"]["blocks"] == [1, 1] and run["shape"]["channels"] == [16, 32] and run["shape"]["se"] == "blocks"
+    assert run["params"] == _params_of(run["shape"])
+
+
+def _params_of(record):
+    from engine.shape import NetShape
+
+    return NetShape.from_record(record).params()
 
 
 def test_runs_takes_the_folder_as_runs_dir_too(finished_run, tmp_path):
