@@ -3,8 +3,7 @@ process's memory and threads, and on NVIDIA GPUs utilisation, memory, temperatur
 and power.
 
 The dashboard samples these on its own timer (never from the training thread).
-On Linux everything but the GPU comes from ``/proc`` (a few small reads); elsewhere
-from psutil when it is installed, else "n/a". The GPU is read through NVML
+Everything but the GPU comes from psutil, on every platform. The GPU is read through NVML
 (``nvidia-ml-py``), imported only when the run is on a CUDA device. Nothing here
 imports Textual; tests pass a fake :class:`GpuReader`.
 """
@@ -13,10 +12,8 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Optional, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 
 @dataclass(frozen=True)
@@ -119,26 +116,28 @@ def nvml_reader(device: str) -> tuple[Optional[GpuReader], str]:
 
 
 class SystemSampler:
-    """Samples :class:`SystemStats`; CPU percentages are over the time since the last sample.
+    """Samples :class:`SystemStats` through psutil; CPU percentages are over the time since
+    the last sample (the first sample has none).
 
     ``pid``: the training process (default: this one; a watched run's writer otherwise).
     ``gpu_factory(device) -> (reader or None, note)`` makes the GPU reader once the run's
-    device is known (default :func:`nvml_reader`).
+    device is known (default :func:`nvml_reader`). ``ps``: the psutil module (tests pass a
+    fake one).
     """
 
-    def __init__(self, pid: Optional[int] = None, *, proc: str | Path = "/proc",
+    def __init__(self, pid: Optional[int] = None, *,
                  gpu_factory: Callable[[str], tuple[Optional[GpuReader], str]] = nvml_reader,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 ps: Any = None) -> None:
+        if ps is None:
+            import psutil as ps  # noqa: PLC0415 - a dependency; imported when a dashboard opens
+        self.ps = ps
         self.pid = pid or os.getpid()
-        self.proc = Path(proc)
         self.gpu_factory = gpu_factory
-        self.clock = clock
         self.device: Optional[str] = None
         self.gpu_reader: Optional[GpuReader] = None
         self.gpu_note = "n/a"
-        self._prev_cpu: Optional[tuple[float, float]] = None  # (busy, total) jiffies of the machine
-        self._prev_proc: Optional[tuple[float, float]] = None  # (process jiffies, clock)
-        self.cores = os.cpu_count() or 1
+        self.process = _try(lambda: ps.Process(self.pid))
+        self.cores = _try(lambda: ps.cpu_count(logical=True)) or os.cpu_count() or 1
         self.samples = 0
 
     def set_device(self, device: str) -> None:
@@ -148,11 +147,16 @@ class SystemSampler:
             self.gpu_reader, self.gpu_note = self.gpu_factory(device)
 
     def sample(self) -> SystemStats:
+        first = self.samples == 0
         self.samples += 1
-        cpu = self._cpu_pct()
-        proc_cpu = self._proc_cpu_pct()
-        used, total = self._memory()
-        rss, threads = self._process()
+        ps, proc = self.ps, self.process
+        # psutil's percentages are since the previous call: the first one means nothing
+        cpu = _try(lambda: float(ps.cpu_percent(None)))
+        proc_cpu = _try(lambda: float(proc.cpu_percent(None))) if proc is not None else None
+        vm = _try(lambda: ps.virtual_memory())
+        used, total = (int(vm.total - vm.available), int(vm.total)) if vm is not None else (None, None)
+        rss = _try(lambda: int(proc.memory_info().rss)) if proc is not None else None
+        threads = _try(lambda: int(proc.num_threads())) if proc is not None else None
         torch_threads = None
         if self.pid == os.getpid() and "torch" in sys.modules:
             torch_threads = _try(lambda: int(sys.modules["torch"].get_num_threads()))
@@ -162,74 +166,5 @@ class SystemSampler:
                 gpu = self.gpu_reader.read()
             except Exception as e:
                 note = f"n/a ({type(e).__name__})"
-        return SystemStats(cpu, proc_cpu, self.cores, used, total, rss, threads, torch_threads, gpu, note)
-
-    # ---- Linux /proc, else psutil if present
-    def _read(self, *parts: str) -> Optional[str]:
-        try:
-            return self.proc.joinpath(*parts).read_text()
-        except OSError:
-            return None
-
-    def _cpu_pct(self) -> Optional[float]:
-        text = self._read("stat")
-        if text is None:
-            return _psutil(lambda p: p.cpu_percent(None))
-        fields = [float(v) for v in text.split("\n", 1)[0].split()[1:]]
-        idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
-        total = sum(fields[:8])
-        prev, self._prev_cpu = self._prev_cpu, (total - idle, total)
-        if prev is None or total <= prev[1]:
-            return None
-        return 100.0 * (total - idle - prev[0]) / (total - prev[1])
-
-    def _proc_cpu_pct(self) -> Optional[float]:
-        text = self._read(str(self.pid), "stat")
-        if text is None:
-            return None
-        after = text.rsplit(")", 1)[-1].split()  # the command name may hold spaces
-        jiffies = float(after[11]) + float(after[12])  # utime + stime
-        now = self.clock()
-        prev, self._prev_proc = self._prev_proc, (jiffies, now)
-        if prev is None or now <= prev[1]:
-            return None
-        hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-        return 100.0 * (jiffies - prev[0]) / hz / (now - prev[1])
-
-    def _memory(self) -> tuple[Optional[int], Optional[int]]:
-        text = self._read("meminfo")
-        if text is None:
-            vm = _psutil(lambda p: p.virtual_memory())
-            return (int(vm.total - vm.available), int(vm.total)) if vm else (None, None)
-        info = _kib_fields(text)
-        total, avail = info.get("MemTotal"), info.get("MemAvailable")
-        if total is None or avail is None:
-            return None, None
-        return total - avail, total
-
-    def _process(self) -> tuple[Optional[int], Optional[int]]:
-        text = self._read(str(self.pid), "status")
-        if text is None:
-            return None, None
-        info = _kib_fields(text)
-        threads = next((int(line.split()[1]) for line in text.splitlines() if line.startswith("Threads:")), None)
-        return info.get("VmRSS"), threads
-
-
-def _kib_fields(text: str) -> dict[str, int]:
-    """"Name:   1234 kB" lines -> {name: bytes}."""
-    out = {}
-    for line in text.splitlines():
-        name, _, rest = line.partition(":")
-        parts = rest.split()
-        if len(parts) == 2 and parts[1] == "kB" and parts[0].isdigit():
-            out[name] = int(parts[0]) * 1024
-    return out
-
-
-def _psutil(fn: Callable):
-    try:
-        import psutil  # noqa: PLC0415 - optional, for systems without /proc
-    except ImportError:
-        return None
-    return _try(lambda: fn(psutil))
+        return SystemStats(None if first else cpu, None if first else proc_cpu, self.cores, used, total, rss,
+                           threads, torch_threads, gpu, note)

@@ -34,7 +34,7 @@ class Clock:
 
 def fixed_sampler():
     """A system sampler that reads nothing real (the numbers are not what these tests look at)."""
-    return SystemSampler(proc="/nonexistent", gpu_factory=lambda device: (None, "n/a"))
+    return SystemSampler(gpu_factory=lambda device: (None, "n/a"))
 
 
 def status_row(dash: DashboardScreen, label: str) -> str:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -17,18 +17,39 @@ from ui_support import clock_after, demo_events, wait_for
 GIB = 2**30
 
 
-def fake_proc(root, busy: int, total: int, proc_jiffies: int) -> None:
-    """A /proc with the files the sampler reads: the machine's CPU counters, memory, one process."""
-    root.mkdir(exist_ok=True)
-    idle = total - busy
-    (root / "stat").write_text(f"cpu  {busy} 0 0 {idle} 0 0 0 0 0 0\ncpu0 1 2 3 4\n")
-    (root / "meminfo").write_text(f"MemTotal:       {16 * GIB // 1024} kB\nMemFree:  1 kB\n"
-                                  f"MemAvailable:   {12 * GIB // 1024} kB\n")
-    pid = root / "4242"
-    pid.mkdir(exist_ok=True)
-    fields = ["S"] + ["0"] * 10 + [str(proc_jiffies), "0"] + ["0"] * 30
-    (pid / "stat").write_text("4242 (python3 (trainer)) " + " ".join(fields) + "\n")
-    (pid / "status").write_text("Name:\tpython3\nThreads:\t14\nVmRSS:\t  851968 kB\n")
+class FakePsutil:
+    """The part of psutil the sampler uses, with numbers a test sets: the machine's CPU
+    percentage, memory, and one process (pid 4242)."""
+
+    def __init__(self, cpu: float, proc_cpu: float) -> None:
+        self.cpu, self.proc_cpu, self.calls = cpu, proc_cpu, 0
+        ps = self
+
+        class Process:
+            def __init__(self, pid):
+                if pid != 4242:
+                    raise ProcessLookupError(pid)
+
+            def cpu_percent(self, interval=None):
+                return ps.proc_cpu
+
+            def memory_info(self):
+                return SimpleNamespace(rss=832 * 2**20)
+
+            def num_threads(self):
+                return 14
+
+        self.Process = Process
+
+    def cpu_percent(self, interval=None):
+        self.calls += 1
+        return self.cpu
+
+    def cpu_count(self, logical=True):
+        return 8
+
+    def virtual_memory(self):
+        return SimpleNamespace(total=16 * GIB, available=12 * GIB)
 
 
 class FakeGpu:
@@ -40,32 +61,44 @@ class FakeGpu:
         return GpuStats("NVIDIA H100", util=87.0, mem_used=6 * GIB, mem_total=80 * GIB, temp_c=61.0, power_w=215.4)
 
 
-def test_sampler_fields_from_proc_and_a_fake_gpu(tmp_path):
-    proc = tmp_path / "proc"
-    fake_proc(proc, busy=1000, total=4000, proc_jiffies=100)
-    now = [0.0]
+def test_sampler_fields_from_psutil_and_a_fake_gpu():
+    ps = FakePsutil(cpu=75.0, proc_cpu=130.0)
     made = []
 
     def factory(device):
         made.append(device)
         return (FakeGpu(), "") if cuda_index(device) is not None else (None, "n/a (a CPU run)")
 
-    s = SystemSampler(4242, proc=proc, gpu_factory=factory, clock=lambda: now[0])
+    s = SystemSampler(4242, gpu_factory=factory, ps=ps)
     first = s.sample()
     assert first.cpu_pct is None and first.proc_cpu_pct is None  # a rate needs two samples
-    assert first.mem_used == 4 * GIB and first.mem_total == 16 * GIB
+    assert first.mem_used == 4 * GIB and first.mem_total == 16 * GIB and first.cores == 8
     assert first.rss == 832 * 2**20 and first.threads == 14 and first.gpu is None
-    fake_proc(proc, busy=1300, total=4400, proc_jiffies=250)
-    now[0] = 2.0
     second = s.sample()
-    assert second.cpu_pct == pytest.approx(75.0)  # 300 busy of 400 jiffies
-    hz = os.sysconf("SC_CLK_TCK")
-    assert second.proc_cpu_pct == pytest.approx(100.0 * 150 / hz / 2.0)
+    assert second.cpu_pct == pytest.approx(75.0) and second.proc_cpu_pct == pytest.approx(130.0)
+    assert ps.calls == 2
     s.set_device("cpu")
     assert s.sample().gpu_note == "n/a (a CPU run)"
     s.set_device("cuda:0")
     g = s.sample().gpu
     assert g is not None and g.util == 87.0 and made == ["cpu", "cuda:0"]
+
+
+def test_a_process_that_is_gone_leaves_the_machine_figures():
+    s = SystemSampler(999, gpu_factory=lambda d: (None, "n/a"), ps=FakePsutil(cpu=10.0, proc_cpu=0.0))
+    s.sample()
+    second = s.sample()
+    assert second.cpu_pct == 10.0 and second.mem_total == 16 * GIB
+    assert second.rss is None and second.threads is None and second.proc_cpu_pct is None
+
+
+def test_the_real_psutil_reads_this_process():
+    """psutil is a dependency: the default sampler reads real numbers on any platform."""
+    s = SystemSampler(gpu_factory=lambda d: (None, "n/a"))
+    s.sample()
+    st = s.sample()
+    assert st.mem_total and st.mem_total > 0 and st.rss and st.rss > 0 and st.threads and st.threads >= 1
+    assert st.cpu_pct is not None and st.proc_cpu_pct is not None
 
 
 def test_nvml_is_imported_only_for_a_cuda_run(monkeypatch):
@@ -76,12 +109,11 @@ def test_nvml_is_imported_only_for_a_cuda_run(monkeypatch):
 
 
 def test_the_system_panel_shows_the_fields(tmp_path):
-    proc = tmp_path / "proc"
-    fake_proc(proc, busy=1000, total=4000, proc_jiffies=100)
+    ps = FakePsutil(cpu=75.0, proc_cpu=130.0)
     gpu = FakeGpu()
 
     def sampler():
-        return SystemSampler(4242, proc=proc, gpu_factory=lambda d: (gpu, "") if d.startswith("cuda") else (None, "n/a"))
+        return SystemSampler(4242, ps=ps, gpu_factory=lambda d: (gpu, "") if d.startswith("cuda") else (None, "n/a"))
 
     events = demo_events()  # a run on "cuda"
     app = CifarTuiApp("replay", events=events, clock=clock_after(events), sampler_factory=sampler)
@@ -91,7 +123,6 @@ def test_the_system_panel_shows_the_fields(tmp_path):
             await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="the dashboard")
             panel = app.screen.system
             await wait_for(pilot, lambda: "GPU" in panel.plain and "87%" in panel.plain, what="the GPU numbers")
-            fake_proc(proc, busy=1300, total=4400, proc_jiffies=250)
             panel.sample()
             text = panel.plain
             assert "CPU 75% of " in text and "cores" in text
