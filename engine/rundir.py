@@ -10,6 +10,8 @@
       .control           the live trainer's control channel (commands from other
                          terminals; see engine.control and docs/control.md)
       train.log          the output of a detached run (cifar-tui train --detach)
+      .detach.json       a detached run's settings, from its launcher to its process
+                         (owner-only; removed once read)
       error.log          the traceback of an unexpected failure
 
 :class:`RunDir` is the only place that spells these names; everything else asks
@@ -39,6 +41,7 @@ CHECKPOINT_DIR = "checkpoints"
 LOCK_FILE = ".lock"
 CONTROL_FILE = ".control"
 LOG_FILE = "train.log"
+SPEC_FILE = ".detach.json"
 ERROR_LOG = "error.log"
 # A new run folder: no write access for group or others (the control channel lives in it)
 RUN_DIR_MODE = 0o755
@@ -115,6 +118,7 @@ class RunDir:
     error_log_path = _InRun(ERROR_LOG)
     control_path = _InRun(CONTROL_FILE)  # the live trainer's control channel (engine.control)
     log_path = _InRun(LOG_FILE)  # where a detached run's output goes
+    spec_path = _InRun(SPEC_FILE)  # a detached run's settings, handed to its process
 
     def checkpoint_path(self, kind: CheckpointKind, *, epoch: int = 0, global_step: int = 0,
                         step_in_epoch: int = 0) -> Path:

@@ -2,7 +2,7 @@
 
 The launcher. ``cifar-tui train --detach ...`` (:func:`tui_trainer.console.start_from_cli`)
 and the start screen's Detach switch call :func:`launch`: it chooses the run folder,
-starts ``python -m tui_trainer.detached_run SPEC`` in a new session (``setsid``: no
+starts ``python -m tui_trainer.detached_run SPEC_FILE`` in a new session (``setsid``: no
 controlling terminal, so closing the terminal or the SSH connection sends it no
 SIGHUP), with stdin from /dev/null and stdout/stderr appended to the run folder's log
 (:attr:`RunDir.log_path`), and waits until the run has started (its ``RunStarted``
@@ -10,9 +10,11 @@ event) or the child has failed, whose one-line error it reports. The child
 (:mod:`tui_trainer.detached_run`) trains headless in that folder; other terminals
 steer it over its control channel (``cifar-tui ctl``, ``cifar-tui watch``).
 
-SPEC is JSON: ``{"config": TrainConfig as a dict | null, "resume": path | null,
-"resume_overrides": dict | null, "run_dir": path}``, written by :func:`launch` and read
-back by :func:`read_spec`.
+SPEC_FILE is the run folder's :attr:`RunDir.spec_path`, owner-only JSON:
+``{"config": TrainConfig as a dict | null, "resume": path | null, "resume_overrides":
+dict | null, "run_dir": path}``, written by :func:`launch` and read back (then removed)
+by :func:`read_spec`. The settings travel in a file, not on the command line, which
+every user of the machine can read in ``ps``.
 
 No torch here (the child imports it).
 """
@@ -32,7 +34,7 @@ from engine.resolve import ResolveError, resolve_checkpoint
 from engine.rundir import RunDir, RunDirError, resume_target
 
 STARTUP_WAIT_SECONDS = 600.0  # loading the data the first time may mean a download
-CHILD_MODULE = "tui_trainer.detached_run"  # python -m CHILD_MODULE SPEC: the run's own process
+CHILD_MODULE = "tui_trainer.detached_run"  # python -m CHILD_MODULE SPEC_FILE: the run's own process
 
 
 class DetachError(Exception):
@@ -59,19 +61,21 @@ def launch(config: Any = None, *, resume: Optional[str] = None, resume_overrides
             "resume": str(Path(resume).expanduser().resolve()) if resume else None,
             "resume_overrides": resume_overrides, "run_dir": str(run.path.resolve())}
     try:
+        write_spec(run.spec_path, spec)
         log = open(run.log_path, "ab")
     except OSError as e:
-        raise DetachError(f"cannot write {run.log_path} ({e.strerror or e})") from None
+        raise DetachError(f"cannot write in {run.path} ({e.strerror or e})") from None
     with log:
         log.write(f"--- cifar-tui detached run, started {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
         log.flush()
         child = subprocess.Popen(
-            [sys.executable, "-m", CHILD_MODULE, json.dumps(spec)],
+            [sys.executable, "-m", CHILD_MODULE, str(run.spec_path.resolve())],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             close_fds=True, env=dict(os.environ, PYTHONUNBUFFERED="1"),
         )
     started = _wait_started(child, run, start, wait, tick)
     if child.poll() is not None and not started:
+        run.spec_path.unlink(missing_ok=True)  # (a child that died before reading it)
         message = _error_line(run.log_path, child.returncode)
         if created:
             _remove_unstarted(run)
@@ -145,21 +149,51 @@ def _remove_unstarted(run: RunDir) -> None:
     """Remove a folder made for a run that never started (its log, an empty checkpoints/)."""
     try:
         run.log_path.unlink(missing_ok=True)
+        run.spec_path.unlink(missing_ok=True)
         run.checkpoints_dir.rmdir()
         run.path.rmdir()
     except OSError:
         pass  # something else is in it: keep it
 
 
+SPEC_LIMIT = 1 << 20  # bytes: a spec is a config and two paths, a few KiB
+
+
+def write_spec(path: Path, spec: dict) -> None:
+    """The spec, readable by its owner only; never through a link left at ``path``."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(spec, fh)
+
+
+def _read_spec_file(path: str) -> str:
+    """The text of a spec file: a regular file (no link, no FIFO), at most SPEC_LIMIT bytes;
+    removed once read (config.json keeps the settings)."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_size > SPEC_LIMIT:
+            raise ValueError(f"{path} is not a small regular file")
+        raw = fh.read(SPEC_LIMIT + 1)
+    Path(path).unlink(missing_ok=True)
+    return raw.decode("utf-8")
+
+
 def read_spec(argv: list[str]) -> dict:
-    """The child's side of SPEC (its first argument): ``config`` as a validated
+    """The child's side of SPEC_FILE (its first argument): ``config`` as a validated
     :class:`~engine.config.TrainConfig` or None, and the rest as written. Raises
     :class:`DetachError` when it is not a spec of :func:`launch`."""
     from engine.config import ConfigError, TrainConfig
 
     try:
-        spec = json.loads(argv[0])
+        spec = json.loads(_read_spec_file(argv[0]))
         config = TrainConfig.from_dict(spec["config"]).validate() if spec.get("config") else None
+    except OSError as e:
+        raise DetachError(f"a detached run needs its settings from cifar-tui train --detach "
+                          f"({argv[0]}: {e.strerror or e})") from None
     except (IndexError, ValueError, KeyError, TypeError, AttributeError, ConfigError) as e:
         raise DetachError(f"a detached run needs its settings from cifar-tui train --detach ({e})") from None
     return {"config": config, "resume": spec.get("resume"), "resume_overrides": spec.get("resume_overrides"),

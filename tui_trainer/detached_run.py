@@ -1,7 +1,8 @@
-"""The process of a detached run: ``python -m tui_trainer.detached_run SPEC``.
+"""The process of a detached run: ``python -m tui_trainer.detached_run SPEC_FILE``.
 
 Started by :func:`tui_trainer.detach.launch` in a session of its own; it trains
-headless (:func:`tui_trainer.headless.run_headless`) in the run folder SPEC names.
+headless (:func:`tui_trainer.headless.run_headless`) in the run folder its spec names
+(the settings come in that owner-only file, never on the command line: ``ps`` shows it).
 Its output goes to the run folder's log, where the launcher reads an ``error:`` line.
 """
 
@@ -11,7 +12,7 @@ import sys
 
 
 def child_main(argv: list[str]) -> int:
-    """Train headless in SPEC's run folder; the exit code of :func:`run_headless`."""
+    """Train headless in its spec's run folder; the exit code of :func:`run_headless`."""
     from .cliargs import one_line
     from .detach import DetachError, read_spec
     from .exitcodes import EXIT_USAGE

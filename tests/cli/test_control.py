@@ -220,6 +220,11 @@ def test_detach_survives_in_its_own_session_and_a_kill_gives_interrupted(tmp_pat
     pid = RunDir(run).lock_owner().pid
     try:
         assert os.getsid(pid) == pid != os.getsid(0)  # a session of its own: no terminal's SIGHUP reaches it
+        import psutil
+
+        cmdline = " ".join(psutil.Process(pid).cmdline())  # what `ps` shows every user
+        assert "tui_trainer.detached_run" in cmdline and "{" not in cmdline and "synthetic" not in cmdline
+        assert not RunDir(run).spec_path.exists()  # the settings' file is removed once read
         assert RunDir(run).log_path.is_file()
         attached = AttachSource(run)
         assert attached.can_command

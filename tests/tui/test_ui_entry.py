@@ -3,6 +3,7 @@ from one table, every dashboard widget refreshed one way."""
 
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
@@ -43,13 +44,28 @@ def test_a_detached_runs_spec_is_read_back_or_refused_in_one_line(tmp_path, caps
     cfg = make_config("tiny", data="synthetic", runs_dir=str(tmp_path))
     import json
 
-    spec = read_spec([json.dumps({"config": cfg.to_dict(), "resume": None, "resume_overrides": None,
-                                  "run_dir": str(tmp_path / "r")})])
+    from tui_trainer.detach import write_spec
+
+    path = tmp_path / ".detach.json"
+    write_spec(path, {"config": cfg.to_dict(), "resume": None, "resume_overrides": None,
+                      "run_dir": str(tmp_path / "r")})
+    assert path.stat().st_mode & 0o077 == 0  # owner-only
+    spec = read_spec([str(path)])
     assert spec["config"] == cfg and spec["run_dir"] == str(tmp_path / "r")
-    for bad in ([], ["not json"], ["[1, 2]"], [json.dumps({"config": {"epochs": -1}})]):
+    assert not path.exists()  # removed once read
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "big").write_text(" " * (2 << 20))
+    (tmp_path / "link").symlink_to(tmp_path / "big")
+    bad_files = []
+    for i, text in enumerate(("not json", "[1, 2]", json.dumps({"config": {"epochs": -1}}))):
+        (tmp_path / f"bad{i}").write_text(text)
+        bad_files.append([str(tmp_path / f"bad{i}")])
+    for bad in ([], [str(tmp_path / "missing")], [str(fifo)], [str(tmp_path / "big")], [str(tmp_path / "link")],
+                *bad_files):
         with pytest.raises(DetachError):
             read_spec(bad)
-    assert child_main(["not json"]) == 2
+    assert child_main([str(tmp_path / "missing")]) == 2
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and out[0].startswith("error: a detached run needs its settings")
 
