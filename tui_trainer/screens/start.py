@@ -23,6 +23,13 @@ from ..widgets.runform import RunForm
 RUN_COLUMNS = ("Run", "Status", "Best val", "Epochs", "Preset", "Data")
 
 
+# the run list's keys: letters, so they act (and the footer shows them) only while the list
+# has the focus; in the form they are text
+LIST_ACTIONS = ("watch", "checkpoints", "refresh")
+HINT_IN_LIST = "[b]enter[/b]/[b]w[/b] watch   [b]c[/b] checkpoints   [b]r[/b] refresh   [b]tab[/b] back to the form"
+HINT_IN_FORM = "[b]tab[/b] to this list, then [b]enter[/b]/[b]w[/b] watch   [b]c[/b] checkpoints   [b]r[/b] refresh"
+
+
 class StartScreen(Screen):
     BINDINGS = [
         Binding("ctrl+s", "start", "Start"),
@@ -30,6 +37,7 @@ class StartScreen(Screen):
         Binding("w", "watch", "Watch run"),
         Binding("c", "checkpoints", "Checkpoints"),
         Binding("r", "refresh", "Refresh"),
+        Binding("f5", "reload", "Refresh", show=False),  # (anywhere, also in the form)
     ]
 
     def __init__(self, runs_dir: Optional[Path] = None) -> None:
@@ -44,8 +52,7 @@ class StartScreen(Screen):
         with Vertical(id="runs"):
             yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
             yield Static("", id="runs-empty")
-            yield Static("[b]enter[/b]/[b]w[/b] watch   [b]c[/b] checkpoints   [b]r[/b] refresh   "
-                         "[b]tab[/b] moves between the form and this list", id="runs-hint")
+            yield Static(HINT_IN_FORM, id="runs-hint")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -58,8 +65,30 @@ class StartScreen(Screen):
         self.action_refresh()
 
     def on_screen_resume(self) -> None:
+        """Back from a dashboard or the browser: the list again, read anew, with the focus
+        (the keys its hint shows act at once)."""
         if self.is_mounted:
             self.action_refresh()
+            if self.runs:
+                self.query_one("#runs-table", DataTable).focus()
+
+    @property
+    def in_list(self) -> bool:
+        focused = self.focused
+        return focused is not None and focused.id == "runs-table"
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action in LIST_ACTIONS and not self.in_list)
+
+    def on_descendant_focus(self) -> None:
+        self._focus_moved()
+
+    def on_descendant_blur(self) -> None:
+        self._focus_moved()
+
+    def _focus_moved(self) -> None:
+        self.query_one("#runs-hint", Static).update(HINT_IN_LIST if self.in_list else HINT_IN_FORM)
+        self.refresh_bindings()
 
     # ------------------------------------------------------------------ form
     @property
@@ -80,6 +109,9 @@ class StartScreen(Screen):
         self.post_message(StartRun(event.config, can_go_back=True, detach=event.detach))
 
     # ------------------------------------------------------------------ runs
+    def action_reload(self) -> None:
+        self.action_refresh()
+
     def action_refresh(self) -> None:
         if self.runs_dir is None:
             return

@@ -15,6 +15,7 @@ from typing import Any, Optional
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.containers import Grid, Horizontal
 from textual.message import Message
 from textual.widget import Widget
@@ -109,7 +110,19 @@ def _text(v: Any) -> str:
 
 
 class RunForm(Widget):
-    """The form. ``base``: a config to prefill it with (else the default preset's)."""
+    """The form. ``base``: a config to prefill it with (else the default preset's).
+
+    Tab and shift+tab are priority bindings here: Textual checks them before it hands a key
+    to the focused field, so keys sent faster than the app handles them (a paste into the
+    terminal, tmux send-keys, a script) land in the field the tabs lead to. A plain binding
+    is only checked once the field has passed the key back up, by which time the keys after
+    it have gone to the field before.
+    """
+
+    BINDINGS = [
+        Binding("tab", "app.focus_next", "Next field", show=False, priority=True),
+        Binding("shift+tab", "app.focus_previous", "Previous field", show=False, priority=True),
+    ]
 
     DEFAULT_CSS = """
     RunForm {  /* compact, one line per row */
@@ -219,6 +232,19 @@ class RunForm(Widget):
         note = PRESETS[preset].summary if isinstance(preset, str) and preset in PRESETS else ""
         self.query_one("#f-preset-note", Static).update(Text(f"{preset}: {note}" if note else "", style="dim"))
 
+    @on(Input.Changed)
+    def _recheck(self, event: Input.Changed) -> None:
+        """While an error is shown, check again as the user types: it goes once fixed (and
+        follows the first problem left, without taking the cursor away)."""
+        if self.error_field is None and not self.error:
+            return
+        try:
+            self.read()
+        except FormError as e:
+            self.show_error(str(e), e.field, focus=False)
+            return
+        self.show_error("")
+
     @on(Button.Pressed, "#f-start")
     @on(Input.Submitted)
     def submit(self) -> None:
@@ -246,14 +272,14 @@ class RunForm(Widget):
         """The config the form describes; raises :class:`FormError`."""
         return parse_form(self.values(), self.runs_dir, self.base)
 
-    def show_error(self, message: str, field: Optional[str] = None) -> None:
+    def show_error(self, message: str, field: Optional[str] = None, *, focus: bool = True) -> None:
         err = self.query_one("#form-error", Static)
         err.update(Text(message))
         err.set_class(not message, "-hidden")
         self.error_field = field if message else None
         for name, wid in FIELD_IDS.items():
             self.query_one(f"#{wid}", Input).set_class(bool(message) and name == field, "-invalid")
-        if message and field in FIELD_IDS:
+        if focus and message and field in FIELD_IDS:
             self.query_one(f"#{FIELD_IDS[field]}", Input).focus()
 
     @property
