@@ -13,6 +13,7 @@
       .detach.json       a detached run's settings, from its launcher to its process
                          (owner-only; removed once read)
       error.log          the traceback of an unexpected failure
+      note.txt           the user's note on the run (one line, from the browser)
 
 :class:`RunDir` is the only place that spells these names; everything else asks
 it. No torch here: the catalogue (:mod:`engine.runs`), the CLI and the UIs read
@@ -30,8 +31,8 @@ from pathlib import Path
 from typing import Any, Iterator, Literal, Optional
 
 from .events import CHECKPOINT_KINDS, CheckpointKind  # noqa: F401  (re-exported)
-from .files import PID_MAX, TEMP_MARK, atomic_write_json, pid_alive  # noqa: F401  (pid_alive re-exported)
-from .safeio import UnreadableFile, read_json, read_json_dict
+from .files import PID_MAX, TEMP_MARK, atomic_write_json, atomic_write_text, pid_alive  # noqa: F401  (pid_alive re-exported)
+from .safeio import UnreadableFile, read_bytes, read_json, read_json_dict
 # re-exported: the metrics file's reader, writer and follower live in engine.metrics
 from .metrics import MetricsFollower, MetricsWriter, read_metrics, tail_events  # noqa: F401
 
@@ -43,6 +44,8 @@ CONTROL_FILE = ".control"
 LOG_FILE = "train.log"
 SPEC_FILE = ".detach.json"
 ERROR_LOG = "error.log"
+NOTE_FILE = "note.txt"
+NOTE_LIMIT = 500  # characters: a note is one line
 # A new run folder: no write access for group or others (the control channel lives in it)
 RUN_DIR_MODE = 0o755
 LOCK_LIMIT = 4096  # bytes of a .lock (ours: ~80)
@@ -119,6 +122,7 @@ class RunDir:
     control_path = _InRun(CONTROL_FILE)  # the live trainer's control channel (engine.control)
     log_path = _InRun(LOG_FILE)  # where a detached run's output goes
     spec_path = _InRun(SPEC_FILE)  # a detached run's settings, handed to its process
+    note_path = _InRun(NOTE_FILE)  # the user's note on the run
 
     def checkpoint_path(self, kind: CheckpointKind, *, epoch: int = 0, global_step: int = 0,
                         step_in_epoch: int = 0) -> Path:
@@ -262,6 +266,27 @@ class RunDir:
             entry.update(carried or {})
             info["resumes"] = history + [entry]
         atomic_write_json(self.config_path, info)
+        return note
+
+    def read_note(self) -> str:
+        """The user's note ("" when there is none, or the file is not a small text file)."""
+        try:
+            text = read_bytes(self.note_path, 4 * NOTE_LIMIT).decode("utf-8", "replace")
+        except (OSError, UnreadableFile):
+            return ""
+        return clean_note(text)
+
+    def write_note(self, text: str) -> str:
+        """Store the note (one line, at most NOTE_LIMIT characters; blank removes it); returns
+        what was stored."""
+        note = clean_note(text)
+        try:
+            if note:
+                atomic_write_text(self.note_path, note + "\n")
+            else:
+                self.note_path.unlink(missing_ok=True)
+        except OSError as e:
+            raise RunDirError(f"cannot write the note in {self.path} ({e.strerror or e})") from None
         return note
 
     def read_metrics(self) -> tuple[list[dict], int]:
@@ -451,6 +476,13 @@ def _temp_files(folder: Path) -> Iterator[Path]:
         yield from (p for p in folder.glob(f".*{TEMP_MARK}*"))
     except OSError:
         return
+
+
+def clean_note(text: str) -> str:
+    """A note as stored and shown: one line (line breaks and control characters become
+    spaces), trimmed, at most NOTE_LIMIT characters."""
+    flat = "".join(c if c.isprintable() else " " for c in str(text))
+    return " ".join(flat.split())[:NOTE_LIMIT]
 
 
 def _safe_name(text: str) -> str:

@@ -34,7 +34,7 @@ from . import events as ev
 from .events import RUN_STATUSES, RunStatus  # noqa: F401  (re-exported: the one vocabulary is in events)
 from .files import atomic_write_json
 from .safeio import UnreadableFile, read_json
-from .rundir import RunDir, default_runs_dir, now_iso, read_lock
+from .rundir import RunDir, RunDirError, RunLock, default_runs_dir, now_iso, read_lock
 
 # a run whose lock is held on another host: trusted as running while its metrics move
 REMOTE_QUIET_SECONDS = 600
@@ -238,6 +238,7 @@ class RunSummary:
     config: dict[str, Any]  # the run's TrainConfig as a dict (``{}`` if unreadable)
     checkpoints: tuple[CheckpointInfo, ...]
     problems: tuple[str, ...] = ()  # files of the run that could not be read
+    note: str = ""  # the user's note (RunDir.read_note)
 
     @property
     def run_dir(self) -> RunDir:
@@ -271,6 +272,7 @@ class RunSummary:
             "params": self.params, "shape": self.shape, "device": self.device, "epochs_done": self.epochs_done,
             "epochs": self.epochs, "best_val_acc": self.best_val_acc, "best_epoch": self.best_epoch,
             "checkpoints": [c.to_dict() for c in self.checkpoints], "problems": list(self.problems),
+            "note": self.note,
         }
 
 
@@ -377,6 +379,7 @@ def read_run(path: str | Path) -> RunSummary:
         best_val_acc=best.val_acc if best else None, best_epoch=best.epoch if best else None,
         train_images=_int(data.get("train_images")), val_images=_int(data.get("val_images")),
         test_images=_int(data.get("test_images")), config=cfg, checkpoints=ckpts, problems=tuple(problems),
+        note=run.read_note(),
     )
 
 
@@ -396,3 +399,59 @@ def find_run(run_dir: str | Path) -> Optional[RunSummary]:
     """The record of one run folder, or None if ``run_dir`` is not one."""
     p = Path(run_dir).expanduser()
     return read_run(p) if p.is_dir() and RunDir.is_run_dir(p) else None
+
+
+# ------------------------------------------------------------- rename, delete
+
+RUN_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+def _idle(run: RunDir, doing: str) -> RunLock:
+    """The run's lock, taken (so that no trainer starts on it meanwhile); refused while a
+    process writes the run (or may, on another host)."""
+    if not RunDir.is_run_dir(run.path) or run.path.is_symlink():
+        raise RunDirError(f"{run.path} is not a run folder")
+    owner = run.lock_owner()
+    if owner is not None and owner.alive is not False and owner.pid is not None:
+        raise RunDirError(f"{run.run_id} is running ({owner.describe()}); stop it before you {doing} it")
+    lock = run.lock()
+    try:
+        lock.acquire()
+    except RunDirError:
+        raise RunDirError(f"{run.run_id} is in use by another process; stop it before you {doing} it") from None
+    return lock
+
+
+def rename_run(path: str | Path, new_name: str) -> RunDir:
+    """Rename a run folder (not a running one) beside itself; returns the renamed run.
+    Names: letters, digits, ``-``, ``_`` and ``.``, not starting with a dot, at most 100."""
+    run = RunDir(path)
+    name = new_name.strip()
+    if not name or len(name) > 100 or name.startswith(".") or not set(name) <= RUN_NAME_CHARS:
+        raise RunDirError("a run's name is 1 to 100 letters, digits, '-', '_' or '.', not starting with '.'")
+    target = run.path.parent / name
+    if target == run.path:
+        return run
+    if target.exists() or target.is_symlink():
+        raise RunDirError(f"{target} exists already; choose another name")
+    lock = _idle(run, "rename")
+    try:
+        run.path.rename(target)
+    except OSError as e:
+        lock.release()
+        raise RunDirError(f"cannot rename {run.path} ({e.strerror or e})") from None
+    RunDir(target).lock_path.unlink(missing_ok=True)  # (our lock, moved with the folder)
+    return RunDir(target)
+
+
+def delete_run(path: str | Path) -> None:
+    """Delete a run folder and everything in it; never a running run."""
+    import shutil
+
+    run = RunDir(path)
+    _idle(run, "delete")
+    try:
+        shutil.rmtree(run.path)
+    except OSError as e:
+        raise RunDirError(f"could not delete all of {run.path} ({e.strerror or e}); what is left is still "
+                          "there") from None

@@ -168,16 +168,11 @@ def write_spec(path: Path, spec: dict) -> None:
 
 
 def _read_spec_file(path: str) -> str:
-    """The text of a spec file: a regular file (no link, no FIFO), at most SPEC_LIMIT bytes;
-    removed once read (config.json keeps the settings)."""
-    import stat
+    """The text of a spec file (a small regular file, not through a link); removed once
+    read (config.json keeps the settings)."""
+    from engine.safeio import read_bytes
 
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    with os.fdopen(fd, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode) or st.st_size > SPEC_LIMIT:
-            raise ValueError(f"{path} is not a small regular file")
-        raw = fh.read(SPEC_LIMIT + 1)
+    raw = read_bytes(path, SPEC_LIMIT)
     Path(path).unlink(missing_ok=True)
     return raw.decode("utf-8")
 

@@ -224,3 +224,72 @@ def test_the_lock_file_is_owner_only(tmp_path):
     assert (run.lock_path.stat().st_mode & 0o777) == 0o600
     lock.release()
     assert not run.lock_path.exists()
+
+
+# ------------------------------------------------------- note, rename, delete
+
+
+def _fake_run(root, name="20240101-000000-tiny"):
+    d = root / name
+    (d / "checkpoints").mkdir(parents=True)
+    (d / "config.json").write_text(json.dumps({"config": {"preset": "tiny", "epochs": 2}}))
+    (d / "checkpoints" / "last.pt").write_bytes(b"x")
+    return d
+
+
+def _hold_lock(d):
+    """A lock of a live process (this one) on this host: the run is running."""
+    (d / ".lock").write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": "now"}))
+
+
+def test_a_note_is_one_line_stored_in_the_run_and_listed(tmp_path):
+    d = _fake_run(tmp_path)
+    run = RunDir(d)
+    assert run.read_note() == "" and read_run(d).note == ""
+    assert run.write_note("  lr 0.05\nwith\tmixup \x1b[31m ") == "lr 0.05 with mixup [31m"
+    assert read_run(d).note == "lr 0.05 with mixup [31m" and read_run(d).to_dict()["note"] == read_run(d).note
+    assert run.write_note("x" * 2000) == "x" * 500
+    run.write_note("   ")
+    assert not run.note_path.exists()
+    # hostile: a link or a FIFO at the note's name is not read (and never blocks)
+    (tmp_path / "secret").write_text("secret")
+    run.note_path.symlink_to(tmp_path / "secret")
+    assert run.read_note() == ""
+    run.note_path.unlink()
+    os.mkfifo(run.note_path)
+    assert run.read_note() == ""
+
+
+def test_rename_a_run_beside_itself_and_refuse_what_would_lose_something(tmp_path):
+    from engine.rundir import RunDirError
+    from engine.runs import rename_run
+
+    d = _fake_run(tmp_path)
+    other = _fake_run(tmp_path, "other")
+    for bad in ("", "../x", ".hidden", "a b", "x" * 101, "other"):
+        with pytest.raises(RunDirError):
+            rename_run(d, bad)
+    assert d.is_dir()
+    new = rename_run(d, "baseline-lr0.1")
+    assert new.path == tmp_path / "baseline-lr0.1" and not d.exists() and (new.path / "checkpoints/last.pt").is_file()
+    assert not new.lock_path.exists() and [r.run_id for r in list_runs(tmp_path)].count("baseline-lr0.1") == 1
+    _hold_lock(other)
+    with pytest.raises(RunDirError, match="is running"):
+        rename_run(other, "renamed")
+    assert other.is_dir()
+
+
+def test_delete_a_run_but_never_a_running_one(tmp_path):
+    from engine.rundir import RunDirError
+    from engine.runs import delete_run
+
+    d = _fake_run(tmp_path)
+    _hold_lock(d)
+    with pytest.raises(RunDirError, match="is running.*stop it before you delete it"):
+        delete_run(d)
+    assert (d / "checkpoints/last.pt").is_file()
+    (d / ".lock").write_text(json.dumps({"pid": 2**22 + 7, "host": socket.gethostname(), "since": "then"}))
+    delete_run(d)  # a stale lock (its process is gone): deleted
+    assert not d.exists()
+    with pytest.raises(RunDirError, match="not a run folder"):
+        delete_run(tmp_path / "nothing")
