@@ -207,6 +207,14 @@ class CheckpointInfo:
     test_source: Optional[str]
     test_stale: bool = False  # a stored evaluation exists but the file changed since
 
+    @property
+    def epoch_label(self) -> str:
+        """The epoch as a table shows it: finished epochs ("3"), or for a checkpoint saved
+        part-way through an epoch, that epoch ("in 4": 4 is the epoch it was saved in)."""
+        if self.epoch is None:
+            return ""
+        return f"in {self.epoch + 1}" if self.step_in_epoch else str(self.epoch)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "path": self.path, "kind": self.kind, "epoch": self.epoch,

@@ -109,24 +109,16 @@ def render_predictions(console: Console, names: list, probs, classes: list, top_
     console.print(table)
 
 
-def render_runs(console: Console, runs: list, root) -> None:
-    """Runs and their checkpoints as a table (a list of :class:`engine.runs.RunSummary`)."""
-    from rich import box
-    from rich.table import Table
+# the runs table's columns, in the order they are dropped last: a narrow terminal loses
+# the columns at the end of this list first (the run id is never dropped, nor cut)
+RUNS_COLUMNS = ("run", "status", "checkpoint", "ep", "val", "test", "size", "data", "note")
+RIGHT = {"ep", "val", "test", "size"}
+ESSENTIAL = RUNS_COLUMNS[:5]  # kept at 80 columns (the checkpoint's name narrowed if need be)
+SHRINK_TO = 12  # the checkpoint column's narrowest
 
-    if not runs:
-        console.print(styled(f"no runs in {root} yet; start one with: cifar-tui --no-ui train --data synthetic --preset tiny"))
-        return
-    piped = not console.is_terminal
-    table = Table(title=Text(f"runs in {root}"), box=box.SIMPLE_HEAD, padding=(0, 1), title_justify="left")
-    table.add_column("run", no_wrap=True, overflow="fold" if piped else "ellipsis")
-    table.add_column("status", no_wrap=True)
-    table.add_column("data", overflow="ellipsis", no_wrap=True, max_width=None if piped else 14)
-    table.add_column("checkpoint", overflow="ellipsis", no_wrap=True)
-    table.add_column("ep", justify="right", no_wrap=True)
-    table.add_column("val", justify="right", no_wrap=True)
-    table.add_column("test", justify="right", no_wrap=True)
-    table.add_column("size", justify="right", no_wrap=True)
+
+def _runs_rows(runs: list, piped: bool) -> list[dict[str, Text]]:
+    rows = []
     for run in runs:
         data = run.data or ""
         if not piped:
@@ -139,17 +131,70 @@ def render_runs(console: Console, runs: list, root) -> None:
                 test = pct_cell(c.test_acc).strip()
             elif c is not None and c.test_stale:
                 test = "stale"
-            table.add_row(
-                Text(one_line(run.run_id)) if first else "",
-                Text(run.status, style=STATUS_STYLE.get(run.status, "")) if first else "",
-                Text(data) if first else "",
-                Text(c.name) if c else Text("(no checkpoints)", style="dim"),
-                "" if c is None or c.epoch is None else f"{c.epoch}{'+' if c.step_in_epoch else ''}",
-                pct_cell(c.val_acc).strip() if c is not None and c.val_acc is not None else "",
-                Text(test, style="dim" if test == "stale" else ""),
-                format_size(c.size) if c else "",
-                end_section=i == len(ckpts) - 1,
-            )
+            rows.append({
+                "run": Text(one_line(run.run_id)) if first else Text(""),
+                "status": Text(run.status, style=STATUS_STYLE.get(run.status, "")) if first else Text(""),
+                "checkpoint": Text(c.name) if c else Text("(no checkpoints)", style="dim"),
+                "ep": Text(c.epoch_label if c is not None else ""),
+                "val": Text(pct_cell(c.val_acc).strip() if c is not None and c.val_acc is not None else ""),
+                "test": Text(test, style="dim" if test == "stale" else ""),
+                "size": Text(format_size(c.size) if c else ""),
+                "data": Text(data if first else ""),
+                "note": Text(run.note if first else "", style="italic"),
+                "_end": i == len(ckpts) - 1,
+            })
+    return rows
+
+
+def fit_columns(widths: dict[str, int], room: int, pad: int = 3) -> dict[str, int]:
+    """The columns of RUNS_COLUMNS that fit ``room`` characters, with their widths (each
+    column takes its width plus ``pad``). Columns go from the end of the list; to keep the
+    ESSENTIAL ones the checkpoint's name narrows first, to SHRINK_TO at the least (cut with
+    an ellipsis); the run id always stays, whole."""
+    keep = [c for c in RUNS_COLUMNS if widths.get(c, 0) > 0 or c == "run"]
+    out = {c: widths[c] for c in keep}
+
+    def over() -> int:
+        return sum(w + pad for w in out.values()) - room
+
+    while len(out) > 1 and over() > 0 and list(out)[-1] not in ESSENTIAL:
+        out.popitem()
+    if over() > 0 and "checkpoint" in out:
+        out["checkpoint"] = max(SHRINK_TO, out["checkpoint"] - over())
+    while len(out) > 1 and over() > 0:
+        out.popitem()
+    return out
+
+
+def render_runs(console: Console, runs: list, root) -> None:
+    """Runs and their checkpoints as a table (a list of :class:`engine.runs.RunSummary`),
+    fitted to the terminal's width by dropping columns (RUNS_COLUMNS' order), never by
+    cutting a run id; piped, every column and whole paths."""
+    from rich import box
+    from rich.table import Table
+
+    if not runs:
+        console.print(styled(f"no runs in {root} yet; start one with: cifar-tui --no-ui train --data synthetic --preset tiny"))
+        return
+    piped = not console.is_terminal
+    rows = _runs_rows(runs, piped)
+    widths = {c: max(max(r[c].cell_len for r in rows), len(c) if any(r[c].plain for r in rows) else 0)
+              for c in RUNS_COLUMNS}
+    if not piped:
+        widths["data"] = min(widths["data"], 14)
+        widths["note"] = min(widths["note"], 24)
+    shown = fit_columns(widths, console.width - 1) if not piped else {c: w for c, w in widths.items() if w}
+    dropped = [c for c in RUNS_COLUMNS if c not in shown and widths[c] > 0]
+    table = Table(title=Text(f"runs in {root}"), box=box.SIMPLE_HEAD, padding=(0, 1), title_justify="left",
+                  pad_edge=False, caption=Text(f"(hidden at this width: {', '.join(dropped)}; "
+                                               "cifar-tui runs --json has everything)" if dropped else ""),
+                  caption_justify="left")
+    for c in shown:
+        table.add_column(c, justify="right" if c in RIGHT else "left", no_wrap=True,
+                         min_width=shown[c] if c == "run" else None,
+                         overflow="ellipsis", max_width=None if piped or c == "run" else shown[c])
+    for r in rows:
+        table.add_row(*(r[c] for c in shown), end_section=r["_end"])
     console.print(table)
     for run in runs:
         if run.status == "damaged":

@@ -153,3 +153,47 @@ def _epochs_done(run) -> int:
     from engine.rundir import RunDir
 
     return RunDir.read_summary(RunDir(run).last_checkpoint)["epoch"]
+
+
+def _fake_runs(root: Path) -> list[str]:
+    """Two runs with long ids, four checkpoints each (one manual, mid-epoch), a zip's path, a note."""
+    ids = ["20261206-014701-paper-12", "20261206-014702-fast"]
+    for name, data in zip(ids, ["/home/u/data/cifar10-jpeg-train.zip", "cifar10"]):
+        d = root / name
+        (d / "checkpoints").mkdir(parents=True)
+        (d / "config.json").write_text(json.dumps({"created": name, "data": {"source": data},
+                                                   "config": {"preset": "paper", "data": data, "epochs": 4}}))
+        for ck, ep, sie in [("last", 4, 0), ("best", 3, 0), ("epoch-001", 1, 0), ("manual-e001-s0000012", 0, 12)]:
+            (d / "checkpoints" / f"{ck}.pt").write_bytes(b"x" * 5000)
+            (d / "checkpoints" / f"{ck}.json").write_text(json.dumps({"kind": ck.split("-")[0], "epoch": ep,
+                                                                      "step_in_epoch": sie, "val_acc": 0.9123}))
+    (root / ids[1] / "note.txt").write_text("baseline with the fast preset\n")
+    return ids
+
+
+def test_runs_fits_the_terminal_by_dropping_columns_never_cutting_a_run_id(tmp_path):
+    from rich.console import Console
+
+    from engine.runs import list_runs
+    from tui_trainer.console import render_runs
+
+    ids = _fake_runs(tmp_path)
+    shown = {}
+    for width in (80, 100, 160):
+        console = Console(width=width, force_terminal=True, color_system=None, highlight=False, record=True)
+        render_runs(console, list_runs(tmp_path), tmp_path)
+        text = console.export_text()
+        lines = text.splitlines()
+        assert all(len(line.rstrip()) <= width for line in lines), text
+        for run_id in ids:
+            assert any(line.lstrip().startswith(run_id + " ") for line in lines), text  # whole, never cut
+        header = next(line for line in lines if line.lstrip().startswith("run "))
+        shown[width] = header.split()
+        assert "in 1" in text and "0+" not in text  # a mid-epoch checkpoint: the epoch it was saved in
+    assert shown[80] == ["run", "status", "checkpoint", "ep", "val"]  # the essential columns at 80
+    assert shown[100] == ["run", "status", "checkpoint", "ep", "val", "size"]
+    assert shown[160][-1] == "note"
+    # piped (not a terminal): every column, whole paths, whatever the width
+    r = runner.invoke(app, ["runs", str(tmp_path)])
+    assert r.exit_code == 0 and "/home/u/data/cifar10-jpeg-train.zip" in r.output and "baseline with" in r.output
+    assert [run["note"] for run in runs_json(tmp_path)] == ["baseline with the fast preset", ""]
