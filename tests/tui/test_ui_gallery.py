@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from textual.app import App
 from textual.widgets import ProgressBar, TabbedContent
 
@@ -74,3 +76,39 @@ def test_captions_keep_whole_class_names():
     long = ImageTile(img, "a-very-long-class-name-indeed", "another-very-long-class-name", 0.5, 0)
     first, second = long.caption.splitlines()
     assert first.endswith("…") and len(first) == 17 and second.endswith("… 50%") and len(second) <= 17
+
+
+@pytest.mark.parametrize("size", [(80, 24), (100, 30)])
+def test_the_gallery_shows_two_whole_rows_with_whole_labels(run_copy, size):
+    """In the real app (its stylesheet): the table gives the gallery room, the tiles' images
+    shrink until two rows fit, as many columns as whole tiles fit across."""
+    from engine import evaluate
+    from tui_trainer.app import CifarTuiApp
+    from tui_trainer.widgets.evaluation import CAPTION_CHARS
+
+    evaluate.evaluate_checkpoint(str(RunDir(run_copy).best_checkpoint))
+
+    async def main():
+        app = CifarTuiApp("browse", runs_dir=str(run_copy.parent))
+        async with app.run_test(size=size) as pilot:
+            await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen) and app.screen.rows, what="rows")
+            s = app.screen
+            best = next(i for i, r in enumerate(s.rows) if r.ckpt.name == "best.pt")
+            s.query_one("#browser-table").move_cursor(row=best)
+            s.query_one("#browser-tabs", TabbedContent).active = "tab-gallery"
+            gallery = s.query_one(Gallery)
+            await wait_for(pilot, lambda: len(gallery.query(ImageTile)) == 48, what="the tiles")
+            await pilot.pause(0.5)
+            tiles = list(gallery.query(ImageTile))
+            visible = [t for t in tiles if t.region.height and t.region.bottom <= gallery.region.bottom]
+            rows = sorted({t.region.y for t in visible})
+            assert len(rows) >= 2, (gallery.region, [t.region for t in tiles[:10]])
+            per_row = [t for t in visible if t.region.y == rows[0]]
+            assert len(per_row) == gallery.columns >= 4
+            for t in visible:  # a caption's two lines fit its tile: nothing cut
+                assert t.region.width >= CAPTION_CHARS and t.region.right <= gallery.region.right
+                assert all(len(line) <= CAPTION_CHARS for line in t.caption.splitlines())
+            screen_bottom = size[1] - 1  # (the footer's row)
+            assert gallery.region.bottom <= screen_bottom
+
+    asyncio.run(main())

@@ -47,6 +47,7 @@ COLUMNS: list[tuple[str, str, Callable[[Row], Any]]] = [  # key, title, sort key
     ("test", "Test %", lambda r: r.ckpt.test_acc if r.ckpt.test_acc is not None else -1.0),
     ("size", "Size", lambda r: r.ckpt.size),
     ("data", "Data", lambda r: r.run.data or ""),
+    ("note", "Note", lambda r: r.run.note),
 ]
 SORT_KEYS = [key for key, _, _ in COLUMNS]
 MARK = "◆"  # a run marked for comparison
@@ -58,6 +59,11 @@ def _pct(v: Optional[float]) -> str:
 
 def _short(text: str, n: int) -> str:
     return text if len(text) <= n else "…" + text[-(n - 1):]
+
+
+def _short_end(text: str, n: int) -> str:
+    """The start of a text, cut with an ellipsis."""
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def _data_name(data: Optional[str]) -> str:
@@ -77,6 +83,9 @@ def run_info(row: Row) -> Text:
     run, c = row.run, row.ckpt
     text = Text()
     text.append(f"{c.path}\n", style="bold")
+    if run.note:
+        text.append("note: ", style="bold")
+        text.append(f"{run.note}\n", style="italic")
     status = f"damaged: {run.reason}" if run.status == "damaged" else run.status
     text.append(f"run {run.run_id} ({status})  created {run.created or '?'}  device {run.device or '?'}\n")
     if run.params is not None:
@@ -84,8 +93,11 @@ def run_info(row: Row) -> Text:
     if run.data:
         text.append(f"data {run.data}: {run.train_images or '?'} train / {run.val_images or '?'} val / "
                     f"{run.test_images or '?'} test images\n")
-    text.append(f"checkpoint: epoch {c.epoch}" + (f" + {c.step_in_epoch} steps" if c.step_in_epoch else "")
-                + f" of {run.epochs or '?'}, val acc {_pct(c.val_acc) or '-'}%")
+    if c.step_in_epoch and c.epoch is not None:
+        text.append(f"checkpoint: in epoch {c.epoch + 1} of {run.epochs or '?'} (after {c.step_in_epoch} of its steps)")
+    else:
+        text.append(f"checkpoint: epoch {c.epoch} of {run.epochs or '?'}")
+    text.append(f", val acc {_pct(c.val_acc) or '-'}%")
     if c.test_acc is not None:
         text.append(f", test acc {_pct(c.test_acc)}% on {c.test_source}")
     elif c.test_stale:
@@ -93,7 +105,8 @@ def run_info(row: Row) -> Text:
     text.append("\n\nsettings: ", style="bold")
     text.append(", ".join(f"{k}={v}" for k, v in run.config.items() if k not in ("runs_dir",)))
     text.append("\n\nkeys: e evaluate   r resume or extend this run   n new run with these settings   "
-                "space mark for comparison   v compare", style="dim")
+                "space mark for comparison   v compare   f2 rename   t note   d delete the run   "
+                "ctrl+r/f5 refresh", style="dim")
     return text
 
 
@@ -113,7 +126,11 @@ class BrowserScreen(Screen):
         Binding("S", "sort(False)", "Reverse sort", show=False),
         Binding("space", "mark", "Mark", tooltip="Mark or unmark this run for comparison"),
         Binding("v", "compare", "Compare", tooltip="Compare the marked runs: curves and settings"),
-        Binding("f5", "reload", "Reload", show=False),
+        Binding("ctrl+r", "refresh", "Refresh", tooltip="Read the runs again (also f5; done on coming back here)"),
+        Binding("f5", "refresh", "Refresh", show=False),
+        Binding("f2", "rename", "Rename", show=False, tooltip="Rename the run"),
+        Binding("t", "note", "Note", show=False, tooltip="Write a note on the run"),
+        Binding("d", "delete", "Delete", show=False, tooltip="Delete the run (never a running one)"),
     ]
 
     def __init__(self, runs_dir: Optional[Path] = None, select: Optional[str] = None) -> None:
@@ -157,6 +174,20 @@ class BrowserScreen(Screen):
         self.action_reload()
         self.query_one(DataTable).focus()
 
+    def on_screen_resume(self) -> None:
+        """Back from a dashboard, a dialog or the comparison: the runs may have moved on
+        (a run finished, an extension trained): read them again."""
+        if self.rows or self.is_mounted:
+            self.action_refresh()
+
+    def action_refresh(self, select_run: Optional[str] = None) -> None:
+        """Read the runs again, the cursor kept on the same checkpoint (or, ``select_run``,
+        on that run's)."""
+        cur = self.current()
+        if select_run is not None:
+            self.select = select_run
+        self.action_reload(keep=cur.path if cur is not None and select_run is None else None, show_eval=False)
+
     # ----------------------------------------------------------------------- table
     def action_reload(self, keep: Optional[str] = None, show_eval: bool = True) -> None:
         """Read the runs again (``keep``: the checkpoint to keep the cursor on)."""
@@ -187,8 +218,8 @@ class BrowserScreen(Screen):
             table.add_row(
                 Text(MARK if r.run.path in self.marked else "", style="bold cyan"),
                 Text(_short(r.run.run_id, 24)), Text(c.name),
-                "" if c.epoch is None else str(c.epoch) + ("+" if c.step_in_epoch else ""),
-                _pct(c.val_acc), test, format_size(c.size), Text(_short(_data_name(r.run.data), 16)), key=r.path,
+                c.epoch_label, _pct(c.val_acc), test, format_size(c.size), Text(_short(_data_name(r.run.data), 16)),
+                Text(_short_end(r.run.note, 24), style="italic"), key=r.path,
             )
         target = keep or self._initial_target()
         if target is not None:
@@ -286,6 +317,7 @@ class BrowserScreen(Screen):
 
     @on(TabbedContent.TabActivated, "#browser-tabs")
     def _tab(self, event: TabbedContent.TabActivated) -> None:
+        self.set_class(event.pane.id == "tab-gallery", "-gallery")  # (the table gives the gallery room)
         if event.pane.id == "tab-gallery":
             self._fill_gallery()
 
@@ -347,6 +379,89 @@ class BrowserScreen(Screen):
         runs_dir = str(self.runs_dir) if self.runs_dir else None
         self.app.push_screen(NewRunScreen(config, runs_dir, title=f"New run with the settings of {row.run.run_id}"),
                              chosen)
+
+    # ------------------------------------------------------- rename, note, delete
+    def action_rename(self) -> None:
+        from engine.rundir import RunDirError
+        from engine.runs import rename_run
+
+        from .newrun import TextPromptScreen
+
+        row = self.current()
+        if row is None:
+            return
+        old = row.run
+
+        def chosen(name: Optional[str]) -> None:
+            if name is None or name.strip() == old.run_id:
+                return
+            try:
+                new = rename_run(old.path, name)
+            except RunDirError as e:
+                self.notify(str(e), severity="error", markup=False)
+                return
+            self.marked = [str(new.path) if p == old.path else p for p in self.marked]
+            self.notify(f"renamed {old.run_id} to {new.run_id}", timeout=3, markup=False)
+            self.action_refresh(select_run=str(new.path))
+
+        self.app.push_screen(TextPromptScreen(f"Rename {old.run_id}", old.run_id, placeholder="a new name",
+                                              hint="letters, digits, - _ ."), chosen)
+
+    def action_note(self) -> None:
+        from engine.rundir import RunDirError
+
+        from .newrun import TextPromptScreen
+
+        row = self.current()
+        if row is None:
+            return
+        run = row.run
+
+        def chosen(note: Optional[str]) -> None:
+            if note is None:
+                return
+            try:
+                run.run_dir.write_note(note)
+            except RunDirError as e:
+                self.notify(str(e), severity="error", markup=False)
+                return
+            self.action_refresh()
+
+        self.app.push_screen(TextPromptScreen(f"Note on {run.run_id}", run.note, placeholder="e.g. baseline, lr 0.1",
+                                              hint="one line, stored in the run folder; blank removes it"), chosen)
+
+    def action_delete(self) -> None:
+        from engine.rundir import RunDirError
+        from engine.runs import delete_run, find_run
+
+        from .newrun import ConfirmScreen
+
+        row = self.current()
+        if row is None:
+            return
+        run = find_run(row.run.path) or row.run  # its status now, not when the table was read
+        if run.status == "running":
+            self.notify(f"{run.run_id} is running ({run.reason}); stop it before you delete it.",
+                        severity="error", markup=False)
+            return
+        size = format_size(sum(c.size for c in run.checkpoints))
+
+        def chosen(yes: Optional[bool]) -> None:
+            if not yes:
+                return
+            try:
+                delete_run(run.path)
+            except RunDirError as e:
+                self.notify(str(e), severity="error", markup=False)
+                self.action_refresh()
+                return
+            self.marked = [p for p in self.marked if p != run.path]
+            self.notify(f"deleted {run.run_id}", timeout=3, markup=False)
+            self.action_refresh()
+
+        self.app.push_screen(ConfirmScreen(f"Delete the run {run.run_id} ({run.status}, {len(run.checkpoints)} "
+                                           f"checkpoint(s), {size}) and everything in its folder {run.path}? "
+                                           "This cannot be undone."), chosen)
 
     # ------------------------------------------------------------------- compare
     def action_mark(self) -> None:

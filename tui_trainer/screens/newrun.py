@@ -1,8 +1,9 @@
-"""Dialogs of the checkpoint browser: a new run prefilled from a run's settings, and
-extending a run that finished its epochs.
+"""Dialogs of the checkpoint browser: a new run prefilled from a run's settings,
+extending a run that finished its epochs, a line of text (a run's new name, its note)
+and a yes/no question (deleting a run).
 
-Both return what the user chose through :meth:`ModalScreen.dismiss` (None when
-cancelled with escape); the browser turns it into a ``StartRun`` message.
+Each returns what the user chose through :meth:`ModalScreen.dismiss` (None, or False,
+when cancelled with escape); the browser acts on it.
 """
 
 from __future__ import annotations
@@ -115,3 +116,66 @@ class ExtendRunScreen(ModalScreen[Optional[dict]]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+class TextPromptScreen(ModalScreen[Optional[str]]):
+    """One line of text (a run's new name, its note): enter returns it, escape None.
+    ``check(text)`` returns a problem to show under the field (the dialog stays), or None."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, title: str, value: str = "", *, placeholder: str = "", hint: str = "",
+                 check=None) -> None:
+        super().__init__()
+        self.title_text, self.value, self.placeholder, self.hint, self.check = title, value, placeholder, hint, check
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static(Text(self.title_text, style="bold"), id="prompt-title")
+            yield Input(value=self.value, placeholder=self.placeholder, id="prompt-input", compact=True)
+            yield Static("", id="prompt-error")
+            yield Static(Text((self.hint + "; " if self.hint else "") + "enter saves, esc cancels", style="dim"),
+                         classes="dialog-hint")
+
+    def on_mount(self) -> None:
+        self.query_one("#prompt-input", Input).focus()
+
+    @on(Input.Submitted)
+    def submit(self) -> None:
+        text = self.query_one("#prompt-input", Input).value
+        problem = self.check(text) if self.check is not None else None
+        if problem:
+            self.query_one("#prompt-error", Static).update(Text(problem, style="bold red"))
+            return
+        self.dismiss(text)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question; ``y`` (or the button) says yes, ``n`` and escape no. No is the
+    default: enter on the focused No button does nothing harmful."""
+
+    BINDINGS = [Binding("escape,n", "answer(False)", "No"), Binding("y", "answer(True)", "Yes")]
+
+    def __init__(self, question: str, yes: str = "Delete") -> None:
+        super().__init__()
+        self.question, self.yes = question, yes
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static(Text(self.question), id="confirm-question")
+            with Horizontal(id="confirm-buttons"):
+                yield Button("No, keep it (n)", id="confirm-no", compact=True)
+                yield Button(f"{self.yes} (y)", variant="error", id="confirm-yes", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#confirm-no", Button).focus()
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "confirm-yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)

@@ -65,6 +65,8 @@ def image_renderable(img_chw, size: int = 16):
 
 
 CAPTION_CHARS = 17  # a tile's width: whole CIFAR-10 class names ("automobile 100%") fit
+TILE_WIDTH = CAPTION_CHARS + 1  # (ImageTile's width: the caption and a space)
+IMAGE_SIZES = (16, 12, 8)  # pixels square, largest first: the gallery takes the largest that shows two rows
 
 
 def _fit(name: str, room: int) -> str:
@@ -117,10 +119,31 @@ class Gallery(VerticalScroll):
         self.only_wrong = False
         self.class_filter: Optional[int] = None
         self.shown: list[int] = []
+        self.image_size = IMAGE_SIZES[0]  # fitted to the room (on_resize)
+        self.columns = 4
 
     def compose(self) -> ComposeResult:
         yield Static("Evaluate a checkpoint (e) to see its predictions here.", id="gallery-note")
         yield Grid(id="gallery-grid")
+
+    def on_resize(self) -> None:
+        self.fit()
+
+    def fit(self) -> None:
+        """As many columns as whole tiles fit across; the largest images with which two rows
+        of tiles fit the height (the note above them counted); tiles made again on a change."""
+        if not self.size.width or not self.size.height:
+            return  # (another tab is shown)
+        width = self.scrollable_content_region.width or self.size.width
+        columns = max(1, (width + 1) // (TILE_WIDTH + 1))
+        room = self.size.height - self.query_one("#gallery-note").outer_size.height
+        size = next((px for px in IMAGE_SIZES if 2 * (px // 2 + 2) <= room), IMAGE_SIZES[-1])
+        if (columns, size) == (self.columns, self.image_size):
+            return
+        self.columns, self.image_size = columns, size
+        self.query_one("#gallery-grid", Grid).styles.grid_size_columns = columns
+        if self.images is not None:
+            self.refresh_tiles()
 
     def show_note(self, message: str) -> None:
         self.query_one("#gallery-note", Static).update(Text(message))
@@ -152,16 +175,16 @@ class Gallery(VerticalScroll):
         sel = self.selection()
         self.shown = sel[: self.MAX_TILES]
         cls = f" of class {self.class_names[self.class_filter]}" if self.class_filter is not None else ""
-        if self.only_wrong:
-            what = Text.assemble(("Misclassified only: on", "bold yellow"), f" ({len(sel):,} images{cls}; w shows all)")
-        else:
-            what = Text.assemble(("Misclassified only: off", "bold"), f" ({len(sel):,} images{cls}; w: only the wrong ones)")
-        what.append(f"  showing {len(self.shown)}.  k: next class   a: all classes", style="dim")
+        what = Text.assemble(("Misclassified only: on", "bold yellow") if self.only_wrong else
+                             ("Misclassified only: off", "bold"), f" · {len(self.shown)} of {len(sel):,}{cls} shown")
+        what.append(" · w toggles · k class · a all", style="dim")
         note.update(what)
         grid.mount_all([
-            ImageTile(self.images[i], self.class_names[self.labels[i]], self.class_names[self.preds[i]], self.conf[i], i)
+            ImageTile(self.images[i], self.class_names[self.labels[i]], self.class_names[self.preds[i]], self.conf[i], i,
+                      size=self.image_size)
             for i in self.shown
         ])
+        self.call_after_refresh(self.fit)  # (the note may have taken another line)
 
     # ------------------------------------------------------------ what to show
     def set_filter(self, *, only_wrong: Optional[bool] = None, class_filter: Optional[int] = -1) -> None:
