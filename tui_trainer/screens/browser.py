@@ -26,6 +26,7 @@ from engine.runs import CheckpointInfo, RunSummary
 from ..formatting import fmt_pct, format_size
 from ..messages import StartRun
 from ..widgets.evaluation import EvaluationPane, Gallery
+from .runedits import RunEdits
 
 @dataclass(frozen=True)
 class Row:
@@ -110,7 +111,7 @@ def run_info(row: Row) -> Text:
     return text
 
 
-class BrowserScreen(Screen):
+class BrowserScreen(RunEdits, Screen):
     """Runs and checkpoints; evaluate, look at predictions, resume or start from one."""
 
     BINDINGS = [
@@ -379,89 +380,6 @@ class BrowserScreen(Screen):
         runs_dir = str(self.runs_dir) if self.runs_dir else None
         self.app.push_screen(NewRunScreen(config, runs_dir, title=f"New run with the settings of {row.run.run_id}"),
                              chosen)
-
-    # ------------------------------------------------------- rename, note, delete
-    def action_rename(self) -> None:
-        from engine.rundir import RunDirError
-        from engine.runs import rename_run
-
-        from .newrun import TextPromptScreen
-
-        row = self.current()
-        if row is None:
-            return
-        old = row.run
-
-        def chosen(name: Optional[str]) -> None:
-            if name is None or name.strip() == old.run_id:
-                return
-            try:
-                new = rename_run(old.path, name)
-            except RunDirError as e:
-                self.notify(str(e), severity="error", markup=False)
-                return
-            self.marked = [str(new.path) if p == old.path else p for p in self.marked]
-            self.notify(f"renamed {old.run_id} to {new.run_id}", timeout=3, markup=False)
-            self.action_refresh(select_run=str(new.path))
-
-        self.app.push_screen(TextPromptScreen(f"Rename {old.run_id}", old.run_id, placeholder="a new name",
-                                              hint="letters, digits, - _ ."), chosen)
-
-    def action_note(self) -> None:
-        from engine.rundir import RunDirError
-
-        from .newrun import TextPromptScreen
-
-        row = self.current()
-        if row is None:
-            return
-        run = row.run
-
-        def chosen(note: Optional[str]) -> None:
-            if note is None:
-                return
-            try:
-                run.run_dir.write_note(note)
-            except RunDirError as e:
-                self.notify(str(e), severity="error", markup=False)
-                return
-            self.action_refresh()
-
-        self.app.push_screen(TextPromptScreen(f"Note on {run.run_id}", run.note, placeholder="e.g. baseline, lr 0.1",
-                                              hint="one line, stored in the run folder; blank removes it"), chosen)
-
-    def action_delete(self) -> None:
-        from engine.rundir import RunDirError
-        from engine.runs import delete_run, find_run
-
-        from .newrun import ConfirmScreen
-
-        row = self.current()
-        if row is None:
-            return
-        run = find_run(row.run.path) or row.run  # its status now, not when the table was read
-        if run.status == "running":
-            self.notify(f"{run.run_id} is running ({run.reason}); stop it before you delete it.",
-                        severity="error", markup=False)
-            return
-        size = format_size(sum(c.size for c in run.checkpoints))
-
-        def chosen(yes: Optional[bool]) -> None:
-            if not yes:
-                return
-            try:
-                delete_run(run.path)
-            except RunDirError as e:
-                self.notify(str(e), severity="error", markup=False)
-                self.action_refresh()
-                return
-            self.marked = [p for p in self.marked if p != run.path]
-            self.notify(f"deleted {run.run_id}", timeout=3, markup=False)
-            self.action_refresh()
-
-        self.app.push_screen(ConfirmScreen(f"Delete the run {run.run_id} ({run.status}, {len(run.checkpoints)} "
-                                           f"checkpoint(s), {size}) and everything in its folder {run.path}? "
-                                           "This cannot be undone."), chosen)
 
     # ------------------------------------------------------------------- compare
     def action_mark(self) -> None:
