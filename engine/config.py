@@ -57,6 +57,12 @@ class TrainConfig:
     # and, if the run goes on, rises again along the same cosine, as torch's scheduler does.
     # Only the cosine schedule uses it.
     cosine_epochs: Optional[int] = None
+    # An extended run (--resume --epochs N of a run that finished its schedule): after
+    # restart_epoch finished epochs the lr follows a new schedule of the run's kind (cosine,
+    # linear) from restart_lr down to zero over the rest of the run. None: no restart.
+    # Set by engine.schedule.plan_extension, never by hand.
+    restart_epoch: Optional[int] = None
+    restart_lr: Optional[float] = None
     grad_clip_value: Optional[float] = 0.1  # clip each gradient element to [-v, v]
     label_smoothing: float = 0.0
     ema_decay: Optional[float] = None  # keep an exponential moving average of the weights (per step)
@@ -169,6 +175,12 @@ class TrainConfig:
             bad(f"--lr must be a positive number (got {self.lr})")
         if self.lr > 100:
             bad(f"--lr {self.lr} is far too large; use at most 100 (the paper uses 0.1, the fast preset 0.4)")
+        if (self.restart_epoch is None) != (self.restart_lr is None):
+            bad("restart_epoch and restart_lr go together (both set, or neither)")
+        if self.restart_lr is not None and not 0 < self.restart_lr <= 100:
+            bad(f"--lr of an extension must be a positive number up to 100 (got {self.restart_lr})")
+        if self.restart_epoch is not None and self.restart_epoch >= self.epochs:
+            bad(f"restart_epoch {self.restart_epoch} must be below --epochs {self.epochs}")
         if self.width <= 0:
             bad(f"--width must be a positive number such as 1.0 or 0.25 (got {self.width})")
         if self.width > MAX_WIDTH:
@@ -272,6 +284,7 @@ _WHOLE_NUMBERS: dict[str, tuple[str, int, int]] = {
     "save_every": ("--save-every", 0, 100_000),
     "log_every": ("log_every", 1, 1_000_000),
     "cosine_epochs": ("cosine_epochs", 1, 100_000),
+    "restart_epoch": ("restart_epoch", 0, 100_000),
     "mixup_until_epoch": ("mixup_until_epoch", 0, 100_000),
     "save_every_epochs": ("--save-every-epochs", 0, 100_000),
     "val_every": ("val_every", 0, 100_000),
@@ -284,8 +297,9 @@ _WHOLE_NUMBERS: dict[str, tuple[str, int, int]] = {
 _SEED_MESSAGE = "--seed must be a whole number from 0 to 2**32-1 (4,294,967,295) (got {v})"
 _REAL_NUMBERS = ("lr", "width", "momentum", "weight_decay", "warmup_epochs", "grad_clip_value", "label_smoothing",
                  "ema_decay", "flip_p", "grayscale_p", "autocontrast_p", "mixup_alpha", "mixup_prob", "log_seconds",
-                 "save_seconds", "bn_bias_lr_scale")
-_OPTIONAL = ("subset", "val_size", "grad_clip_value", "ema_decay", "cosine_epochs", "mixup_until_epoch")
+                 "save_seconds", "bn_bias_lr_scale", "restart_lr")
+_OPTIONAL = ("subset", "val_size", "grad_clip_value", "ema_decay", "cosine_epochs", "mixup_until_epoch",
+             "restart_epoch", "restart_lr")
 _BOOLEANS = ("nesterov", "tta_flip", "tta_translate", "flip", "mixup", "amp", "channels_last", "compile",
              "whiten_stem", "zero_init_residual")
 _FLAGS = {"lr": "--lr", "width": "--width", "data": "--data", "device": "--device", "preset": "--preset"}

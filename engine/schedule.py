@@ -1,10 +1,19 @@
-"""The learning-rate and mixup schedules, as pure functions (no torch: a UI can plot them)."""
+"""The learning-rate and mixup schedules, as pure functions (no torch: a UI can plot them),
+and what extending a finished run does to them (:func:`plan_extension`)."""
 
 from __future__ import annotations
 
 import math
+from typing import Any, Optional
 
-from .config import TrainConfig
+from .config import ConfigError, TrainConfig
+
+# Extending a run that finished its schedule (``--resume RUN --epochs N``, the browser's
+# extend dialog): "restart" (the default) trains the added epochs on a new schedule of the
+# run's kind, from a peak lr down to zero; "keep" follows the old schedule exactly (a
+# cosine that ended at zero stays near zero, or rises again along its curve).
+EXTEND_SCHEDULES = ("restart", "keep")
+EXTEND_PEAK_FRACTION = 0.1  # the new schedule's default peak: a tenth of the run's peak lr
 
 
 def lr_at(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -> float:
@@ -37,6 +46,9 @@ def lr_at(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -
         run_len = int(total_steps)
         warm = int(round(cfg.warmup_epochs * spe))
         unit = spe
+    restart = getattr(cfg, "restart_epoch", None)
+    if restart is not None and cfg.restart_lr is not None and pos >= restart * unit:
+        return _decayed(cfg.schedule, cfg.restart_lr, pos - restart * unit, run_len - restart * unit)
     if warm > 0 and pos < warm:
         return cfg.lr * (pos + 1) / warm
     if cfg.schedule == "cosine":
@@ -50,6 +62,64 @@ def lr_at(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -
         t = min(max((pos - warm) / max(1, run_len - warm), 0.0), 1.0)
         return cfg.lr * (1.0 - t)
     return cfg.lr
+
+
+def _decayed(kind: str, peak: float, pos: int, length: int) -> float:
+    """A restarted schedule at ``pos`` of ``length``: a cosine or a line from ``peak`` to
+    zero; a constant schedule stays at ``peak``."""
+    t = min(max(pos / max(1, length), 0.0), 1.0)
+    if kind == "cosine":
+        return peak * (1.0 + math.cos(math.pi * t)) / 2
+    if kind == "linear":
+        return peak * (1.0 - t)
+    return peak
+
+
+def plan_extension(stored: TrainConfig, done: int, epochs: int, mode: Optional[str] = None,
+                   lr: Optional[float] = None) -> dict[str, Any]:
+    """The resume overrides that extend a run whose checkpoint has ``done`` finished epochs
+    to ``epochs``. A run that finished its schedule (``done >= stored.epochs``) gets, in
+    ``mode`` "restart" (the default), a new schedule over the added epochs from ``lr`` (by
+    default EXTEND_PEAK_FRACTION of the run's peak; a constant schedule keeps its lr); in
+    "keep", the old schedule (``lr``, if given, replaces its peak). A run that had not
+    finished its schedule just goes on to ``epochs`` (``mode`` does not apply)."""
+    if mode is not None and mode not in EXTEND_SCHEDULES:
+        raise ConfigError(f"--extend-schedule must be one of {', '.join(EXTEND_SCHEDULES)} (got {mode!r})")
+    out: dict[str, Any] = {"epochs": epochs}
+    if done < stored.epochs or epochs <= done or (mode or "restart") == "keep":
+        if lr is not None:
+            out["lr"] = lr
+        return out
+    peak = lr if lr is not None else float(f"{stored.lr * EXTEND_PEAK_FRACTION:.6g}")
+    if lr is None and stored.schedule == "constant":
+        peak = stored.lr
+    out.update(restart_epoch=done, restart_lr=peak)
+    return out
+
+
+def describe_extension(cfg: TrainConfig, done: int, steps_per_epoch: int = 100) -> str:
+    """What the epochs after ``done`` will get, in one line: the lr of the next epoch's first
+    step, the schedule and mixup (for the extend dialog and ``train --resume --epochs``)."""
+    spe = max(1, steps_per_epoch)
+    nxt = lr_at(cfg, done * spe, cfg.epochs * spe, spe)
+    added = cfg.epochs - done
+    if cfg.restart_epoch is not None and cfg.restart_epoch == done and cfg.restart_lr is not None:
+        shape = {"cosine": "a new cosine", "linear": "a new linear decay"}.get(cfg.schedule, "a constant lr")
+        how = f"{shape} from {cfg.restart_lr:.3g}" + (" to 0" if cfg.schedule != "constant" else "")
+    else:
+        how = "the run's schedule, as it goes on"
+    on = [e for e in range(done + 1, cfg.epochs + 1) if mixup_scheduled(cfg, e, True)]
+    if not cfg.mixup:
+        mix = "mixup off (the run's setting)"
+    elif not on:
+        mix = "mixup off (the recipe's tail: " + (f"none after epoch {cfg.mixup_until_epoch})"
+                                                  if cfg.mixup_until_epoch is not None and
+                                                  cfg.mixup_until_epoch <= done else
+                                                  f"none in the last {cfg.mixup_off_epochs} epochs)")
+    else:
+        mix = f"mixup on epochs {on[0]}-{on[-1]} (p {cfg.mixup_prob:g}), off after"
+    return (f"epochs {done + 1}-{cfg.epochs} ({added} added): {how}; the next epoch starts at lr {nxt:.3g}; "
+            f"{mix}")
 
 
 def mixup_scheduled(cfg: TrainConfig, epoch: int, draw: bool) -> bool:

@@ -34,11 +34,12 @@ from .ema import WeightEMA
 from .evaluate import Normalizer
 from .model import SEResNet, arch_info, bn_bias_parameters, count_parameters, whiten_stem_, zero_init_residual_
 from .rundir import RunDir, RunLock, now_iso, resume_target
-from .schedule import lr_at
+from .schedule import describe_extension, lr_at, plan_extension
 
 # Settings a resumed run may change (recorded in the run's resume history); anything
 # else must match the checkpoint's config. runs_dir is where forks of this invocation go.
 RESUME_MUTABLE = {"epochs", "device", "runs_dir", "log_every", "log_seconds", "save_every", "compile",
+                  "restart_epoch", "restart_lr",
                   "lr", "weight_decay", "label_smoothing", "grad_clip_value", "mixup", "save_every_epochs",
                   "save_seconds", "val_every", "compile_mode", "compile_backend", "tta_translate", "max_params"}
 WHITEN_IMAGES = 5000  # the stem's whitening is computed from (at most) this many training images
@@ -351,7 +352,7 @@ class Builder:
             stored = TrainConfig.from_dict(ckpt["config"]).validate()
         except (TypeError, ConfigError) as e:
             raise CheckpointError(f"{ckpt['path']}: the stored settings are not usable ({e})") from None
-        self.config = check_resume_overrides(stored, self.overrides)
+        self.config = check_resume_overrides(stored, self._extension(stored, ckpt))
         self.resume_changes = resume_changes(stored, self.config)
         if ckpt["epoch"] >= self.config.epochs and ckpt.get("step_in_epoch", 0) == 0:
             raise ConfigError(
@@ -359,6 +360,22 @@ class Builder:
                 f"pass --epochs N with N > {ckpt['epoch']} to train further"
             )
         return ckpt
+
+    def _extension(self, stored: TrainConfig, ckpt: dict) -> dict[str, Any]:
+        """The overrides, with an extension of a run that finished its schedule planned
+        (:func:`engine.schedule.plan_extension`: "extend_schedule" restart or keep) and said."""
+        overrides = dict(self.overrides)
+        mode = overrides.pop("extend_schedule", None)
+        done, epochs = ckpt["epoch"], overrides.get("epochs")
+        if not isinstance(epochs, int) or ckpt.get("step_in_epoch", 0) or done < stored.epochs or epochs <= done:
+            if mode is not None:
+                self.warn(f"--extend-schedule {mode} applies only when extending a run that finished its "
+                          f"{stored.epochs} epochs (--epochs N with N > {done}); ignored")
+            return overrides
+        overrides.update(plan_extension(stored, done, epochs, mode, overrides.pop("lr", None)))
+        self.warn("extending the run: " + describe_extension(stored.replace(**{
+            k: v for k, v in overrides.items() if k in RESUME_MUTABLE and k != "runs_dir"}), done))
+        return overrides
 
     def _split(self, cfg: TrainConfig, bundle: DataBundle) -> tuple[ImageSet, ImageSet]:
         train_idx, val_idx, notes = split_indices(bundle.train.y, cfg.val_size, cfg.subset, cfg.seed)
@@ -427,7 +444,7 @@ class Builder:
         scale = ckpt.get("lr_scale", 1.0)
         if isinstance(scale, (int, float)) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0:
             p.lr_scale = float(scale)
-        if p.lr_scale != 1.0 and "lr" in self.resume_changes:
+        if p.lr_scale != 1.0 and ("lr" in self.resume_changes or "restart_lr" in self.resume_changes):
             self.warn(f"--lr {self.config.lr:g} replaces the learning rate steered during the run "
                       f"(x{p.lr_scale:.4g} the schedule)")
             p.lr_scale = 1.0

@@ -56,7 +56,7 @@ def _root(
 TRAIN_SETTINGS: dict[str, tuple[type, tuple[str, ...], str]] = {
     "data": (str, ("--data", "-d"), DATA_HELP + "  [default: cifar10]"),
     "preset": (str, ("--preset",), f"Recipe: {describe_presets()}.  [default: {DEFAULT_PRESET}]"),
-    "epochs": (int, ("--epochs", "-e"), "Epochs in total (with --resume: extend the run to this many)."),
+    "epochs": (int, ("--epochs", "-e"), "Epochs in total (with --resume: extend the run to this many; see --extend-schedule)."),
     "width": (float, ("--width", "-w"), "Channel width multiplier; 1.0 is the report's 4,993,166-parameter network."),
     "blocks": (str, ("--blocks",), model_cmd.BLOCKS_HELP + "  [default: 4,3,2,3]"),
     "channels": (str, ("--channels",), model_cmd.CHANNELS_HELP + "  [default: 64,128,128,256]"),
@@ -66,7 +66,7 @@ TRAIN_SETTINGS: dict[str, tuple[type, tuple[str, ...], str]] = {
     "se_reduction": (int, ("--se-reduction",), model_cmd.SE_REDUCTION_HELP + "  [default: 16]"),
     "max_params": (int, ("--max-params",), "Refuse a network with more trainable parameters than this (see cifar-tui model)."),
     "batch_size": (int, ("--batch-size", "-b"), "Images per step."),
-    "lr": (float, ("--lr",), "Peak learning rate."),
+    "lr": (float, ("--lr",), "Peak learning rate (extending a finished run: the new schedule's peak)."),
     "mixup": (bool, ("--mixup/--no-mixup",), "Use mixup on the schedule's epochs, or never."),
     "subset": (int, ("--subset",), "Train on only N images (for quick runs)."),
     "val_size": (int, ("--val-size",), "Validation images held out of the training set; 0: train on all (default: 5,000, or 10% of a small set; speedrun: 0)."),
@@ -100,6 +100,12 @@ def _with_settings(settings: dict[str, tuple[type, tuple[str, ...], str]]):
 def train(
     ctx: typer.Context,
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue from a checkpoint (.pt), a run folder or a run id (its last.pt), with its stored settings."),
+    extend_schedule: Optional[str] = typer.Option(
+        None, "--extend-schedule", metavar="restart|keep",
+        help="With --resume --epochs N, extending a run that finished its epochs: restart (the default) trains "
+             "the added epochs on a new schedule of the run's kind (a cosine, or a linear decay) from a peak lr "
+             "(--lr, else a tenth of the run's) down to 0; keep follows the run's old schedule exactly (a "
+             "finished cosine stays near lr 0). The lr of the next epoch is printed before training."),
     detach: bool = typer.Option(False, "--detach", help="Train in a background process of its own that survives closing the terminal or the SSH session (output in the run folder's train.log); then attach the dashboard to it, or with --no-ui print how to attach (cifar-tui watch RUN) and steer it (cifar-tui ctl RUN ...)."),
     no_ui_here: bool = typer.Option(False, "--no-ui", hidden=True),
     **settings: Any,
@@ -129,6 +135,14 @@ def train(
         except ConfigError as e:
             fail(str(e), EXIT_USAGE)
     resume_overrides = {k: v for k, v in overrides.items() if v is not None} if resume else None
+    if extend_schedule is not None:
+        from engine.schedule import EXTEND_SCHEDULES
+
+        if resume is None:
+            fail("--extend-schedule goes with --resume RUN --epochs N (extending a finished run)", EXIT_USAGE)
+        if extend_schedule not in EXTEND_SCHEDULES:
+            fail(f"--extend-schedule must be {' or '.join(EXTEND_SCHEDULES)} (got {extend_schedule!r})", EXIT_USAGE)
+        resume_overrides["extend_schedule"] = extend_schedule
 
     if detach:
         from engine.distributed import torchrun_env

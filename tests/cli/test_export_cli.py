@@ -122,15 +122,27 @@ def test_lr_changed_on_resume_is_recorded(tmp_path):
     (run,) = list((tmp_path / "r").iterdir())
     r = invoke("--no-ui", "train", "--resume", run, "--epochs", "2", "--lr", "0.01")
     assert r.exit_code == 0, r.output
+    # the run had finished its epochs: --lr is the peak of the added epochs' new schedule
+    assert "extending the run: epochs 2-2 (1 added): a new cosine from 0.01 to 0; the next epoch starts at " \
+           "lr 0.01" in " ".join(r.output.split())
     info = json.loads((run / "config.json").read_text())
-    assert info["config"]["lr"] == 0.01
-    assert info["resumes"][-1]["changed"] == {"epochs": [1, 2], "lr": [0.05, 0.01]}
+    assert info["config"]["restart_lr"] == 0.01 and info["config"]["lr"] == 0.05
+    assert info["resumes"][-1]["changed"] == {"epochs": [1, 2], "restart_epoch": [None, 1], "restart_lr": [None, 0.01]}
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     lrs = [e["lr"] for e in events if e["event"] == "StepDone" and e["epoch"] == 2]
-    assert lrs and all(lr <= 0.01 for lr in lrs)  # the new peak is used
+    assert lrs and all(lr <= 0.01 for lr in lrs) and lrs[0] > 0.005  # the new peak is used
+    # the old schedule, exactly, on request: --lr then replaces its peak
+    r = invoke("--no-ui", "train", "--resume", run, "--epochs", "3", "--lr", "0.02", "--extend-schedule", "keep")
+    assert r.exit_code == 0, r.output
+    info = json.loads((run / "config.json").read_text())
+    assert info["resumes"][-1]["changed"]["lr"] == [0.05, 0.02] and info["config"]["restart_epoch"] == 1
     # a setting that may not change is still refused, in one line (once the checkpoint is read: exit 1)
-    line = error_line(invoke("--no-ui", "train", "--resume", run, "--epochs", "3", "--width", "0.5"), 1)
+    line = error_line(invoke("--no-ui", "train", "--resume", run, "--epochs", "4", "--width", "0.5"), 1)
     assert "--width 0.5 contradicts" in line
+    # --extend-schedule: one of two words, and only with --resume
+    assert "restart or keep" in error_line(invoke("--no-ui", "train", "--resume", run, "--epochs", "4",
+                                                  "--extend-schedule", "stretch"), 2)
+    assert "goes with --resume" in error_line(invoke("--no-ui", "train", *SMALL, "--extend-schedule", "keep"), 2)
 
 
 # ---------------------------------------------------------------------------- runs dir

@@ -135,7 +135,8 @@ def test_resume_and_new_run_from_a_checkpoint(runs, tmp_path):
             await pilot.press("enter")
             await pilot.pause(0.2)
             config, kw = app.started[-1]
-            assert config is None and kw["resume"].endswith("last.pt") and kw["overrides"] == {"epochs": 4, "lr": 0.01}
+            assert config is None and kw["resume"].endswith("last.pt") and kw["overrides"] == {"epochs": 4, "lr": 0.01,
+                                                                                           "extend_schedule": "restart"}
 
     asyncio.run(go())
     # a run stopped half-way resumes from the browser

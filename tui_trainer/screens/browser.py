@@ -347,14 +347,13 @@ class BrowserScreen(RunEdits, Screen):
         if planned is not None and c.epoch is not None and c.epoch >= planned and not c.step_in_epoch:
             from .newrun import ExtendRunScreen
 
-            lr = row.run.config.get("lr")
-
             def chosen(overrides: Optional[dict]) -> None:
                 if overrides:
                     self.post_message(StartRun(None, resume=c.path, resume_overrides=overrides))
 
-            self.app.push_screen(ExtendRunScreen(row.run.run_id, c.path, c.epoch, planned,
-                                                 lr if isinstance(lr, (int, float)) else None), chosen)
+            spe = c.global_step // c.epoch if c.global_step and c.epoch else 100
+            self.app.push_screen(ExtendRunScreen(row.run.run_id, c.path, c.epoch, planned, row.run.config, spe),
+                                 chosen)
             return
         self.post_message(StartRun(None, resume=c.path, resume_overrides={}))
 

@@ -16,7 +16,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Static
+from textual.widgets import Button, Input, Label, Select, Static
 
 from engine.config import ConfigError, TrainConfig
 
@@ -50,39 +50,47 @@ class NewRunScreen(ModalScreen[Optional[TrainConfig]]):
         self.dismiss(None)
 
 
-def parse_extension(epochs: str, lr: str, done: int) -> dict[str, Any]:
-    """The resume overrides of an extension: ``{"epochs": N}`` (N > ``done``) and, if
-    given, ``{"lr": x}``. Raises ConfigError with a message in the dialog's words."""
+def parse_extension(epochs: str, lr: str, done: int, mode: str = "restart") -> dict[str, Any]:
+    """The resume overrides of an extension: ``{"epochs": N, "extend_schedule": mode}`` (N >
+    ``done``) and, if given, ``{"lr": x}`` (the new schedule's peak, or with "keep" the old
+    schedule's). Raises ConfigError with a message in the dialog's words."""
     try:
         n = int(epochs.strip().replace(",", ""))
     except ValueError:
         raise ConfigError(f"Epochs must be a whole number larger than {done} (got {epochs.strip()!r})") from None
     if n <= done:
         raise ConfigError(f"Epochs must be larger than the {done} the run has done (got {n})")
-    out: dict[str, Any] = {"epochs": n}
+    out: dict[str, Any] = {"epochs": n, "extend_schedule": mode}
     if lr.strip():
         try:
             out["lr"] = float(lr.strip())
         except ValueError:
-            raise ConfigError(f"LR must be a number such as 0.01, or blank to keep the run's (got {lr.strip()!r})") from None
+            raise ConfigError(f"LR must be a number such as 0.01, or blank for the default (got {lr.strip()!r})") from None
     try:
         from engine.config import make_config
 
-        make_config("tiny", **out)  # the same limits as everywhere else
+        make_config("tiny", **{k: v for k, v in out.items() if k != "extend_schedule"})  # the usual limits
     except ConfigError as e:
         raise ConfigError(in_form_words(str(e))[0]) from None
     return out
 
 
+SCHEDULE_CHOICES = [("a new schedule from a peak LR (restart)", "restart"), ("the old schedule, exactly (keep)", "keep")]
+
+
 class ExtendRunScreen(ModalScreen[Optional[dict]]):
-    """Continue a run past its planned epochs: the total epochs (and optionally a new peak
-    learning rate, recorded in the run's resume history)."""
+    """Continue a run past its planned epochs: the total epochs, the schedule of the added
+    epochs (a new one from a peak LR, by default a tenth of the run's; or the old one), and
+    what the next epoch will get (its LR, mixup), computed by the engine as the run will."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, run_id: str, checkpoint: str, done: int, planned: Optional[int], lr: Optional[float]) -> None:
+    def __init__(self, run_id: str, checkpoint: str, done: int, planned: Optional[int],
+                 config: Optional[dict] = None, steps_per_epoch: int = 100) -> None:
         super().__init__()
-        self.run_id, self.checkpoint, self.done, self.planned, self.lr = run_id, checkpoint, done, planned, lr
+        self.run_id, self.checkpoint, self.done, self.planned = run_id, checkpoint, done, planned
+        self.stored = _config_of(config)
+        self.steps_per_epoch = steps_per_epoch
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
@@ -91,9 +99,11 @@ class ExtendRunScreen(ModalScreen[Optional[dict]]):
             with Grid(id="extend-grid"):
                 yield Label("Epochs")
                 yield Input(value=str(max(self.done + 1, 2 * (self.planned or self.done))), id="x-epochs", compact=True)
-                yield Label("LR")
-                yield Input(value="", placeholder=f"keep ({self.lr})" if self.lr is not None else "keep",
-                            id="x-lr", compact=True)
+                yield Label("Schedule")
+                yield Select(SCHEDULE_CHOICES, value="restart", allow_blank=False, id="x-mode", compact=True)
+                yield Label("Peak LR", id="x-lr-label")
+                yield Input(value="", id="x-lr", compact=True)
+            yield Static("", id="extend-next")
             with Horizontal(id="extend-go"):
                 yield Button("Continue training", variant="primary", id="x-start", compact=True)
             yield Static("", id="extend-error")
@@ -102,13 +112,44 @@ class ExtendRunScreen(ModalScreen[Optional[dict]]):
 
     def on_mount(self) -> None:
         self.query_one("#x-epochs", Input).focus()
+        self._preview()
+
+    @property
+    def mode(self) -> str:
+        value = self.query_one("#x-mode", Select).value
+        return value if isinstance(value, str) else "restart"
+
+    @on(Input.Changed)
+    @on(Select.Changed)
+    def _preview(self) -> None:
+        """The LR field's meaning and default, and what the next epoch will get."""
+        from engine.schedule import EXTEND_PEAK_FRACTION, describe_extension, plan_extension
+
+        stored, keep = self.stored, self.mode == "keep"
+        self.query_one("#x-lr-label", Label).update("LR" if keep else "Peak LR")
+        lr_field = self.query_one("#x-lr", Input)
+        if stored is not None:
+            default = stored.lr if keep or stored.schedule == "constant" else stored.lr * EXTEND_PEAK_FRACTION
+            lr_field.placeholder = (f"the run's {stored.lr:g}" if keep or stored.schedule == "constant"
+                                    else f"{default:.3g}: a tenth of the run's {stored.lr:g}")
+        note = self.query_one("#extend-next", Static)
+        try:
+            out = parse_extension(self.query_one("#x-epochs", Input).value, lr_field.value, self.done, self.mode)
+            if stored is None:
+                raise ConfigError("the run's settings are unreadable")
+            cfg = stored.replace(**plan_extension(stored, self.done, out["epochs"], self.mode, out.get("lr"))).validate()
+        except ConfigError:
+            note.update("")
+            return
+        note.update(Text("then: " + describe_extension(cfg, self.done, self.steps_per_epoch)))
+        self.query_one("#extend-error", Static).update("")
 
     @on(Button.Pressed, "#x-start")
     @on(Input.Submitted)
     def submit(self) -> None:
         try:
             out = parse_extension(self.query_one("#x-epochs", Input).value, self.query_one("#x-lr", Input).value,
-                                  self.done)
+                                  self.done, self.mode)
         except ConfigError as e:
             self.query_one("#extend-error", Static).update(Text(str(e), style="bold red"))
             return
@@ -116,6 +157,13 @@ class ExtendRunScreen(ModalScreen[Optional[dict]]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+def _config_of(config: Optional[dict]) -> Optional[TrainConfig]:
+    try:
+        return TrainConfig.from_dict(config or {}).validate() if config else None
+    except (ConfigError, TypeError):
+        return None
 
 
 class TextPromptScreen(ModalScreen[Optional[str]]):
