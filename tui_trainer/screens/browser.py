@@ -142,6 +142,7 @@ class BrowserScreen(RunEdits, Screen):
         self.sort_key = "run"
         self.sort_reverse = True
         self.marked: list[str] = []  # run folders marked for comparison, in the order marked
+        self._resumed = False
         self.evaluation = EvaluationPane(self._evaluated, id="evaluation")
         self.gallery = Gallery(id="gallery")
 
@@ -178,8 +179,9 @@ class BrowserScreen(RunEdits, Screen):
     def on_screen_resume(self) -> None:
         """Back from a dashboard, a dialog or the comparison: the runs may have moved on
         (a run finished, an extension trained): read them again."""
-        if self.rows or self.is_mounted:
+        if self._resumed:
             self.action_refresh()
+        self._resumed = True  # (the first resume is the first showing: on_mount has read them)
 
     def action_refresh(self, select_run: Optional[str] = None) -> None:
         """Read the runs again, the cursor kept on the same checkpoint (or, ``select_run``,

@@ -20,7 +20,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 
 from engine.config import ConfigError, TrainConfig
 
-from ..widgets.runform import RunForm, in_form_words
+from ..widgets.runform import FIELD_TABS, RunForm, in_form_words
 
 
 class NewRunScreen(ModalScreen[Optional[TrainConfig]]):
@@ -83,7 +83,7 @@ class ExtendRunScreen(ModalScreen[Optional[dict]]):
     epochs (a new one from a peak LR, by default a tenth of the run's; or the old one), and
     what the next epoch will get (its LR, mixup), computed by the engine as the run will."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS = [Binding("escape", "cancel", "Cancel"), *FIELD_TABS]
 
     def __init__(self, run_id: str, checkpoint: str, done: int, planned: Optional[int],
                  config: Optional[dict] = None, steps_per_epoch: int = 100) -> None:

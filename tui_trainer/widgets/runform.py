@@ -109,6 +109,14 @@ def _text(v: Any) -> str:
     return "" if v is None else str(v)
 
 
+# tab and shift+tab between a form's fields, checked before the focused field sees the key
+# (see RunForm): for every form that keys may be sent to faster than the app handles them
+FIELD_TABS = [
+    Binding("tab", "app.focus_next", "Next field", show=False, priority=True),
+    Binding("shift+tab", "app.focus_previous", "Previous field", show=False, priority=True),
+]
+
+
 class RunForm(Widget):
     """The form. ``base``: a config to prefill it with (else the default preset's).
 
@@ -119,10 +127,7 @@ class RunForm(Widget):
     it have gone to the field before.
     """
 
-    BINDINGS = [
-        Binding("tab", "app.focus_next", "Next field", show=False, priority=True),
-        Binding("shift+tab", "app.focus_previous", "Previous field", show=False, priority=True),
-    ]
+    BINDINGS = FIELD_TABS
 
     DEFAULT_CSS = """
     RunForm {  /* compact, one line per row */
