@@ -90,10 +90,18 @@ class ImageTile(Static):
                        style="green" if ok else "bold red")
         caption.append(pct, style="dim")
         super().__init__(Group(image_renderable(image, size), caption))
+        self.image, self.image_size, self.caption_text = image, size, caption
         self.caption = caption.plain
         self.index = index
         self.correct = ok
         self.tooltip = Text(f"#{index}: true {true_name}, predicted {pred_name} ({100 * confidence:.1f}%)")
+
+
+    def show_at(self, size: int) -> None:
+        """Draw the image at another size (the gallery's room changed), the caption kept."""
+        if size != self.image_size:
+            self.image_size = size
+            self.update(Group(image_renderable(self.image, size), self.caption_text))
 
 
 class Gallery(VerticalScroll):
@@ -130,20 +138,26 @@ class Gallery(VerticalScroll):
         self.fit()
 
     def fit(self) -> None:
+        """Fit the tiles to the room (:meth:`_fit_to_room`): the tiles shown are redrawn in
+        place (never mounted again: a second set would show while the first is removed)."""
+        if self._fit_to_room():
+            for tile in self.query(ImageTile):
+                tile.show_at(self.image_size)
+
+    def _fit_to_room(self) -> bool:
         """As many columns as whole tiles fit across; the largest images with which two rows
-        of tiles fit the height (the note above them counted); tiles made again on a change."""
+        of tiles fit the height (the note above them counted). True if that changed."""
         if not self.size.width or not self.size.height:
-            return  # (another tab is shown)
+            return False  # (another tab is shown)
         width = self.scrollable_content_region.width or self.size.width
         columns = max(1, (width + 1) // (TILE_WIDTH + 1))
         room = self.size.height - self.query_one("#gallery-note").outer_size.height
         size = next((px for px in IMAGE_SIZES if 2 * (px // 2 + 2) <= room), IMAGE_SIZES[-1])
         if (columns, size) == (self.columns, self.image_size):
-            return
+            return False
         self.columns, self.image_size = columns, size
         self.query_one("#gallery-grid", Grid).styles.grid_size_columns = columns
-        if self.images is not None:
-            self.refresh_tiles()
+        return True
 
     def show_note(self, message: str) -> None:
         self.query_one("#gallery-note", Static).update(Text(message))
@@ -179,12 +193,13 @@ class Gallery(VerticalScroll):
                              ("Misclassified only: off", "bold"), f" · {len(self.shown)} of {len(sel):,}{cls} shown")
         what.append(" · w toggles · k class · a all", style="dim")
         note.update(what)
+        self._fit_to_room()  # (before the tiles are made: their size is chosen now, not after)
         grid.mount_all([
             ImageTile(self.images[i], self.class_names[self.labels[i]], self.class_names[self.preds[i]], self.conf[i], i,
                       size=self.image_size)
             for i in self.shown
         ])
-        self.call_after_refresh(self.fit)  # (the note may have taken another line)
+        self.call_after_refresh(self.fit)  # (the note may have taken another line: fitted again if so)
 
     # ------------------------------------------------------------ what to show
     def set_filter(self, *, only_wrong: Optional[bool] = None, class_filter: Optional[int] = -1) -> None:
