@@ -96,11 +96,11 @@ def test_rename_note_and_delete_a_run_from_the_browser(tmp_path, size):
             assert s.current().run.run_id == "baseline"
             await pilot.press("t")
             await wait_for(pilot, lambda: isinstance(app.screen, TextPromptScreen), what="the note dialog")
-            await pilot.press(*"lr 0.05, no mixup", "enter")
-            await wait_for(pilot, lambda: s.current().run.note == "lr 0.05, no mixup", what="the note")
-            assert RunDir(runs / "baseline").read_note() == "lr 0.05, no mixup"
-            assert "lr 0.05, no mixup" in str(s.query_one("#run-info").render())
-            assert cell(s, "baseline", "last.pt", "note") == "lr 0.05, no mixup"
+            await pilot.press(*"lr 0.05, mixup", "enter")
+            await wait_for(pilot, lambda: s.current().run.note == "lr 0.05, mixup", what="the note")
+            assert RunDir(runs / "baseline").read_note() == "lr 0.05, mixup"
+            assert "lr 0.05, mixup" in str(s.query_one("#run-info").render())
+            assert cell(s, "baseline", "last.pt", "note") == "lr 0.05, mixup"
             await pilot.press("d")
             await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), what="the question")
             assert "baseline" in str(app.screen.query_one("#confirm-question").render())

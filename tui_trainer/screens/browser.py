@@ -222,7 +222,7 @@ class BrowserScreen(RunEdits, Screen):
                 Text(MARK if r.run.path in self.marked else "", style="bold cyan"),
                 Text(_short(r.run.run_id, 24)), Text(c.name),
                 c.epoch_label, _pct(c.val_acc), test, format_size(c.size), Text(_short(_data_name(r.run.data), 16)),
-                Text(_short_end(r.run.note, 24), style="italic"), key=r.path,
+                Text(_short_end(r.run.note, 16), style="italic"), key=r.path,
             )
         target = keep or self._initial_target()
         if target is not None:
