@@ -97,6 +97,28 @@ def plan_extension(stored: TrainConfig, done: int, epochs: int, mode: Optional[s
     return out
 
 
+def extension_overrides(stored: TrainConfig, done: int, step_in_epoch: int,
+                        overrides: dict[str, Any]) -> tuple[dict[str, Any], Optional[str]]:
+    """A resume's overrides with ``extend_schedule`` taken out and, when they extend a run
+    that finished its schedule (``--epochs`` past it, from an end-of-epoch checkpoint), the
+    extension planned (:func:`plan_extension`, ``lr`` as its peak); and the line to tell the
+    user (what the added epochs get, or why ``extend_schedule`` does not apply), or None."""
+    out = dict(overrides)
+    mode = out.pop("extend_schedule", None)
+    epochs = out.get("epochs")
+    if not isinstance(epochs, int) or step_in_epoch or done < stored.epochs or epochs <= done:
+        if mode is None:
+            return out, None
+        return out, (f"--extend-schedule {mode} applies only when extending a run that finished its "
+                     f"{stored.epochs} epochs (--epochs N with N > {done}); ignored")
+    out.update(plan_extension(stored, done, epochs, mode, out.pop("lr", None)))
+    shown = stored.replace(**{k: v for k, v in out.items() if k in EXTENSION_KEYS})
+    return out, "extending the run: " + describe_extension(shown, done)
+
+
+EXTENSION_KEYS = ("epochs", "lr", "restart_epoch", "restart_lr", "mixup")  # what describe_extension reads
+
+
 def describe_extension(cfg: TrainConfig, done: int, steps_per_epoch: int = 100) -> str:
     """What the epochs after ``done`` will get, in one line: the lr of the next epoch's first
     step, the schedule and mixup (for the extend dialog and ``train --resume --epochs``)."""

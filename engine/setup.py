@@ -34,7 +34,7 @@ from .ema import WeightEMA
 from .evaluate import Normalizer
 from .model import SEResNet, arch_info, bn_bias_parameters, count_parameters, whiten_stem_, zero_init_residual_
 from .rundir import RunDir, RunLock, now_iso, resume_target
-from .schedule import describe_extension, lr_at, plan_extension
+from .schedule import extension_overrides, lr_at
 
 # Settings a resumed run may change (recorded in the run's resume history); anything
 # else must match the checkpoint's config. runs_dir is where forks of this invocation go.
@@ -362,19 +362,10 @@ class Builder:
         return ckpt
 
     def _extension(self, stored: TrainConfig, ckpt: dict) -> dict[str, Any]:
-        """The overrides, with an extension of a run that finished its schedule planned
-        (:func:`engine.schedule.plan_extension`: "extend_schedule" restart or keep) and said."""
-        overrides = dict(self.overrides)
-        mode = overrides.pop("extend_schedule", None)
-        done, epochs = ckpt["epoch"], overrides.get("epochs")
-        if not isinstance(epochs, int) or ckpt.get("step_in_epoch", 0) or done < stored.epochs or epochs <= done:
-            if mode is not None:
-                self.warn(f"--extend-schedule {mode} applies only when extending a run that finished its "
-                          f"{stored.epochs} epochs (--epochs N with N > {done}); ignored")
-            return overrides
-        overrides.update(plan_extension(stored, done, epochs, mode, overrides.pop("lr", None)))
-        self.warn("extending the run: " + describe_extension(stored.replace(**{
-            k: v for k, v in overrides.items() if k in RESUME_MUTABLE and k != "runs_dir"}), done))
+        """The overrides, an extension of a run that finished its schedule planned and said."""
+        overrides, said = extension_overrides(stored, ckpt["epoch"], ckpt.get("step_in_epoch", 0), self.overrides)
+        if said:
+            self.warn(said)
         return overrides
 
     def _split(self, cfg: TrainConfig, bundle: DataBundle) -> tuple[ImageSet, ImageSet]:

@@ -108,3 +108,15 @@ def test_keep_follows_the_old_schedule(run_copy):
     spe = steps[0].steps_per_epoch
     assert steps[0].lr == pytest.approx(lr_at(t.config, 2 * spe + steps[0].step_in_epoch - 1, 3 * spe, spe))
     assert t.config.restart_epoch is None
+
+
+def test_extend_schedule_is_taken_out_of_the_overrides_and_said_where_it_does_not_apply():
+    from engine.schedule import extension_overrides
+
+    stored = make_config("tiny", epochs=5, data="synthetic")
+    out, said = extension_overrides(stored, 3, 0, {"epochs": 8, "extend_schedule": "keep"})
+    assert out == {"epochs": 8} and "applies only when extending a run that finished its 5 epochs" in said
+    out, said = extension_overrides(stored, 5, 0, {"epochs": 6, "lr": 0.02, "runs_dir": None})
+    assert out == {"epochs": 6, "runs_dir": None, "restart_epoch": 5, "restart_lr": 0.02}
+    assert said.startswith("extending the run: epochs 6-6 (1 added): a new cosine from 0.02 to 0")
+    assert extension_overrides(stored, 2, 4, {"epochs": 5}) == ({"epochs": 5}, None)  # a plain resume
