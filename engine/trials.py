@@ -152,6 +152,16 @@ class Sweep:
         self.watch: Optional[_TrialWatch] = None
         self.stopping = False  # stop after the current trial (Ctrl+C, the screen's key)
         self.recovered = recover_interrupted(self.study)
+        self._bundle: Optional[tuple[str, Any]] = None  # (source, DataBundle) of the last trial
+
+    def _data(self, source: str):
+        """The trial's images, decoded once for the trials that share a source (the last one
+        is kept: a sweep over data sources decodes each as its trials come)."""
+        from .data import load_data
+
+        if self._bundle is None or self._bundle[0] != source:
+            self._bundle = (source, load_data(source))
+        return self._bundle[1]
 
     def done(self, total: int) -> int:
         return sum(1 for t in self.study.get_trials(deepcopy=False) if counted(t))
@@ -226,7 +236,8 @@ class Sweep:
             resume = None  # killed before its first checkpoint: the trial starts over in a new folder
         kwargs = dict(resume=resume, resume_overrides={"device": self.device} if self.device else {}) if resume \
             else {}
-        trainer = Trainer(None if resume else config, listeners=[watch, *self.listeners], **kwargs)
+        trainer = Trainer(None if resume else config, listeners=[watch, *self.listeners],
+                          data=self._data(config.data), **kwargs)
         watch.trainer, self.trainer, self.watch = trainer, trainer, watch
         self.on_trial("started", {"number": trial.number, "state": "running", "params": dict(trial.params)})
         try:
