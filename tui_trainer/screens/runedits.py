@@ -20,46 +20,48 @@ from .newrun import ConfirmScreen, TextPromptScreen
 class RunEdits:
     """Actions ``rename`` (f2), ``note`` (t) and ``delete`` (d) on the selected row's run."""
 
+    def _prompt(self, title: str, value: str, placeholder: str, hint: str, apply) -> None:
+        """Ask for one line; ``apply(text)`` does the engine's work (a RunDirError is shown,
+        not raised) and returns the run folder to select afterwards, or None to keep it."""
+        def chosen(text: Optional[str]) -> None:
+            if text is None:
+                return
+            try:
+                select = apply(text)
+            except RunDirError as e:
+                self.notify(str(e), severity="error", markup=False)
+                return
+            self.action_refresh(**({"select_run": select} if select else {}))
+
+        self.app.push_screen(TextPromptScreen(title, value, placeholder=placeholder, hint=hint), chosen)
+
     def action_rename(self) -> None:
         row = self.current()
         if row is None:
             return
         old = row.run
 
-        def chosen(name: Optional[str]) -> None:
-            if name is None or name.strip() == old.run_id:
-                return
-            try:
-                new = rename_run(old.path, name)
-            except RunDirError as e:
-                self.notify(str(e), severity="error", markup=False)
-                return
+        def rename(name: str) -> Optional[str]:
+            if name.strip() == old.run_id:
+                return None
+            new = rename_run(old.path, name)
             self.marked = [str(new.path) if p == old.path else p for p in self.marked]
             self.notify(f"renamed {old.run_id} to {new.run_id}", timeout=3, markup=False)
-            self.action_refresh(select_run=str(new.path))
+            return str(new.path)
 
-        self.app.push_screen(TextPromptScreen(f"Rename {old.run_id}", old.run_id, placeholder="a new name",
-                                              hint="letters, digits, - _ ."), chosen)
+        self._prompt(f"Rename {old.run_id}", old.run_id, "a new name", "letters, digits, - _ .", rename)
 
     def action_note(self) -> None:
-
         row = self.current()
         if row is None:
             return
         run = row.run
 
-        def chosen(note: Optional[str]) -> None:
-            if note is None:
-                return
-            try:
-                run.run_dir.write_note(note)
-            except RunDirError as e:
-                self.notify(str(e), severity="error", markup=False)
-                return
-            self.action_refresh()
+        def note(text: str) -> None:
+            run.run_dir.write_note(text)
 
-        self.app.push_screen(TextPromptScreen(f"Note on {run.run_id}", run.note, placeholder="e.g. baseline, lr 0.1",
-                                              hint="one line, stored in the run folder; blank removes it"), chosen)
+        self._prompt(f"Note on {run.run_id}", run.note, "e.g. baseline, lr 0.1",
+                     "one line, stored in the run folder; blank removes it", note)
 
     def action_delete(self) -> None:
         row = self.current()
