@@ -60,7 +60,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from engine.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
-from engine.files import TEMP_MARK, atomic_write_json, read_json_dict  # noqa: E402
+from engine.files import TEMP_MARK, atomic_write_json  # noqa: E402
+from engine.safeio import read_json_dict  # noqa: E402
 from engine.rundir import RunDir, read_metrics  # noqa: E402
 from engine.runs import complete_result  # noqa: E402
 
