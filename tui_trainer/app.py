@@ -391,7 +391,7 @@ def _print_summary(session: LiveSource) -> None:
     finished = session.finished or getattr(session.trainer, "result", None)
     if isinstance(finished, ev.RunFinished):
         print_summary(Console(highlight=False, soft_wrap=True), finished, str(session.run_dir or "") or None,
-                      session.best, resume="cifar-tui train --resume")
+                      session.best, resume="cifar-tui train --resume", params=session.params)
 
 
 def run_start_app(runs_dir: str | None = None) -> int:

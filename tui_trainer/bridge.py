@@ -117,6 +117,7 @@ class LiveSource:
         self.outcome: Optional[str] = None  # RunFinished's outcome, or "abandoned"
         self.run_dir: Optional[Path] = None
         self.best: Optional[ev.CheckpointSaved] = None  # the last best.pt written (for the summary on leaving)
+        self.params: Optional[int] = None  # the trainable parameter count (for the summary on leaving)
         self.finished: Optional[ev.RunFinished] = None
         self.worker: Any = None
         self._pending: list[ev.Command] = []
@@ -216,6 +217,7 @@ class LiveSource:
         for e in events:
             if isinstance(e, ev.RunStarted) and e.run_dir:
                 self.run_dir = Path(e.run_dir)
+                self.params = e.params
             elif isinstance(e, ev.CheckpointSaved) and e.kind == "best":
                 self.best = e
             elif isinstance(e, ev.RunFinished):

@@ -102,6 +102,7 @@ class HeadlessRenderer:
         self.steps_per_epoch = 0
         self.run_dir: Optional[str] = None
         self.best: Optional[ev.CheckpointSaved] = None
+        self.params: Optional[int] = None
         self.finished: Optional[ev.RunFinished] = None
         self.started = False
 
@@ -149,6 +150,7 @@ class HeadlessRenderer:
 
     def _on_started(self, e: ev.RunStarted) -> None:
         self.run_dir = e.run_dir
+        self.params = e.params
         self.epochs = int(e.config.get("epochs", 0))
         self.start_epoch = e.start_epoch
         self.steps_per_epoch = e.steps_per_epoch
@@ -174,7 +176,7 @@ class HeadlessRenderer:
 
     def summary(self) -> None:
         """After the run: what happened, where things are, how to go on."""
-        print_summary(self.console, self.finished, self.run_dir, self.best)
+        print_summary(self.console, self.finished, self.run_dir, self.best, params=self.params)
 
 
 class _QuietRenderer(HeadlessRenderer):

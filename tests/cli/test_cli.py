@@ -123,3 +123,17 @@ def test_sizes_are_short():
     from tui_trainer.formatting import format_size
 
     assert [format_size(n) for n in (512, 9_728, 722_000, 2_600_000)] == ["512B", "9.5K", "705K", "2.5M"]
+
+
+def test_headless_end_says_parameters_val_and_test_accuracy_and_stores_the_evaluation(tmp_path):
+    from engine.runs import latest_evaluation
+
+    r = invoke("--no-ui", "train", *SMALL, "--epochs", "1", "--runs-dir", str(tmp_path / "r"))
+    assert r.exit_code == 0, r.output
+    (run,) = list((tmp_path / "r").iterdir())
+    params = json.loads((run / "config.json").read_text())["model"]["params"]
+    assert f"parameters:      {params:,} trainable" in r.output
+    assert "(val acc " in r.output
+    assert "test accuracy:   " in r.output and "synthetic:test" in r.output, r.output
+    stored = latest_evaluation(run / "checkpoints" / "best.pt")
+    assert stored is not None and stored.accuracy is not None
