@@ -107,6 +107,10 @@ class StepDone(Event):
     step_in_epoch: int = 0
     steps_per_epoch: int = 0
     train_acc: float = 0.0
+    # the running accuracy on each image's larger share (its own label when mixup is off, so
+    # then equal to ``train_acc``; with mixup ``train_acc`` is the accuracy on mixed images).
+    # None: not recorded (files written before it)
+    train_acc_major: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,8 @@ class EpochDone(Event):
     best_epoch: Optional[int] = None
     # of ``seconds``, those spent validating (None: not recorded, files written before it)
     val_seconds: Optional[float] = None
+    # as StepDone's: the accuracy on each image's larger share (None: files written before it)
+    train_acc_major: Optional[float] = None
 
 
 @dataclass(frozen=True)

@@ -67,9 +67,11 @@ class _Epoch:
     mixup: bool
     loss_sum: torch.Tensor
     correct: torch.Tensor
+    major: torch.Tensor  # right on the label of each image's larger share (mixup: lam >= 0.5 its own)
     seen: int = 0
     g_loss: float = 0.0
     g_correct: float = 0.0
+    g_major: float = 0.0
     g_seen: float = 0.0
     win_t: float = field(default_factory=time.perf_counter)
     win_seen: float = 0.0
@@ -287,7 +289,7 @@ class Trainer:
         self._emit(ev.EpochStarted(epoch=epoch, epochs=cfg.epochs, steps=s.steps_per_epoch, mixup=mixup,
                                    mixup_source="schedule" if p.mixup_override is None else "user"))
         e = _Epoch(epoch, s.steps_per_epoch, mixup, torch.zeros((), device=s.device),
-                   torch.zeros((), device=s.device), size=s.size_at(epoch))
+                   torch.zeros((), device=s.device), torch.zeros((), device=s.device), size=s.size_at(epoch))
         step, p.first_step = p.first_step, 0
         while step < e.steps:
             self._ckpt.collect()
@@ -352,8 +354,11 @@ class Trainer:
             pred = out.argmax(1)
             if e.mixup:
                 e.correct += lam * (pred == yb).sum() + (1.0 - lam) * (pred == yb2).sum()
+                e.major += (pred == (yb if lam >= 0.5 else yb2)).sum()
             else:
-                e.correct += (pred == yb).sum()
+                right = (pred == yb).sum()
+                e.correct += right
+                e.major += right
             e.loss_sum += loss.detach().float() * (hi - lo)
         e.seen += hi - lo
         p.global_step += 1
@@ -363,12 +368,12 @@ class Trainer:
         collective besides DDP's) and announce StepDone. Returns True if every rank agreed
         to stop. Raises TrainingError on a non-finite loss."""
         p, st = self._progress, self._steer
-        sums = torch.stack([e.loss_sum.float(), e.correct.float()])
+        sums = torch.stack([e.loss_sum.float(), e.correct.float(), e.major.float()])
         if s.dist.enabled:  # the images seen and the stop flag travel with the sums (one collective)
             flags = torch.tensor([float(e.seen), 1.0 if st.stopping else 0.0]).to(s.device, non_blocking=True)
-            e.g_loss, e.g_correct, e.g_seen, g_stop = s.dist.all_sum(torch.cat([sums, flags])).tolist()
+            e.g_loss, e.g_correct, e.g_major, e.g_seen, g_stop = s.dist.all_sum(torch.cat([sums, flags])).tolist()
         else:  # one device-to-host read, nothing copied to the device
-            (e.g_loss, e.g_correct), e.g_seen, g_stop = sums.tolist(), float(e.seen), 0.0
+            (e.g_loss, e.g_correct, e.g_major), e.g_seen, g_stop = sums.tolist(), float(e.seen), 0.0
         mean_loss = e.g_loss / max(1.0, e.g_seen)
         lr = s.lr(p.global_step - 1, p.lr_scale)
         if not math.isfinite(mean_loss):
@@ -380,6 +385,7 @@ class Trainer:
         self._emit(ev.StepDone(
             epoch=e.number, step=p.global_step, loss=mean_loss, lr=lr, images_per_s=ips, step_in_epoch=step,
             steps_per_epoch=e.steps, train_acc=e.g_correct / max(1.0, e.g_seen),
+            train_acc_major=e.g_major / max(1.0, e.g_seen),
         ))
         if s.dist.enabled and g_stop > 0:
             if not st.stopping:
@@ -410,7 +416,7 @@ class Trainer:
         record = ev.EpochDone(
             epoch=e.number, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss, val_acc=val_acc,
             seconds=seconds, lr=lr, mixup=e.mixup, best_val_acc=p.best_acc, best_epoch=p.best_epoch,
-            val_seconds=val_seconds,
+            val_seconds=val_seconds, train_acc_major=e.g_major / max(1.0, e.g_seen),
         )
         p.history.append(record)
         p.epochs_done = e.number

@@ -127,7 +127,11 @@ class HeadlessRenderer:
                 done = (e.epoch - 1 - self.start_epoch) * self.steps_per_epoch + e.step_in_epoch
                 self.progress.update(self.run_task, completed=done)
         elif isinstance(e, ev.EpochDone):
-            self.say(f"epoch {e.epoch:>3}/{self.epochs}  train {e.train_loss:.4f} {_pct(e.train_acc)}  "
+            acc = _pct(e.train_acc)
+            if e.mixup:  # the accuracy on mixed images, and on each image's larger share where recorded
+                major = "" if e.train_acc_major is None else f" larger share {_pct(e.train_acc_major)}"
+                acc = f"acc (mixed) {acc}{major}"
+            self.say(f"epoch {e.epoch:>3}/{self.epochs}  train {e.train_loss:.4f} {acc}  "
                      f"val {_num(e.val_loss)} {_pct(e.val_acc)}  lr {e.lr:.2e}  "
                      f"mixup {'on ' if e.mixup else 'off'} {e.seconds:6.1f}s")
         elif isinstance(e, ev.CheckpointSaved):
@@ -162,7 +166,7 @@ class HeadlessRenderer:
         if e.resumed_from:
             self.say(f"  from {e.resumed_from} (epoch {e.start_epoch} done)")
         self.say(f"  run folder: {e.run_dir}")
-        self.say(("epoch summaries: train loss acc | validation loss acc | learning rate | mixup | seconds", "dim"))
+        self.say(("epoch summaries: train loss acc (mixed: on mixed images) | validation loss acc | learning rate | mixup | seconds", "dim"))
         if not self.started:
             self.progress.start()
             self.started = True

@@ -461,3 +461,18 @@ def test_a_steered_lr_survives_a_resume_bit_for_bit(small, tmp_path):
                                                                if e.step > 5]  # the scaled schedule goes on
     info = json.loads((resumed.run_dir / "config.json").read_text())
     assert info["resumes"][-1]["lr_scale"] == pytest.approx(0.03 / straight.config.lr)
+
+
+def test_larger_share_accuracy_equals_plain_accuracy_without_mixup_and_is_recorded_with_it(small):
+    seen, listen = collect()
+    assert Trainer(small(epochs=1, mixup=False), listeners=[listen]).run() == "completed"
+    steps, (epoch,) = of(seen, ev.StepDone), of(seen, ev.EpochDone)
+    assert steps and all(s.train_acc_major == pytest.approx(s.train_acc) for s in steps)
+    assert epoch.train_acc_major == pytest.approx(epoch.train_acc)
+    trainer, seen = scripted(small(epochs=1, mixup=False), at={1: ev.SetMixup(True)})
+    assert trainer.run() == "completed"
+    (epoch,) = of(seen, ev.EpochDone)
+    assert epoch.mixup and epoch.train_acc_major is not None and 0.0 <= epoch.train_acc_major <= 1.0
+    # a record written before the field reads back with None
+    old = {k: v for k, v in ev.epoch_record_to_dict(epoch).items() if k != "train_acc_major"}
+    assert ev.epoch_record_from_dict(old).train_acc_major is None

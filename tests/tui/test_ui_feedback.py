@@ -310,3 +310,27 @@ def test_the_theme_is_remembered(tmp_path):
     assert run(second()) == "nord"
     settings_path().write_text("{not json")  # a damaged file: the default theme, no error
     assert run(second()) == "textual-dark"
+
+
+def test_with_mixup_the_training_accuracy_is_labelled_mixed():
+    from rich.console import Console
+
+    from tui_trainer.headless import HeadlessRenderer
+    from tui_trainer.widgets.plots import AccuracyPlot
+    from tui_trainer.widgets.status import StatusPanel
+
+    def epoch_line(mixup):
+        c = Console(record=True, width=200)
+        r = HeadlessRenderer(c)
+        r.handle(ev.EpochDone(epoch=1, train_loss=1.0, train_acc=0.4, val_loss=1.0, val_acc=0.5, seconds=1.0,
+                              mixup=mixup, train_acc_major=0.6))
+        return c.export_text()
+
+    assert "acc (mixed) 40.00% larger share 60.00%" in epoch_line(True)
+    assert "mixed" not in epoch_line(False) and "larger share" not in epoch_line(False)
+    st = RunState(clock=lambda: 0.0)
+    for on in (True, False):
+        st.mixup = on
+        rows = dict((a, b.plain if hasattr(b, "plain") else b) for a, b in StatusPanel.rows(st))
+        assert ("train acc on mixed images" in rows["Mixup"]) is on
+    assert AccuracyPlot.MIXED_SERIES[0][:2] == ("train (on mixed images)", "train (mixed)")

@@ -299,10 +299,19 @@ class LossPlot(_Plot):
 class AccuracyPlot(_Plot):
     TITLE, SHORT_TITLE = "Accuracy %", "Acc %"
     SERIES = (("train", "train", TRAIN_EPOCH, EPOCH_MARK), ("val", "val", VAL, VAL_MARK))
+    # with mixup the training accuracy is the accuracy on mixed images: the legend says so
+    MIXED_SERIES = (("train (on mixed images)", "train (mixed)", TRAIN_EPOCH, EPOCH_MARK), ("val", "val", VAL, VAL_MARK))
     DEPENDS = "epochs"
+    LEGEND_WATCH = ("note", "mixed")
+
+    mixed: var[bool] = var(False, init=False)
+    """Whether an epoch drawn trained with mixup (its training accuracy is on mixed images)."""
 
     def draw(self, state: RunState) -> None:
         self._begin()
+        mixed = any(h.mixup for h in state.history)
+        self.SERIES = self.MIXED_SERIES if mixed else AccuracyPlot.SERIES
+        self.mixed = mixed
         ex = [h.epoch for h in state.history]
         ta = [100.0 * h.train_acc for h in state.history]
         vx = [h.epoch for h in state.history if h.val_acc is not None]

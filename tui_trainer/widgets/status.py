@@ -201,6 +201,8 @@ class StatusPanel(Panel):
         else:
             mix = Text("on" if state.mixup else "off", style="bold" if state.mixup else "")
             mix.append(" (your override)" if state.mixup_source == "user" else " (schedule)", style="dim")
+            if state.mixup:
+                mix.append(" · train acc on mixed images", style="dim")
         rows.append(("Mixup", mix))
         if state.best_val_acc is not None:
             best = Text(fmt_pct(state.best_val_acc), style="bold")
