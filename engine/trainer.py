@@ -41,6 +41,7 @@ from . import events as ev
 from .checkpoint import CheckpointError, first_line
 from .checkpointing import Checkpointer
 from .compiled import warm_up
+from .cpupace import CpuPace
 from .config import ConfigError, TrainConfig
 from .augment import make_epoch_plan, mixup_permutation
 from .data import DataBundle, DataError
@@ -113,6 +114,7 @@ class Trainer:
         self._writer: Optional[MetricsWriter] = None
         self._early: list[ev.Event] = []  # events before the metrics file exists
         self._channel: Optional[control.ControlChannel] = None  # commands from other processes (rank 0)
+        self._pace: Optional[CpuPace] = None  # a GPU recipe on a CPU: times its first steps, warns once
         self._reason = ""
         self._b = Builder(config, resume=resume, overrides=dict(resume_overrides or {}), data=data, run_dir=run_dir,
                           emit=self._emit)
@@ -250,6 +252,8 @@ class Trainer:
         self._announce(s)
         s.model.train()
         warm_up(s, p.epochs_done + 1, self._emit)
+        self._pace = CpuPace.for_run(s.cfg.preset, s.cfg.width, s.device.type, s.steps_per_epoch,
+                                     s.cfg.epochs - p.epochs_done, self._warn) if s.dist.rank == 0 else None
         self._ckpt.start_clock()
         for epoch in range(p.epochs_done + 1, s.cfg.epochs + 1):
             e = self._train_epoch(s, epoch)
@@ -300,6 +304,8 @@ class Trainer:
                     return None
             self._step(s, e, plan, step)
             step += 1
+            if self._pace is not None and self._pace.stepped():
+                self._pace = None
             if s.log_due(step, e.steps, e.last_log) and self._log(s, e, step) and step < e.steps:
                 p.stopped_at = (epoch, step)  # torchrun: every rank agreed to stop
                 return None

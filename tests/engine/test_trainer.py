@@ -476,3 +476,22 @@ def test_larger_share_accuracy_equals_plain_accuracy_without_mixup_and_is_record
     # a record written before the field reads back with None
     old = {k: v for k, v in ev.epoch_record_to_dict(epoch).items() if k != "train_acc_major"}
     assert ev.epoch_record_from_dict(old).train_acc_major is None
+
+
+def test_a_gpu_recipe_on_a_cpu_warns_with_the_measured_time_and_trains_on(small, monkeypatch):
+    from engine import cpupace
+
+    monkeypatch.setattr(cpupace, "GPU_RECIPES", ("tiny",))
+    monkeypatch.setattr(cpupace, "GPU_WIDTH", 0.1)  # the tiny test network looks like a GPU recipe
+    seen, listen = collect()
+    assert Trainer(small(epochs=2), listeners=[listen]).run() == "completed"
+    (w,) = [e.message for e in of(seen, ev.Warning) if "meant for a GPU" in e.message]
+    assert "the tiny recipe at width 0.125 is meant for a GPU and runs on the CPU here: about " in w
+    assert "an epoch and " in w and "for the 2 epochs (measured on the first 5 steps)" in w
+    assert "--width 0.25 or --preset tiny" in w
+    said = next(i for i, e in enumerate(seen) if isinstance(e, ev.Warning) and "meant for a GPU" in e.message)
+    assert said < next(i for i, e in enumerate(seen) if isinstance(e, ev.EpochDone))  # during the first epoch
+    monkeypatch.setattr(cpupace, "GPU_WIDTH", 0.5)
+    seen, listen = collect()
+    assert Trainer(small(epochs=1), listeners=[listen]).run() == "completed"  # width under the threshold
+    assert not [e for e in of(seen, ev.Warning) if "meant for a GPU" in e.message]
