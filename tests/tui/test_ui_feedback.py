@@ -334,3 +334,23 @@ def test_with_mixup_the_training_accuracy_is_labelled_mixed():
         rows = dict((a, b.plain if hasattr(b, "plain") else b) for a, b in StatusPanel.rows(st))
         assert ("train acc on mixed images" in rows["Mixup"]) is on
     assert AccuracyPlot.MIXED_SERIES[0][:2] == ("train (on mixed images)", "train (mixed)")
+
+
+def test_the_end_summary_without_a_test_split_gives_the_commands_that_evaluate(monkeypatch):
+    from rich.console import Console
+
+    import engine.evaluate
+    from engine.data import DataError
+    from tui_trainer.summary import print_summary
+
+    def no_test_split(path, *a, **k):
+        raise DataError("/data/pets has no test split (a test/<class>/ folder)")
+
+    monkeypatch.setattr(engine.evaluate, "evaluate_checkpoint", no_test_split)
+    c = Console(record=True, width=400)
+    best = ev.CheckpointSaved(path="/runs/r1/checkpoints/best.pt", epoch=2, kind="best", val_acc=0.5)
+    print_summary(c, ev.RunFinished(outcome="completed", reason="done"), "/runs/r1", best, params=1234)
+    out = c.export_text()
+    assert "parameters:      1,234 trainable" in out and "(val acc 50.00% at epoch 2)" in out
+    assert "test accuracy:   not evaluated (/data/pets has no test split" in out
+    assert "`cifar-tui eval /runs/r1 --data PATH`" in out and "`cifar-tui eval /runs/r1 --split val`" in out
