@@ -354,3 +354,25 @@ def test_the_end_summary_without_a_test_split_gives_the_commands_that_evaluate(m
     assert "parameters:      1,234 trainable" in out and "(val acc 50.00% at epoch 2)" in out
     assert "test accuracy:   not evaluated (/data/pets has no test split" in out
     assert "`cifar-tui eval /runs/r1 --data PATH`" in out and "`cifar-tui eval /runs/r1 --split val`" in out
+
+
+def test_the_dashboards_end_summary_says_the_parameters_and_the_test_accuracy(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    import engine.evaluate
+    from tui_trainer.app import _print_summary
+    from tui_trainer.bridge import LiveSource
+
+    def evaluated(path, *a, **k):
+        return SimpleNamespace(result=SimpleNamespace(accuracy=0.625), source="synthetic:test")
+
+    monkeypatch.setattr(engine.evaluate, "evaluate_checkpoint", evaluated)
+    session = LiveSource()
+    for e in (ev.RunStarted(config={}, run_dir="/runs/r1", device="cpu", params=4321),
+              ev.CheckpointSaved(path="/runs/r1/checkpoints/best.pt", epoch=1, kind="best", val_acc=0.5),
+              ev.RunFinished(outcome="completed", reason="done")):
+        session.queue.put(e)
+    _print_summary(session)
+    out = capsys.readouterr().out
+    assert "parameters:      4,321 trainable" in out and "(val acc 50.00% at epoch 1)" in out
+    assert "test accuracy:   62.50%  (best checkpoint on synthetic:test; stored beside it)" in out
