@@ -236,6 +236,10 @@ def eval_images(source: Optional[str], ckpt: dict, split: str = "test"):
     return images, f"{bundle.source}:{split}", bundle
 
 
+def _val_settings(cfg: dict) -> dict:
+    return {"val_size": cfg.get("val_size"), "subset": cfg.get("subset"), "seed": cfg.get("seed", 0)}
+
+
 def _val_images(bundle, cfg: dict):
     """The validation images the run held out of ``bundle``'s training images: the same
     seeded, stratified split (:func:`engine.data.split_indices`) with the run's settings."""
@@ -283,8 +287,10 @@ def evaluate_checkpoint(
     split: str = "test",
 ) -> CheckpointEvaluation:
     """Evaluate a checkpoint on labelled test images (``split`` "val": the run's validation
-    images, see :func:`eval_images`); store a test result beside it, tied to the exact file
-    evaluated (a validation result is not stored: stored results are shown as test accuracy)."""
+    images, see :func:`eval_images`); store the result beside it, tied to the exact file
+    evaluated, under its source and split (``synthetic:test``, ``synthetic:val``: one split's
+    result never replaces the other's, and a validation result is never shown as a test
+    accuracy)."""
     from .runs import store_evaluation
 
     ckpt, model, dev, fingerprint = _inference_model(path, device)
@@ -294,9 +300,12 @@ def evaluate_checkpoint(
     r = evaluate(model, images.x, images.y, len(classes), dev, batch_size=batch_size, progress=progress, tta_flip=tta,
                  tta_translate=shift)
     out = CheckpointEvaluation(ckpt["path"], ckpt.get("epoch"), described, classes, r, images, list(bundle.notes))
-    if store and split != "val":
+    if store:
+        # (a validation result keeps how the run split its images: the gallery finds them again)
+        extra = {"val_split": _val_settings(ckpt["config"])} if split == "val" else {}
         try:
-            store_evaluation(ckpt["path"], described, {**out.to_dict(), **stored_predictions(r)}, fingerprint)
+            store_evaluation(ckpt["path"], described, {**out.to_dict(), **stored_predictions(r), **extra},
+                             fingerprint)
         except OSError:
             out.notes.append("could not store the result beside the checkpoint (read-only folder?)")
     return out
@@ -324,7 +333,10 @@ def gallery_from_stored(result: dict[str, Any]):
         raise DataError("this stored result has no predictions; press e to evaluate again")
     source, _, split = described.rpartition(":")
     bundle = load_data(source or described, download=False)
-    images = bundle.train if split == "all" else bundle.test
+    if split == "val":  # the run's validation images, split again as the run split them
+        images = _val_images(bundle, result.get("val_split") if isinstance(result.get("val_split"), dict) else {})
+    else:
+        images = bundle.train if split == "all" else bundle.test
     if images is None or len(images) != len(preds) or len(conf) != len(preds):
         raise DataError(f"{source} is not the data this result was computed on any more; press e to evaluate again")
     remap, note = match_classes(bundle.classes, classes, bundle.source)

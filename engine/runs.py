@@ -109,6 +109,17 @@ class StoredEval:
     result: dict[str, Any] = field(repr=False, default_factory=dict)
     has_predictions: bool = False
 
+    @property
+    def split(self) -> str:
+        """"val" for a result on the run's validation images, else "test" (a test split, or
+        all the images of a folder of class folders)."""
+        return eval_split(self.source)
+
+
+def eval_split(source: str) -> str:
+    """Which split a stored evaluation's source ("synthetic:val", "/data/x.zip:test") is of."""
+    return "val" if source.endswith(":val") else "test"
+
 
 def _read_dict(path: Path, damage: Optional[list[str]] = None) -> dict[str, Any]:
     """A JSON object of a run folder (``{}`` when missing or not an object); a file that
@@ -174,8 +185,11 @@ def complete_result(res: Any) -> bool:
     return isinstance(notes, list) and all(isinstance(x, str) for x in notes)
 
 
-def latest_evaluation(checkpoint: str | Path, *, include_stale: bool = False) -> Optional[StoredEval]:
-    evals = [e for e in read_evaluations(checkpoint) if include_stale or not e.stale]
+def latest_evaluation(checkpoint: str | Path, *, include_stale: bool = False,
+                      split: Optional[str] = None) -> Optional[StoredEval]:
+    """The newest stored evaluation of a checkpoint (``split``: of that split only)."""
+    evals = [e for e in read_evaluations(checkpoint) if (include_stale or not e.stale)
+             and (split is None or e.split == split)]
     return evals[-1] if evals else None
 
 
@@ -348,14 +362,14 @@ def _checkpoint_info(p: Path, damage: list[str]) -> Optional[CheckpointInfo]:
         return None
     summary = _read_dict(RunDir.summary_path(p), damage)
     evals = read_evaluations(p, damage)
-    fresh = [e for e in evals if not e.stale and e.accuracy is not None]
-    test = fresh[-1] if fresh else None
+    fresh = [e for e in evals if not e.stale and e.accuracy is not None and e.split == "test"]
+    test = fresh[-1] if fresh else None  # (a result on the validation images is not a test accuracy)
     return CheckpointInfo(
         name=p.name, path=str(p), kind=_str(summary.get("kind")) or "", epoch=_int(summary.get("epoch")),
         step_in_epoch=_int(summary.get("step_in_epoch")) or 0, global_step=_int(summary.get("global_step")),
         val_acc=_num(summary.get("val_acc")), size=st.st_size, mtime=st.st_mtime,
         test_acc=test.accuracy if test else None, test_source=test.source if test else None,
-        test_stale=test is None and any(e.stale for e in evals),
+        test_stale=test is None and any(e.stale and e.split == "test" for e in evals),
     )
 
 

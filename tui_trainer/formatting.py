@@ -20,6 +20,16 @@ def format_size(n: float) -> str:
     return f"{n:.0f}G"  # pragma: no cover
 
 
+def fmt_mib(n: float) -> str:
+    """A number of bytes in MiB: "14.25 MiB"."""
+    return f"{n / 2**20:,.2f} MiB"
+
+
+def fmt_flops(n: float) -> str:
+    """A FLOP count in a few characters: "1.75 GFLOPs", "7.0 MFLOPs"."""
+    return f"{n / 1e9:,.2f} GFLOPs" if n >= 1e9 else f"{n / 1e6:,.1f} MFLOPs"
+
+
 def fmt_pct(v: Optional[float], digits: int = 1, missing: str = "-", sign: bool = True) -> str:
     """A fraction as a percentage: 0.8734 -> "87.3%" (``sign=False``: "87.3"); None or NaN -> ``missing``."""
     if v is None or v != v:

@@ -18,6 +18,7 @@ import typer
 from engine.shape import DEFAULT_MAX_PARAMS, NetShape, ShapeError
 
 from .cliargs import one_line
+from .formatting import fmt_mib
 
 # The shape options, shared by `model` and `train` (one definition each).
 BLOCKS_HELP = "Residual blocks per stage, e.g. 4,3,2,3 (1 to 6 stages)."
@@ -40,10 +41,6 @@ def shape_from_options(blocks: Optional[str], channels: Optional[str], strides: 
     except ShapeError as e:
         typer.echo(f"error: {one_line(e)}", err=True)
         raise typer.Exit(2) from None
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:,.2f} MiB"
 
 
 def model(
@@ -74,11 +71,11 @@ def model(
     for x in summary["layers"]:
         out = f"{x['channels']}" if x["name"] == "head" else f"{x['channels']}x{x['size']}x{x['size']}"
         t.add_row(x["name"], str(x["blocks"]), out, f"{x['params']:,}", f"{x['flops'] / 1e6:,.1f}",
-                  _mib(x["activation_bytes"]))
+                  fmt_mib(x["activation_bytes"]))
     con.print(t)
     con.print(f"trainable parameters  {summary['params']:,}")
     con.print(f"forward FLOPs         {summary['flops'] / 1e9:,.3f} G per 32x32 image")
-    con.print(f"activation memory     {_mib(summary['activation_bytes'])} per training image (fp32)")
+    con.print(f"activation memory     {fmt_mib(summary['activation_bytes'])} per training image (fp32)")
     style = "green" if summary["within_budget"] else "bold red"
     con.print(f"budget                [{style}]{summary['budget']}[/]")
     raise typer.Exit(0 if summary["within_budget"] else 1)

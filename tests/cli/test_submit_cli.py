@@ -106,7 +106,13 @@ def test_eval_on_the_runs_validation_split(run_copy):
     assert r.exit_code == 0, r.output
     res = json.loads(r.output)
     assert res["images"] == 200 and res["data_source"] == "synthetic:val"  # the run's --val-size 200
-    assert not (finished_run / "checkpoints" / "best.eval.json").exists()  # not stored as a test result
+    # stored under its own split, never as the checkpoint's test accuracy
+    from engine.runs import latest_evaluation, read_run
+
+    assert latest_evaluation(finished_run / "checkpoints" / "best.pt", split="val").source == "synthetic:val"
+    assert latest_evaluation(finished_run / "checkpoints" / "best.pt", split="test") is None
+    best = next(c for c in read_run(finished_run).checkpoints if c.name == "best.pt")
+    assert best.test_acc is None and not best.test_stale
     assert "choose test or val" in error_line(invoke("eval", finished_run, "--split", "train"), 2)
 
 

@@ -22,6 +22,7 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Input, Static, TabbedContent, TabPane
 
 from engine.runs import CheckpointInfo, RunSummary
+from engine.shape import NetShape
 
 from ..formatting import fmt_pct, format_size
 from ..messages import StartRun
@@ -89,8 +90,9 @@ def run_info(row: Row) -> Text:
         text.append(f"{run.note}\n", style="italic")
     status = f"damaged: {run.reason}" if run.status == "damaged" else run.status
     text.append(f"run {run.run_id} ({status})  created {run.created or '?'}  device {run.device or '?'}\n")
-    if run.params is not None:
-        text.append(f"model SEResNet width {run.width}, {run.params:,} parameters\n")
+    if run.params is not None or run.shape is not None:
+        net = NetShape.from_record(run.shape).describe() if run.shape is not None else f"width {run.width}"
+        text.append(f"model SEResNet {net}" + (f", {run.params:,} parameters\n" if run.params is not None else "\n"))
     if run.data:
         text.append(f"data {run.data}: {run.train_images or '?'} train / {run.val_images or '?'} val / "
                     f"{run.test_images or '?'} test images\n")
@@ -280,6 +282,8 @@ class BrowserScreen(RunEdits, Screen):
         if row is None:
             return
         self.query_one("#run-info", Static).update(run_info(row))
+        if row.run.test_images == 0 and show_eval:  # data without a test split: its validation images
+            self.evaluation.choose_split("val")
         if show_eval:  # a stored evaluation is shown without recomputing
             self.evaluation.show_checkpoint(row.path)
 

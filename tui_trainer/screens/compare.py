@@ -1,5 +1,6 @@
 """Compare runs: their validation accuracy and loss per epoch overlaid (one colour and
-one marker per run, a legend with the run ids), and the settings that differ.
+one marker per run, a legend with the run ids), their parameter counts, and the network
+shapes and settings that differ.
 
 The curves come from each run's ``metrics.jsonl`` (:func:`engine.export.read_history`,
 no torch), read in a thread worker so that long histories do not block the screen.
@@ -41,6 +42,28 @@ def differing_settings(runs: Sequence[RunSummary]) -> list[tuple[str, list[Any]]
         if any(v != values[0] for v in values[1:]):
             out.append((k, values))
     return out
+
+
+SHAPE_KEYS = ("blocks", "channels", "strides", "stem_channels", "se", "se_reduction", "width")
+
+
+def _shape_value(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return ",".join(str(x) for x in v)
+    return "?" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def shape_rows(runs: Sequence[RunSummary]) -> list[tuple[str, list[str]]]:
+    """The trainable parameters of each run (always), then each setting of the network's
+    shape whose value is not the same in every run (a run written before shapes were
+    settings has the report's network at its width)."""
+    rows = [("params", [f"{r.params:,}" if r.params is not None else "?" for r in runs])]
+    shapes = [r.shape or {} for r in runs]
+    for key in SHAPE_KEYS:
+        values = [s.get(key) for s in shapes]
+        if any(v != values[0] for v in values[1:]):
+            rows.append((key, [_shape_value(v) for v in values]))
+    return rows
 
 
 class CompareRunsPlot(PlotextPlot):
@@ -145,7 +168,9 @@ class CompareScreen(Screen):
         table.add_row(Text("epochs done"), *[Text(f"{r.epochs_done}/{r.epochs or '?'}") for r in self.runs])
         table.add_row(Text("best val"), *[Text(f"{fmt_pct(r.best_val_acc)} (epoch {r.best_epoch})"
                                                if r.best_val_acc is not None else "-") for r in self.runs])
-        diffs = differing_settings(self.runs)
+        for key, cells in shape_rows(self.runs):
+            table.add_row(Text(key, style="bold" if key == "params" else ""), *[Text(c) for c in cells])
+        diffs = [(k, v) for k, v in differing_settings(self.runs) if k not in SHAPE_KEYS]
         for key, values in diffs:
             table.add_row(Text(key), *[Text(str(v)) for v in values])
         if not diffs:

@@ -34,7 +34,7 @@ class NewRunScreen(ModalScreen[Optional[TrainConfig]]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield RunForm(self.runs_dir, base=self.base, id="form")
+            yield RunForm(self.runs_dir, base=self.base, shape_open=True, id="form")
             yield Static(Text("enter or the button starts it; esc cancels", style="dim"), classes="dialog-hint")
 
     def on_mount(self) -> None:
@@ -96,6 +96,7 @@ class ExtendRunScreen(ModalScreen[Optional[dict]]):
         with Vertical(id="dialog"):
             yield Static(Text.assemble(("Extend ", "bold"), (self.run_id, "bold"),
                                        f": it has done {self.done} of {self.planned or '?'} epochs."), id="extend-what")
+            yield Static(network_line(self.stored), id="extend-shape")
             with Grid(id="extend-grid"):
                 yield Label("Epochs")
                 yield Input(value=str(max(self.done + 1, 2 * (self.planned or self.done))), id="x-epochs", compact=True)
@@ -157,6 +158,18 @@ class ExtendRunScreen(ModalScreen[Optional[dict]]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+def network_line(config: Optional[TrainConfig]) -> Text:
+    """The network a resumed run keeps, in one line, and that a resume cannot change it."""
+    text = Text("network ", style="bold")
+    if config is None:
+        text.append("unknown (the run's settings are unreadable)")
+    else:
+        shape = config.net_shape()
+        text.append(f"{shape.describe()}, {shape.params():,} parameters")
+    text.append("; a resumed run keeps its network (n in the browser starts a new run with another)", style="dim")
+    return text
 
 
 def _config_of(config: Optional[dict]) -> Optional[TrainConfig]:

@@ -14,12 +14,12 @@ from typing import Any, Callable, Optional, Sequence
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
-from textual.widgets import Button, Input, ProgressBar, Static
+from textual.widgets import Button, Input, ProgressBar, Select, Static
 
-from engine.runs import complete_result, latest_evaluation
+from engine.runs import complete_result, eval_split, latest_evaluation
 
 from ..formatting import fmt_pct
 
@@ -268,15 +268,23 @@ class Gallery(VerticalScroll):
         self.show_note(f"The stored predictions cannot be shown: {message}")
 
 
+# the evaluation pane's choice of images: a test split, or the run's held-out validation
+# images (for data without a test split, such as a training-only zip)
+SPLIT_CHOICES = [("test split", "test"), ("validation images", "val")]
+SPLIT_WORDS = {"test": "the test split", "val": "the run's validation images"}
+
+
 class EvaluationPane(Vertical):
-    """The Evaluation tab: which test data, a progress bar, the result and its confusion
-    matrix. It evaluates in its own thread worker; ``on_evaluated(path, evaluation)`` is
-    called when a fresh result is shown (the engine stores it beside the checkpoint;
-    ``evaluation`` is an :class:`engine.evaluate.CheckpointEvaluation`)."""
+    """The Evaluation tab: which data (a test split, or the run's validation images), a
+    progress bar, the result and its confusion matrix. It evaluates in its own thread
+    worker; ``on_evaluated(path, evaluation)`` is called when a fresh result is shown (the
+    engine stores it beside the checkpoint, each split's apart; ``evaluation`` is an
+    :class:`engine.evaluate.CheckpointEvaluation`)."""
 
     DEFAULT_CSS = """
     EvaluationPane #eval-bar { height: auto; }
     EvaluationPane #eval-data { width: 1fr; }
+    EvaluationPane #eval-split { width: 24; }
     EvaluationPane #eval-go { min-width: 12; }
     EvaluationPane #eval-progress { height: 1; }
     EvaluationPane #eval-summary { height: auto; }
@@ -287,44 +295,63 @@ class EvaluationPane(Vertical):
         self.on_evaluated = on_evaluated
         self.evaluating: Optional[str] = None  # the checkpoint being evaluated
         self.fresh: Optional[str] = None  # the checkpoint whose evaluation is on screen, just computed
+        self.shown: Optional[str] = None  # the checkpoint selected
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="eval-bar"):
-            yield Input(placeholder="test data: blank = the checkpoint's own test split, or a path / cifar10",
-                        id="eval-data")
+            yield Select(SPLIT_CHOICES, value="test", allow_blank=False, id="eval-split",
+                         tooltip="test: the data's test split; validation: the images the run held out of its "
+                                 "training data (the seeded split it trained with), for data without a test split")
+            yield Input(placeholder="data: blank = the checkpoint's own, or a path / cifar10", id="eval-data")
             yield Button("Evaluate", id="eval-go", variant="primary")
         yield ProgressBar(id="eval-progress", show_eta=True, classes="-hidden")
         with VerticalScroll():
             yield Static("Press e to evaluate the selected checkpoint.", id="eval-summary")
             yield Static("", id="eval-matrix")
 
+    @property
+    def split(self) -> str:
+        value = self.query_one("#eval-split", Select).value
+        return value if isinstance(value, str) else "test"
+
+    def choose_split(self, split: str) -> None:
+        self.query_one("#eval-split", Select).value = split
+
+    @on(Select.Changed, "#eval-split")
+    def _split_changed(self) -> None:
+        if self.shown is not None:  # that split's stored result, if it has one
+            self.fresh = None
+            self.show_checkpoint(self.shown)
+
     def show_checkpoint(self, path: str) -> None:
-        """The selected checkpoint's stored evaluation, without recomputing (unless an
-        evaluation runs, or this one's fresh result is on screen)."""
+        """The selected checkpoint's stored evaluation on the chosen split, without
+        recomputing (unless an evaluation runs, or this one's fresh result is on screen)."""
+        self.shown = path
         if self.evaluating is not None or path == self.fresh:
             return
         self.fresh = None
-        stored = latest_evaluation(path)
+        split = self.split
+        stored = latest_evaluation(path, split=split)
         if stored is None or not complete_result(stored.result):
-            stale = latest_evaluation(path, include_stale=True) is not None
+            stale = latest_evaluation(path, include_stale=True, split=split) is not None
             self._show("The stored evaluation is damaged: press e to evaluate again." if stored is not None else
                        "The stored evaluation is of an earlier version of this file: press e to evaluate it."
-                       if stale else "Not evaluated yet: press e (or the button) to evaluate on the test split.")
+                       if stale else f"Not evaluated on {SPLIT_WORDS[split]} yet: press e (or the button).")
             return
         self.show_result(stored.result, stored=True)
 
     def evaluate(self, path: str) -> None:
-        """Evaluate ``path`` on the data in the field (blank: its own test split)."""
+        """Evaluate ``path`` on the chosen split of the data in the field (blank: its own)."""
         self.evaluating = path
         data = self.query_one("#eval-data", Input).value.strip() or None
-        self._show(Text(f"Evaluating {path} ..."))
+        self._show(Text(f"Evaluating {path} on {SPLIT_WORDS[self.split]} ..."))
         bar = self.query_one(ProgressBar)
         bar.update(total=None, progress=0)
         bar.remove_class("-hidden")
-        self._evaluate(path, data)
+        self._evaluate(path, data, self.split)
 
     @work(thread=True, exclusive=True, group="evaluate")
-    def _evaluate(self, path: str, data: Optional[str]) -> None:
+    def _evaluate(self, path: str, data: Optional[str], split: str = "test") -> None:
         def progress(done: int, total: int) -> None:
             self.app.call_from_thread(self.query_one(ProgressBar).update, total=total, progress=done)
 
@@ -335,7 +362,7 @@ class EvaluationPane(Vertical):
             from engine.evaluate import evaluate_checkpoint
 
             try:
-                result = evaluate_checkpoint(path, data, progress=progress)
+                result = evaluate_checkpoint(path, data, progress=progress, split=split)
             except (CheckpointError, DataError, ConfigError, OSError) as e:
                 self.app.call_from_thread(self._failed, str(e))
                 return
@@ -363,7 +390,8 @@ class EvaluationPane(Vertical):
 
     def show_result(self, result: dict, stored: bool = False) -> None:
         head = Text()
-        head.append(f"{100 * result['accuracy']:.2f}% accuracy", style="bold")
+        split = eval_split(str(result.get("data_source", "")))
+        head.append(f"{100 * result['accuracy']:.2f}% accuracy on {SPLIT_WORDS[split]}", style="bold")
         head.append(f", loss {result['loss']:.4f}, on {result['images']:,} images of {result['data_source']}")
         if stored:
             gallery = "the Gallery tab shows its predictions" if isinstance(result.get("predictions"), list) \

@@ -1,5 +1,6 @@
 """The new-run form: data, preset, epochs, width, batch size, learning rate, subset,
-validation size and mixup, checked before a run starts.
+validation size, mixup and the network's shape (with its live parameter count, FLOPs,
+activation memory and budget line), checked before a run starts.
 
 Used by the start screen and, prefilled from a run's settings, by the browser's
 "new run" dialog. Messages name the form's fields ("Epochs must be..."), not the
@@ -23,14 +24,21 @@ from textual.widgets import Button, Input, Label, Select, Static, Switch
 
 from engine.config import DEFAULT_PRESET, PRESETS, ConfigError, TrainConfig, make_config
 from engine.data import check_source
+from engine.shape import DEFAULT_MAX_PARAMS, NetShape, ShapeError
+
+from .shapefields import SHAPE_FIELD_IDS, ShapeFields
 
 # the command line's names of settings -> the form's
 FIELD_NAMES = {
     "--data": "Data", "--preset": "Preset", "--epochs": "Epochs", "--width": "Width", "--batch-size": "Batch",
     "--lr": "LR", "--subset": "Subset", "--val-size": "Val size", "--mixup": "Mixup",
+    "--blocks": "Blocks", "--channels": "Channels", "--strides": "Strides", "--stem-channels": "Stem channels",
+    "--se": "SE", "--se-reduction": "SE reduction", "--max-params": "Max params",
 }
 FIELD_IDS = {"Data": "f-data", "Epochs": "f-epochs", "Width": "f-width", "Batch": "f-batch", "LR": "f-lr",
-             "Subset": "f-subset", "Val size": "f-val"}
+             "Subset": "f-subset", "Val size": "f-val", **SHAPE_FIELD_IDS}
+# a flag followed by a word's end; the longest first, so that --se-reduction is not read as --se
+_FLAG = re.compile("(?:" + "|".join(re.escape(f) for f in sorted(FIELD_NAMES, key=len, reverse=True)) + r")\b")
 
 
 class FormError(ConfigError):
@@ -43,13 +51,9 @@ class FormError(ConfigError):
 
 def in_form_words(message: str) -> tuple[str, Optional[str]]:
     """A config error in the form's words: ("--epochs must be..." -> "Epochs must be..."), and
-    the field it is about."""
-    field = None
-    for flag, name in sorted(FIELD_NAMES.items(), key=lambda kv: -len(kv[0])):
-        if re.search(re.escape(flag) + r"\b", message):
-            field = field or name
-            message = re.sub(re.escape(flag) + r"\b", name, message)
-    return message, field
+    the field it is about (the first one named)."""
+    found = _FLAG.search(message)
+    return _FLAG.sub(lambda m: FIELD_NAMES[m.group(0)], message), FIELD_NAMES[found.group(0)] if found else None
 
 
 def _number(text: str, field: str, kind: type, *, blank: Any = "required", hint: str = "") -> Any:
@@ -94,15 +98,55 @@ def parse_form(values: dict[str, Any], runs_dir: Optional[str], base: Optional[T
         val_size=_number(values["val"], "Val size", int, blank=None, hint="blank for 5,000 or 10% of a small set"),
         mixup=bool(values.get("mixup")),
         runs_dir=runs_dir,
+        **parse_shape(values),
     )
     if base is not None:
         kw.update(seed=base.seed, device=base.device, save_every=base.save_every, log_every=base.log_every,
                   log_seconds=base.log_seconds)
+        for key in ("blocks", "channels", "strides", "stem_channels", "se", "se_reduction", "max_params"):
+            kw.setdefault(key, getattr(base, key))  # (the base run's shape where the values do not give one)
     try:
         return make_config(preset, **kw)
     except ConfigError as e:
         message, field = in_form_words(str(e))
         raise FormError(message, field) from None
+
+
+def parse_shape(values: dict[str, Any]) -> dict[str, Any]:
+    """The config's shape settings from the form's text (blocks, channels and strides stay
+    text such as "4,3,2,3": the config reads and checks them); a setting missing from
+    ``values`` is left out (the preset's, or the base run's). Raises :class:`FormError`."""
+    out: dict[str, Any] = {}
+    for key, name in (("blocks", "Blocks"), ("channels", "Channels"), ("strides", "Strides")):
+        if key in values:
+            text = str(values[key]).strip()
+            if not text:
+                raise FormError(f"{name} is empty; give one number per stage, separated by commas", name)
+            out[key] = text
+    for key, setting, name, hint in (("stem", "stem_channels", "Stem channels", "e.g. 64"),
+                                     ("se_reduction", "se_reduction", "SE reduction", "e.g. 16")):
+        if key in values:
+            out[setting] = _number(str(values[key]), name, int, hint=hint)
+    if "se" in values:
+        out["se"] = values["se"]
+    if "max_params" in values:
+        out["max_params"] = _number(str(values["max_params"]), "Max params", int, blank=None,
+                                    hint="a parameter budget such as 5,000,000, or blank for none")
+    return out
+
+
+def shape_summary(values: dict[str, Any]) -> tuple[NetShape, dict[str, Any]]:
+    """The network the form's values describe and its :meth:`NetShape.summary` against the
+    budget (Max params, or 5,000,000 when blank): arithmetic, no torch. Raises :class:`FormError`."""
+    kw = parse_shape(values)
+    max_params = kw.pop("max_params", None)
+    kw["width"] = _number(str(values.get("width", "")), "Width", float, hint="1.0 is the report's network")
+    try:
+        shape = NetShape.parse(**kw)
+    except ShapeError as e:
+        message, field = in_form_words(str(e))
+        raise FormError(message, field) from None
+    return shape, shape.summary(max_params if max_params and max_params > 0 else DEFAULT_MAX_PARAMS)
 
 
 def _text(v: Any) -> str:
@@ -167,9 +211,10 @@ class RunForm(Widget):
             self.detach = detach  # train in a background process of its own (the start screen's switch)
 
     def __init__(self, runs_dir: Optional[str] = None, base: Optional[TrainConfig] = None,
-                 button: str = "Start training", *, detach_switch: bool = False,
+                 button: str = "Start training", *, detach_switch: bool = False, shape_open: bool = False,
                  id: Optional[str] = None) -> None:  # noqa: A002
         super().__init__(id=id)
+        self.shape_open = shape_open  # the network's fields shown (else only its title and figures)
         self.detach_switch = detach_switch
         self.runs_dir = runs_dir
         self.base = base
@@ -179,7 +224,9 @@ class RunForm(Widget):
     def compose(self) -> ComposeResult:
         b = self.base
         preset = b.preset if b is not None and b.preset in PRESETS else DEFAULT_PRESET
-        p = b.to_dict() if b is not None else {**PRESETS[preset], "subset": None, "val_size": None}
+        # a new run is designed under the course's budget (cleared: no limit); a run's own settings are its own
+        p = b.to_dict() if b is not None else {**TrainConfig().to_dict(), **PRESETS[preset], "subset": None,
+                                               "val_size": None, "max_params": DEFAULT_MAX_PARAMS}
         with Grid(id="form-grid"):
             yield Label("Data")
             yield Input(value=b.data if b is not None else "cifar10", placeholder="cifar10, synthetic or a path",
@@ -193,6 +240,7 @@ class RunForm(Widget):
             ):
                 yield Label(label)
                 yield Input(value=_text(p.get(key)), placeholder=placeholder, id=wid, compact=True)
+        yield ShapeFields(p, expanded=self.shape_open, id="f-network")
         with Horizontal(id="form-last"):
             yield Label("Mixup", classes="form-label")
             yield Switch(value=bool(p.get("mixup")), id="f-mixup")
@@ -210,6 +258,7 @@ class RunForm(Widget):
         self.query_one("#form-error").add_class("-hidden")
         self._show_mixup(self.query_one("#f-mixup", Switch).value)
         self._show_note(self.query_one("#f-preset", Select).value)
+        self.show_figures()
 
     # ------------------------------------------------------------------ events
     @on(Select.Changed, "#f-preset")
@@ -237,10 +286,23 @@ class RunForm(Widget):
         note = PRESETS[preset].summary if isinstance(preset, str) and preset in PRESETS else ""
         self.query_one("#f-preset-note", Static).update(Text(f"{preset}: {note}" if note else "", style="dim"))
 
+    def show_figures(self) -> None:
+        """The network's figures and budget line for the fields as they are now."""
+        shape = self.query_one(ShapeFields)
+        try:
+            net, summary = shape_summary(self.values())
+        except FormError as e:
+            shape.show(None, problem=str(e))
+            return
+        shape.show(summary, net.describe())
+
+    @on(Select.Changed, "#f-se")
     @on(Input.Changed)
-    def _recheck(self, event: Input.Changed) -> None:
-        """While an error is shown, check again as the user types: it goes once fixed (and
-        follows the first problem left, without taking the cursor away)."""
+    def _recheck(self, event: Input.Changed | Select.Changed) -> None:
+        """The figures follow the fields; while an error is shown, check again as the user
+        types: it goes once fixed (and follows the first problem left, without taking the
+        cursor away)."""
+        self.show_figures()
         if self.error_field is None and not self.error:
             return
         try:
@@ -270,7 +332,7 @@ class RunForm(Widget):
             "epochs": q("#f-epochs", Input).value, "width": q("#f-width", Input).value,
             "batch": q("#f-batch", Input).value, "lr": q("#f-lr", Input).value,
             "subset": q("#f-subset", Input).value, "val": q("#f-val", Input).value,
-            "mixup": q("#f-mixup", Switch).value,
+            "mixup": q("#f-mixup", Switch).value, **self.query_one(ShapeFields).values(),
         }
 
     def read(self) -> TrainConfig:
@@ -285,7 +347,12 @@ class RunForm(Widget):
         for name, wid in FIELD_IDS.items():
             self.query_one(f"#{wid}", Input).set_class(bool(message) and name == field, "-invalid")
         if focus and message and field in FIELD_IDS:
-            self.query_one(f"#{FIELD_IDS[field]}", Input).focus()
+            target = self.query_one(f"#{FIELD_IDS[field]}", Input)
+            if field in SHAPE_FIELD_IDS:  # (in the network's collapsible: opened, focused once shown)
+                self.query_one(ShapeFields).reveal()
+                self.call_after_refresh(target.focus)
+            else:
+                target.focus()
 
     @property
     def error(self) -> str:
