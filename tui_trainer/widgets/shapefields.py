@@ -50,9 +50,9 @@ class ShapeFields(Widget):
     ShapeFields Label { height: 1; padding: 0 1 0 0; }
     ShapeFields #shape-grid Label { width: 100%; padding: 0; }
     ShapeFields #shape-row Label { width: auto; }
-    ShapeFields #f-stem { width: 6; }
-    ShapeFields #f-se { width: 11; }
-    ShapeFields #f-se-red { width: 5; }
+    ShapeFields #f-stem { width: 5; }
+    ShapeFields #f-se { width: 10; }
+    ShapeFields #f-se-red { width: 4; }
     ShapeFields #f-max-params { width: 1fr; }
     ShapeFields Input { margin: 0 1 0 0; }
     ShapeFields #shape-grid Input { margin: 0; }
