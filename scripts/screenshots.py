@@ -19,7 +19,9 @@ so. It saves:
 * ``compare.svg``: the two runs compared (curves and the settings that differ);
 * ``start.svg``: the start screen with its form and both runs;
 * ``attached.svg``: ``cifar-tui watch RUN`` attached to a headless run that
-  another process trains, just paused from the dashboard (``p``).
+  another process trains, just paused from the dashboard (``p``);
+* ``form-budget.svg``: the new-run form with its network section open, a shape
+  typed in and its live figures and budget line (no training needed).
 
 ``--only attached start`` makes only some of them (browser and start need the
 dashboard's runs).
@@ -197,6 +199,24 @@ async def start_shot(out: Path, runs: Path) -> None:
         save(app, out, "start.svg")
 
 
+async def form_shot(out: Path, runs: Path) -> None:
+    """The form's network section open, the report's network made a little deeper: the
+    figures and the budget line follow the fields as they are typed."""
+    from textual.widgets import Input
+
+    app = CifarTuiApp("start", runs_dir=str(runs))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, StartScreen))
+        screen = app.screen
+        await pilot.click("#f-shape CollapsibleTitle")
+        field = screen.query_one("#f-blocks", Input)
+        field.focus()
+        field.value = ""
+        await pilot.press(*"4,4,2,3")
+        await pilot.pause(0.5)
+        save(app, out, "form-budget.svg")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help=f"real CIFAR-10 images: a zip or folder with train/<class>/ (default: {ZIP_NAME} if found)")
@@ -204,10 +224,10 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=6, help="planned epochs of the dashboard's run")
     parser.add_argument("--mid", type=int, default=3, help="epochs done when the dashboard is captured")
     parser.add_argument("--per-class", type=int, default=200, help="training images per class copied from --data")
-    parser.add_argument("--only", nargs="+", choices=("dashboard", "browser", "attached", "start"),
+    parser.add_argument("--only", nargs="+", choices=("dashboard", "browser", "attached", "start", "form"),
                         help="make only these (browser and start need dashboard's runs)")
     args = parser.parse_args()
-    only = set(args.only or ("dashboard", "browser", "attached", "start"))
+    only = set(args.only or ("dashboard", "browser", "attached", "start", "form"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.gettempdir()) / "cifar-tui-screenshots"  # a stable path: it shows on screen
@@ -235,6 +255,8 @@ def main() -> int:
             asyncio.run(attached_shot(out, runs, data, args.mid))
         if "start" in only:
             asyncio.run(start_shot(out, runs))
+        if "form" in only:
+            asyncio.run(form_shot(out, runs))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0
