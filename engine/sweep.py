@@ -88,7 +88,11 @@ class SweepSpec:
     def config(self, params: dict[str, Any], **where: Any) -> TrainConfig:
         """The run a trial trains: the preset, the fixed settings, the sampled ones, and
         ``where`` (runs_dir, device, the sweep tag). Raises ConfigError."""
-        return make_config(self.preset, **{**self.fixed, **params, **where, "max_params": self.max_params})
+        return make_config(self.preset, **{**self.settings(params), **where, "max_params": self.max_params})
+
+    def settings(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A trial's own settings: the fixed ones and the sampled ones (the preset gives the rest)."""
+        return {**self.fixed, **params}
 
 
 # ------------------------------------------------------------------ the spec file
@@ -360,7 +364,7 @@ def spec_record(spec: SweepSpec) -> dict:
 def as_train_flags(spec: SweepSpec, params: dict) -> list[str]:
     """``train`` flags that repeat a trial: the preset, the fixed and the sampled settings."""
     out = ["--preset", spec.preset]
-    for key, value in {**spec.fixed, **params}.items():
+    for key, value in spec.settings(params).items():
         out += [f"--{key.replace('_', '-')}", str(value).lower() if isinstance(value, bool) else str(value)]
     return out
 

@@ -151,6 +151,7 @@ class Sweep:
         self.trainer = None  # the running trial's Trainer
         self.watch: Optional[_TrialWatch] = None
         self.stopping = False  # stop after the current trial (Ctrl+C, the screen's key)
+        self.running = False  # run() is training trials (a UI waits for it before the process ends)
         self.recovered = recover_interrupted(self.study)
         self._bundle: Optional[tuple[str, Any]] = None  # (source, DataBundle) of the last trial
 
@@ -186,12 +187,16 @@ class Sweep:
         """Train trials until the study holds ``trials`` counted ones (or a stop). Returns
         how many this process trained."""
         trained = 0
-        while not self.stopping:
-            nxt = self._next_trial(trials)
-            if nxt is None:
-                break
-            if self._train(*nxt):
-                trained += 1
+        self.running = True
+        try:
+            while not self.stopping:
+                nxt = self._next_trial(trials)
+                if nxt is None:
+                    break
+                if self._train(*nxt):
+                    trained += 1
+        finally:
+            self.running = False
         return trained
 
     def _next_trial(self, total: int):

@@ -6,7 +6,9 @@ Entry points (called by :mod:`tui_trainer.cli`), each returning an exit code:
 * :func:`run_train_app` - ``cifar-tui train ...``: the dashboard, training at once;
 * :func:`run_watch_app` - ``cifar-tui watch RUN_DIR``: the dashboard attached to a
   run that another process writes (commands go over the run's control channel;
-  ``q`` detaches and the run goes on).
+  ``q`` detaches and the run goes on);
+* :func:`run_sweep_app` - ``cifar-tui sweep SPEC.toml``: the Sweep screen, training
+  the sweep's trials (also opened from the start screen's Sweep form).
 
 Exit codes: 0 ok (finished, stopped, or just watching), 1 the training failed,
 2 bad arguments, 130 quit without waiting for a running trainer to save, 129 / 143
@@ -30,16 +32,18 @@ from engine import events as ev
 from .bridge import AttachSource, LiveSource, StaticSource
 from .cliargs import one_line
 from .exitcodes import EXIT_ABANDONED, EXIT_FAILED, EXIT_OK, EXIT_USAGE, exit_for_signal
-from .messages import OpenBrowser, StartRun, WatchRun
+from .messages import OpenBrowser, StartRun, StartSweep, WatchRun
 from .screens import BrowserScreen, DashboardScreen, StartScreen
 from .screens.dashboard import PALETTE_EXTRAS
+from .screens.sweep import SweepScreen
 from .signals import APP_CLOSED_REASON, APP_SIGNALS, StopSignals, stop_command, stop_reason, to_dev_null
 
 DETACH_WAIT_SECONDS = 300.0  # how long the start screen waits for a detached run to start
+SWEEP_SAVE_SECONDS = 120.0  # how long a closing app waits for a sweep's trial to save
 
 
 class CifarTuiApp(App):
-    """One app for the three ways in: ``start``, ``train`` and ``watch`` (and ``replay``)."""
+    """One app for the ways in: ``start``, ``train``, ``watch``, ``sweep`` (and ``replay``, ``browse``)."""
 
     TITLE = "cifar-tui"
     CSS_PATH = "app.tcss"
@@ -65,9 +69,10 @@ class CifarTuiApp(App):
         clock: Optional[Callable[[], float]] = None,
         trainer_factory: Optional[Callable[..., Any]] = None,
         sampler_factory: Optional[Callable[[], Any]] = None,
+        sweep: Optional[tuple[Any, int]] = None,
     ) -> None:
         super().__init__()
-        if mode not in ("start", "train", "watch", "replay", "browse"):
+        if mode not in ("start", "train", "watch", "replay", "browse", "sweep"):
             raise ValueError(f"unknown mode {mode!r}")
         self.mode = mode
         self._runs_dir = runs_dir
@@ -85,6 +90,8 @@ class CifarTuiApp(App):
         self._abandoned = False
         self._saved_theme: Optional[str] = None
         self.signalled: Optional[int] = None  # SIGHUP or SIGTERM ended the app (see _SignalStop)
+        self.sweep = sweep  # mode "sweep": (engine.trials.Sweep, the study's trial count)
+        self.sweeps: list[Any] = []  # the sweeps this app trains (engine.trials.Sweep), one at a time
 
     # --------------------------------------------------------------- startup
     @property
@@ -103,6 +110,9 @@ class CifarTuiApp(App):
         elif self.mode == "watch":
             assert self.run_dir is not None
             self.open_watch(self.run_dir)
+        elif self.mode == "sweep":
+            assert self.sweep is not None
+            self.on_start_sweep(StartSweep(*self.sweep, can_go_back=False))
         else:
             self.push_screen(self._dashboard(StaticSource(self.events or [], run_dir=self.run_dir)))
 
@@ -161,6 +171,25 @@ class CifarTuiApp(App):
 
     def on_open_browser(self, message: OpenBrowser) -> None:
         self.push_screen(BrowserScreen(message.runs_dir, select=message.select))
+
+    def on_start_sweep(self, message: StartSweep) -> None:
+        if any(r.running for r in self.sweeps) or (self.session is not None and self.session.active):
+            self.notify("A run or a sweep is already training here; stop it first.", severity="error")
+            return
+        self.sweeps.append(message.runner)
+        self.push_screen(SweepScreen(message.runner, message.trials, can_go_back=message.can_go_back))
+
+    def stop_sweeps(self, wait: float = 0.0) -> None:
+        """Stop the sweeps still training (their trial saves a checkpoint, queued to resume)
+        and wait up to ``wait`` seconds for them (from any thread)."""
+        import time
+
+        deadline = time.monotonic() + wait
+        for runner in self.sweeps:
+            if runner.running:
+                runner.interrupt()
+        while any(r.running for r in self.sweeps) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
     # ------------------------------------------------------------------ theme
     def _restore_theme(self) -> None:
@@ -254,6 +283,10 @@ class CifarTuiApp(App):
     # ------------------------------------------------------------------ quit
     async def action_quit(self) -> None:
         """Quit; a running training is first stopped with a checkpoint, and waited for."""
+        sweep = next((s for s in self.screen_stack if isinstance(s, SweepScreen) and not s.finished), None)
+        if sweep is not None:  # (its own q: the trial saves, then the app exits)
+            sweep.action_quit_sweep()
+            return
         session = self.session
         if session is None or not session.active:
             self.exit(return_code=self.exit_code())
@@ -344,6 +377,7 @@ class _SignalStop:
         stop = stop_command(signum)
         if app.session is not None and app.session.active:
             app.session.send(stop)
+        app.stop_sweeps()
         app.quitting = True
         try:
             asyncio.get_running_loop().call_soon_threadsafe(partial(app.exit, return_code=exit_for_signal(signum)))
@@ -357,6 +391,7 @@ class _SignalStop:
 
         if self.app.session is not None:
             self.app.session.finish(stop, 120)
+        self.app.stop_sweeps(SWEEP_SAVE_SECONDS)
         time.sleep(self.GRACE_SECONDS)  # normally the process has ended meanwhile (and this thread with it)
         os._exit(self.app.exit_code())
 
@@ -372,6 +407,7 @@ def _run(app: CifarTuiApp) -> int:
                 # trainer's thread still runs; stop it with a checkpoint and wait for it
                 reason = stop_reason(app.signalled, APP_CLOSED_REASON)
                 session.finish(ev.Stop(save=True, reason=reason), 120)
+            app.stop_sweeps(SWEEP_SAVE_SECONDS)  # (a sweep's trial likewise)
     if app.session is not None and not app._abandoned and app.signalled != signal.SIGHUP:
         _print_summary(app.session)
     code = app.return_code
@@ -405,6 +441,16 @@ def run_train_app(config=None, resume: str | None = None, resume_overrides: dict
         print("error: nothing to train: give a configuration or a checkpoint to resume", file=sys.stderr)
         return EXIT_USAGE
     return _run(CifarTuiApp("train", config=config, resume=resume, resume_overrides=resume_overrides))
+
+
+def run_sweep_app(runner: Any, trials: int) -> int:
+    """``cifar-tui sweep SPEC.toml``: the Sweep screen on ``runner`` (an
+    :class:`engine.trials.Sweep`) until the user quits; 0, or 1 if the sweep failed."""
+    return _run(build_sweep_app(runner, trials))
+
+
+def build_sweep_app(runner: Any, trials: int) -> CifarTuiApp:
+    return CifarTuiApp("sweep", sweep=(runner, trials), runs_dir=runner.runs_dir)
 
 
 def run_browse_app(runs_dir: str | None = None) -> int:

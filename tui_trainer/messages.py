@@ -1,7 +1,7 @@
 """The app's own messages: what a screen asks the app to do.
 
 Screens post these and the :class:`~tui_trainer.app.CifarTuiApp` handles them
-(``on_start_run``, ``on_watch_run``, ``on_open_browser``), so a screen never
+(``on_start_run``, ``on_watch_run``, ``on_open_browser``, ``on_start_sweep``), so a screen never
 calls the app's methods by name and can be tested on its own.
 """
 
@@ -44,3 +44,14 @@ class OpenBrowser(Message):
         super().__init__()
         self.runs_dir = Path(runs_dir) if runs_dir else None
         self.select = select
+
+
+class StartSweep(Message):
+    """Open the Sweep screen on ``runner`` (an :class:`engine.trials.Sweep`, its spec
+    checked and its study open), training until the study holds ``trials`` trials."""
+
+    def __init__(self, runner: Any, trials: int, *, can_go_back: bool = True) -> None:
+        super().__init__()
+        self.runner = runner
+        self.trials = trials
+        self.can_go_back = can_go_back

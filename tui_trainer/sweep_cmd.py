@@ -67,7 +67,7 @@ def sweep(
     except sw.SweepError as e:
         fail(str(e), EXIT_FAILED)
     if not (ctx.obj or {}).get("no_ui"):
-        from .screens.sweep import run_sweep_app
+        from .app import run_sweep_app
 
         raise typer.Exit(run_sweep_app(runner, trials))
     raise typer.Exit(run_headless_sweep(runner, trials))

@@ -86,9 +86,9 @@ class CompareRunsPlot(PlotextPlot):
         plt.clear_figure()
         plt.xlabel("epoch")
         values = [v for _, _, ys in self.series for v in ys if math.isfinite(v)]
-        for i, (_, xs, ys) in enumerate(self.series):
+        for i, (name, xs, ys) in enumerate(self.series):
             if xs:
-                colour, marker = RUN_COLOURS[i % len(RUN_COLOURS)], RUN_MARKERS[i % len(RUN_MARKERS)]
+                colour, marker = self.style_of(i, name)
                 plt.plot(xs, ys, marker="braille", color=colour)
                 plt.scatter(xs, ys, marker=marker, color=colour)
         last = max((max(xs) for _, xs, _ in self.series if xs), default=1)
@@ -111,6 +111,10 @@ class CompareRunsPlot(PlotextPlot):
         ticks, labels = nice_ticks(lo, hi, max(2, min(6, rows // 2)))
         plt.yticks(ticks, labels)
         self.refresh()
+
+    def style_of(self, i: int, name: str) -> tuple[tuple[int, int, int], str]:
+        """The colour and marker of the ``i``-th series (named ``name``)."""
+        return RUN_COLOURS[i % len(RUN_COLOURS)], RUN_MARKERS[i % len(RUN_MARKERS)]
 
     def on_resize(self) -> None:
         if self.series:

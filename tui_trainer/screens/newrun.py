@@ -24,17 +24,20 @@ from ..widgets.runform import FIELD_TABS, RunForm, in_form_words
 
 
 class NewRunScreen(ModalScreen[Optional[TrainConfig]]):
-    """The new-run form, prefilled with ``base``'s settings; Start returns the config."""
+    """The new-run form, prefilled with ``base``'s settings; Start returns the config.
+    ``keep``: settings the new run keeps where the form has no field for them (a sweep
+    trial's sampled ones)."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, base: TrainConfig, runs_dir: Optional[str] = None, title: str = "New run") -> None:
+    def __init__(self, base: TrainConfig, runs_dir: Optional[str] = None, title: str = "New run",
+                 keep: Optional[dict[str, Any]] = None) -> None:
         super().__init__()
-        self.base, self.runs_dir, self.title_text = base, runs_dir, title
+        self.base, self.runs_dir, self.title_text, self.keep = base, runs_dir, title, keep
 
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog"):
-            yield RunForm(self.runs_dir, base=self.base, shape_open=True, id="form")
+            yield RunForm(self.runs_dir, base=self.base, shape_open=True, keep=self.keep, id="form")
             yield Static(Text("enter or the button starts it; esc cancels", style="dim"), classes="dialog-hint")
 
     def on_mount(self) -> None:

@@ -18,6 +18,7 @@ from engine.runs import RunSummary, default_runs_dir, list_runs
 from ..formatting import STATUS_STYLE, fmt_pct
 from ..messages import OpenBrowser, StartRun, WatchRun
 from ..widgets.runform import RunForm
+from ..widgets.sweepform import SweepForm
 
 # the run list's columns, most useful first: at 80 columns the last ones may be cut
 RUN_COLUMNS = ("Run", "Status", "Best val", "Epochs", "Preset", "Data")
@@ -49,6 +50,7 @@ class StartScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield RunForm(str(self.given_runs_dir) if self.given_runs_dir else None, detach_switch=True, id="form")
+        yield SweepForm(str(self.given_runs_dir) if self.given_runs_dir else None, id="sweep-form")
         with Vertical(id="runs"):
             yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
             yield Static("", id="runs-empty")

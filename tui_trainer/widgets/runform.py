@@ -80,10 +80,12 @@ def check_data(data: str) -> str:
     return data.strip()
 
 
-def parse_form(values: dict[str, Any], runs_dir: Optional[str], base: Optional[TrainConfig] = None) -> TrainConfig:
+def parse_form(values: dict[str, Any], runs_dir: Optional[str], base: Optional[TrainConfig] = None,
+               keep: Optional[dict[str, Any]] = None) -> TrainConfig:
     """A validated TrainConfig from the form's values (text, the preset's name, mixup as a
     bool); settings the form does not show come from the preset, or from ``base`` (a run
-    whose settings prefill the form: its seed, device, checkpoint and log cadence)."""
+    whose settings prefill the form: its seed, device, checkpoint and log cadence), or
+    from ``keep`` (a sweep trial's settings: the form's fields win over them)."""
     preset = values.get("preset")
     if not isinstance(preset, str) or preset not in PRESETS:
         raise FormError(f"Preset: choose one of {', '.join(PRESETS)}", "Preset")
@@ -106,7 +108,7 @@ def parse_form(values: dict[str, Any], runs_dir: Optional[str], base: Optional[T
         for key in ("blocks", "channels", "strides", "stem_channels", "se", "se_reduction", "max_params"):
             kw.setdefault(key, getattr(base, key))  # (the base run's shape where the values do not give one)
     try:
-        return make_config(preset, **kw)
+        return make_config(preset, **{**(keep or {}), **kw})
     except ConfigError as e:
         message, field = in_form_words(str(e))
         raise FormError(message, field) from None
@@ -212,9 +214,10 @@ class RunForm(Widget):
 
     def __init__(self, runs_dir: Optional[str] = None, base: Optional[TrainConfig] = None,
                  button: str = "Start training", *, detach_switch: bool = False, shape_open: bool = False,
-                 id: Optional[str] = None) -> None:  # noqa: A002
+                 keep: Optional[dict[str, Any]] = None, id: Optional[str] = None) -> None:  # noqa: A002
         super().__init__(id=id)
         self.shape_open = shape_open  # the network's fields shown (else only its title and figures)
+        self.keep = keep  # settings kept where the form has no field (parse_form)
         self.detach_switch = detach_switch
         self.runs_dir = runs_dir
         self.base = base
@@ -337,7 +340,7 @@ class RunForm(Widget):
 
     def read(self) -> TrainConfig:
         """The config the form describes; raises :class:`FormError`."""
-        return parse_form(self.values(), self.runs_dir, self.base)
+        return parse_form(self.values(), self.runs_dir, self.base, self.keep)
 
     def show_error(self, message: str, field: Optional[str] = None, *, focus: bool = True) -> None:
         err = self.query_one("#form-error", Static)
