@@ -1,5 +1,6 @@
-"""The Sweep screen on a real (tiny) sweep: the table fills as trials run; `k` prunes the
-running trial; `x` stops after this trial; `q` quits once the trial is saved."""
+"""The Sweep screen on a real (tiny) sweep: the table fills as trials run; `w` opens the
+running trial's live dashboard and `esc` comes back; `k` prunes the running trial; `x`
+stops after this trial; `q` quits once the trial is saved."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from textual.widgets import DataTable
 
 from engine.sweep import default_storage, load_spec
 from engine.trials import Sweep, summary_rows
-from tui_trainer.screens.sweep import SweepApp, SweepScreen
+from tui_trainer.app import build_sweep_app
+from tui_trainer.screens.sweep import SweepScreen, TrialDashboard
 from ui_support import wait_for
 
 SPEC = """
@@ -45,7 +47,7 @@ def test_the_table_fills_and_k_prunes_the_running_trial(tmp_path):
     runner = make_sweep(tmp_path, epochs=200)  # trains until pruned
 
     async def main():
-        app = SweepApp(runner, 1)
+        app = build_sweep_app(runner, 1)
         async with app.run_test(size=(110, 32)) as pilot:
             screen = app.screen
             assert isinstance(screen, SweepScreen)
@@ -53,6 +55,13 @@ def test_the_table_fills_and_k_prunes_the_running_trial(tmp_path):
             await wait_for(pilot, lambda: any(r["state"] == "running" and r.get("epochs") for r in screen.rows),
                            what="a running trial with an epoch")
             assert table.row_count == 1 and "lr" in [str(c.label) for c in table.columns.values()]
+            await pilot.press("w")  # the running trial's live dashboard, attached to its run
+            await wait_for(pilot, lambda: isinstance(app.screen, TrialDashboard), what="the trial's dashboard")
+            dash = app.screen
+            assert dash.source.kind == "watch" and str(dash.source.run_dir) == screen.rows[0]["run_dir"]
+            await wait_for(pilot, lambda: dash.run_state.epochs_done >= 1, what="the dashboard's epochs")
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: app.screen is screen, what="the Sweep screen again")
             await pilot.press("k")
             await wait_for(pilot, lambda: screen.finished, what="the sweep to end")
             assert [r["state"] for r in screen.rows] == ["pruned"]
@@ -70,7 +79,7 @@ def test_x_stops_after_the_trial_and_the_best_row_is_highlighted(tmp_path):
     runner = make_sweep(tmp_path, epochs=3)
 
     async def main():
-        app = SweepApp(runner, 3)
+        app = build_sweep_app(runner, 3)
         async with app.run_test(size=(110, 32)) as pilot:
             screen = app.screen
             await wait_for(pilot, lambda: any(r["state"] == "running" for r in screen.rows), what="a running trial")
@@ -90,7 +99,7 @@ def test_q_saves_the_running_trial_which_is_queued_to_resume(tmp_path):
     runner = make_sweep(tmp_path, epochs=200)
 
     async def main():
-        app = SweepApp(runner, 1)
+        app = build_sweep_app(runner, 1)
         async with app.run_test(size=(110, 32)) as pilot:
             screen = app.screen
             await wait_for(pilot, lambda: any(r["state"] == "running" and r.get("epochs") for r in screen.rows),

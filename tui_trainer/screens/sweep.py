@@ -24,6 +24,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.reactive import var
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 from textual.worker import Worker, WorkerState
@@ -81,10 +82,12 @@ class TrialDashboard(DashboardScreen):
 class SweepScreen(Screen):
     """The trials of one sweep, trained by ``runner`` until the study holds ``trials``."""
 
+    narrow: var[bool] = var(False)  # a compact footer: every key fits at 80 columns
+
     BINDINGS = [
         Binding("q", "quit_sweep", "Quit", tooltip="Quit: the running trial saves a checkpoint and the same "
                 "command resumes it"),
-        Binding("x", "stop_after", "Stop after", tooltip="Stop the sweep after the running trial"),
+        Binding("x", "stop_after", "Stop", tooltip="Stop the sweep after the running trial"),
         Binding("k", "prune", "Prune", tooltip="Prune the running trial (it stops with a checkpoint, as pruned)"),
         Binding("w", "watch", "Watch", tooltip="The running trial's live dashboard (q or esc comes back here)"),
         Binding("c", "checkpoints", "Browse", tooltip="The selected trial's run in the checkpoint browser"),
@@ -110,16 +113,20 @@ class SweepScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static("", id="sweep-status")
-        yield DataTable(id="sweep-trials", zebra_stripes=True, cursor_type="row")
-        with Horizontal(id="sweep-plots", classes="-keys-host"):
-            with Vertical():
-                yield Static(Text("Validation accuracy % per epoch", style="bold"), classes="sweep-title")
-                yield TrialCurves(id="sweep-plot")
-            with Vertical():
-                yield Static("", id="setting-title", classes="sweep-title")
-                yield SettingPlot(id="setting-plot")
-        yield Footer()
+        with Vertical(id="sweep-body", classes="-keys-host"):  # the keys panel (?) lies over it
+            yield Static("", id="sweep-status")
+            yield DataTable(id="sweep-trials", zebra_stripes=True, cursor_type="row")
+            with Horizontal(id="sweep-plots"):
+                with Vertical():
+                    yield Static(Text("Validation accuracy % per epoch", style="bold"), classes="sweep-title")
+                    yield TrialCurves(id="sweep-plot")
+                with Vertical():
+                    yield Static("", id="setting-title", classes="sweep-title")
+                    yield SettingPlot(id="setting-plot")
+        yield Footer().data_bind(compact=SweepScreen.narrow)
+
+    def on_resize(self, event) -> None:
+        self.narrow = self.size.width < 100
 
     def on_mount(self) -> None:
         self.sub_title = f"sweep {self.runner.spec.name}: {self.trials} trials"
