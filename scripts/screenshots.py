@@ -21,7 +21,9 @@ so. It saves:
 * ``attached.svg``: ``cifar-tui watch RUN`` attached to a headless run that
   another process trains, just paused from the dashboard (``p``);
 * ``form-budget.svg``: the new-run form with its network section open, a shape
-  typed in and its live figures and budget line (no training needed).
+  typed in and its live figures and budget line (no training needed);
+* ``sweep.svg``: the Sweep screen of a five-trial sweep (learning rate, mixup and
+  width searched), the last trial training.
 
 ``--only attached start`` makes only some of them (browser and start need the
 dashboard's runs).
@@ -191,6 +193,46 @@ async def attached_shot(out: Path, runs: Path, data: str, mid: int) -> None:
             child.kill()
 
 
+SWEEP_SPEC = """
+[sweep]
+name = "lr-mixup"
+preset = "tiny"
+max_params = 5_000_000
+[fixed]
+data = "{data}"
+epochs = 4
+subset = 1000
+val_size = 300
+[search]
+lr = {{ low = 0.01, high = 0.4, log = true }}
+mixup_prob = {{ choices = [0.0, 0.5, 0.9] }}
+width = {{ choices = [0.0625, 0.125] }}
+"""
+
+
+async def sweep_shot(out: Path, work: Path, data: str, trials: int = 5) -> None:
+    """The Sweep screen while the last of ``trials`` trains (its earlier ones done)."""
+    from engine.sweep import default_storage, load_spec
+    from engine.trials import Sweep
+    from tui_trainer.app import build_sweep_app
+    from tui_trainer.screens.sweep import SweepScreen
+
+    spec_file = work / "lr-mixup.toml"
+    spec_file.write_text(SWEEP_SPEC.format(data=data))
+    spec = load_spec(spec_file)
+    runs = work / "sweep-runs"
+    app = build_sweep_app(Sweep(spec, default_storage(runs, spec.name), runs_dir=str(runs)), trials)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, SweepScreen))
+        screen = app.screen
+        await wait_until(pilot, lambda: sum(r["state"] in ("complete", "pruned") for r in screen.rows) >= trials - 1
+                         and any(r["state"] == "running" and (r.get("epochs") or 0) >= 2 for r in screen.rows))
+        await pilot.pause(0.5)
+        save(app, out, "sweep.svg")
+        await pilot.press("q")  # the running trial saves, then the app quits
+        await wait_until(pilot, lambda: app.return_code is not None)
+
+
 async def start_shot(out: Path, runs: Path) -> None:
     app = CifarTuiApp("start", runs_dir=str(runs))
     async with app.run_test(size=(100, 30)) as pilot:
@@ -224,10 +266,10 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=6, help="planned epochs of the dashboard's run")
     parser.add_argument("--mid", type=int, default=3, help="epochs done when the dashboard is captured")
     parser.add_argument("--per-class", type=int, default=200, help="training images per class copied from --data")
-    parser.add_argument("--only", nargs="+", choices=("dashboard", "browser", "attached", "start", "form"),
+    parser.add_argument("--only", nargs="+", choices=("dashboard", "browser", "attached", "start", "form", "sweep"),
                         help="make only these (browser and start need dashboard's runs)")
     args = parser.parse_args()
-    only = set(args.only or ("dashboard", "browser", "attached", "start", "form"))
+    only = set(args.only or ("dashboard", "browser", "attached", "start", "form", "sweep"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.gettempdir()) / "cifar-tui-screenshots"  # a stable path: it shows on screen
@@ -257,6 +299,8 @@ def main() -> int:
             asyncio.run(start_shot(out, runs))
         if "form" in only:
             asyncio.run(form_shot(out, runs))
+        if "sweep" in only:
+            asyncio.run(sweep_shot(out, work, data))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

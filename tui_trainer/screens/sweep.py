@@ -96,7 +96,7 @@ class SweepScreen(Screen):
         Binding("o", "sort", "Sort", tooltip="Sort the trials by the next column: #, state, best val, params, "
                 "time (or click a column's header; again reverses)"),
         Binding("s", "setting", "Setting", tooltip="The accuracy plot's next searched setting"),
-        Binding("escape", "back", "Back", tooltip="Back to the start screen (once the sweep is over)"),
+        Binding("escape", "back", "Back", show=False, tooltip="Back to the start screen (once the sweep is over)"),
     ]
 
     def __init__(self, runner, trials: int, *, can_go_back: bool = False) -> None:

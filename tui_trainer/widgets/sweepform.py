@@ -46,6 +46,7 @@ class SweepForm(Widget):
     SweepForm { height: auto; border: round $primary; border-title-color: $text; padding: 0 1; }
     SweepForm #sweep-row { height: 1; }
     SweepForm Label { width: auto; height: 1; padding: 0 1 0 0; }
+    SweepForm #s-spec-label { width: 9; }  /* (the run form's fields start in the same column) */
     SweepForm #s-spec { width: 1fr; }
     SweepForm #s-trials-label { padding: 0 1; }
     SweepForm #s-trials { width: 8; }
@@ -60,7 +61,7 @@ class SweepForm(Widget):
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="sweep-row"):
-            yield Label("Spec")
+            yield Label("Spec", id="s-spec-label")
             yield Input(placeholder="a sweep spec file, e.g. lr-mixup.toml (README: Sweeps)", id="s-spec",
                         compact=True)
             yield Label("Trials", id="s-trials-label")
