@@ -19,7 +19,7 @@ from ui_support import wait_for
 
 SPEC = """
 [sweep]
-name = "ui"
+name = "{name}"
 preset = "tiny"
 pruner = "none"
 sampler = "random"
@@ -31,12 +31,17 @@ val_size = 32
 batch_size = 32
 epochs = {epochs}
 [search]
-lr = {{ choices = [0.05, 0.1] }}
+{search}
 """
 
 
+def spec_text(name: str, epochs: int, search: str = "lr = { choices = [0.05, 0.1] }") -> str:
+    """A tiny sweep's spec (synthetic data, width 0.0625, 64 images): ``search`` its [search] lines."""
+    return textwrap.dedent(SPEC).format(name=name, epochs=epochs, search=textwrap.dedent(search).strip())
+
+
 def make_sweep(tmp_path, epochs: int) -> Sweep:
-    (tmp_path / "s.toml").write_text(textwrap.dedent(SPEC.format(epochs=epochs)))
+    (tmp_path / "s.toml").write_text(spec_text("ui", epochs))
     spec = load_spec(tmp_path / "s.toml")
     runs = tmp_path / "runs"
     return Sweep(spec, default_storage(runs, spec.name), runs_dir=str(runs), device="cpu")
