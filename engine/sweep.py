@@ -126,8 +126,8 @@ def parse_spec(doc: dict, source: str = "the spec", name: Optional[str] = None) 
         if key not in known:
             raise bad(f"[sweep] {key!r} is not a sweep setting; use {', '.join(sorted(known))}")
     name = name if name is not None else head.get("name")
-    if not isinstance(name, str) or not name or len(name) > 64 or not set(name) <= NAME_CHARS:
-        raise bad("[sweep] name must be letters, digits, '-', '_' or '.' (at most 64), e.g. name = \"lr-mixup\"")
+    if not good_name(name):
+        raise bad(f"[sweep] name {NAME_RULE}")
     spec = dict(name=name)
     for key, allowed in (("metric", METRICS), ("sampler", SAMPLERS), ("pruner", PRUNERS)):
         if key in head:
@@ -253,10 +253,29 @@ def _closest(key: str, names: Iterable[str]) -> Optional[str]:
 # ------------------------------------------------------------------ storage and study
 
 
-def default_storage(runs_dir: Path, name: str) -> str:
+NAME_RULE = "must be letters, digits, '-', '_' or '.' (at most 64, not starting with '.'), e.g. name = \"lr-mixup\""
+
+
+def good_name(name: Any) -> bool:
+    """A study name that is also a safe file name in RUNS/sweeps (no path, no hidden file)."""
+    return (isinstance(name, str) and 0 < len(name) <= 64 and set(name) <= NAME_CHARS
+            and not name.startswith("."))
+
+
+def default_storage(runs_dir: Path, name: str, create: bool = True) -> str:
+    """The embedded SQLite storage RUNS/sweeps/NAME.db. ``create=False`` (reading a
+    study: --status, --best) never makes the folder or the file: a study that is not
+    there raises :class:`SweepError`."""
+    if not good_name(name):
+        raise SweepError(f"the sweep name {str(name)[:70]!r} {NAME_RULE}")
     folder = Path(runs_dir) / "sweeps"
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / (name + '.db')}"
+    path = folder / (name + ".db")
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
+    elif not path.is_file() or path.is_symlink():
+        raise SweepError(f"no sweep named {name!r} in {folder}; list the runs folder's sweeps with "
+                         f"ls {folder}, or start one with: cifar-tui --no-ui sweep SPEC.toml")
+    return f"sqlite:///{path}"
 
 
 def open_storage(url: str):

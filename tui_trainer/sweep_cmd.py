@@ -49,7 +49,11 @@ def sweep(
         if name is None and spec_file is None:
             fail("--status and --best need the study: give --name NAME (or the spec file)", EXIT_USAGE)
         study_name = name or _spec(spec_file, None).name
-        return _report(study_name, storage or sw.default_storage(runs, study_name), status, as_json)
+        try:
+            url = storage or sw.default_storage(runs, study_name, create=False)
+        except sw.SweepError as e:
+            fail(str(e), EXIT_USAGE)
+        return _report(study_name, url, status, as_json)
     if spec_file is None:
         fail("give the sweep's spec file: cifar-tui --no-ui sweep SPEC.toml --trials 20 (see the README's Sweeps)",
              EXIT_USAGE)

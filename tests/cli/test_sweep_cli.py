@@ -242,3 +242,19 @@ def test_two_trials_through_postgresql(tmp_path):
     finally:
         pg("pg_ctl", "stop", "-D", str(data), "-m", "immediate")
         shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.parametrize("flag", ["--status", "--best"])
+def test_reading_a_study_that_is_not_there_creates_nothing(tmp_path, flag):
+    runs = tmp_path / "runs"
+    r = cli.invoke(app, ["sweep", "--name", "nope", flag, "--runs-dir", str(runs)])
+    assert "no sweep named 'nope'" in one_error_line(r, 2)
+    assert not runs.exists()
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", ".hidden", "x" * 65])
+def test_a_study_name_that_is_a_path_is_refused(tmp_path, name):
+    runs = tmp_path / "runs"
+    r = cli.invoke(app, ["sweep", "--name", name, "--status", "--runs-dir", str(runs)])
+    assert "must be letters, digits" in one_error_line(r, 2)
+    assert not runs.exists() and not (tmp_path / "escape.db").exists()
