@@ -1,5 +1,6 @@
-"""Helpers for tests that run cifar-tui in real processes: a small training command,
-waiting on a run folder's events, and a pseudo-terminal that can go away."""
+"""Helpers for tests that run cifar-tui: its command line in this process (``invoke``,
+``error_line``), and in real processes: a small training command, waiting on a run
+folder's events, and a pseudo-terminal that can go away."""
 
 from __future__ import annotations
 
@@ -16,6 +17,24 @@ ROOT = Path(__file__).resolve().parents[1]
 # a run small enough for a 2-core machine; add "--epochs N" (500: it trains until stopped)
 TRAIN = ["train", "--data", "synthetic", "--preset", "tiny", "--width", "0.125", "--subset", "256",
          "--val-size", "64", "--batch-size", "64"]
+
+
+def invoke(*args, **kw):
+    """``cifar-tui ARGS...`` in this process (typer's runner); an argument may be a path or a number."""
+    from typer.testing import CliRunner
+
+    from tui_trainer.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], **kw)
+
+
+def error_line(result, code: int = 1) -> str:
+    """The refusal of a command: exit ``code``, no traceback, exactly one ``error:`` line (returned)."""
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.output
+    return lines[0]
 
 
 def env_for(tmp_path) -> dict:

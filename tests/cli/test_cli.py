@@ -4,25 +4,10 @@ import sys
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from tui_trainer.cli import app
+from tests.procs import TRAIN, error_line, invoke
 
-runner = CliRunner()
-SMALL = ["--data", "synthetic", "--preset", "tiny", "--width", "0.125", "--subset", "256", "--val-size", "64",
-         "--batch-size", "64"]
-
-
-def invoke(*args):
-    return runner.invoke(app, list(args))
-
-
-def one_line_error(result, code):
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    lines = [l for l in result.output.splitlines() if l.startswith("error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
+SMALL = TRAIN[1:]  # the small run's options, without the command
 
 
 def test_help_lists_commands_and_options():
@@ -65,7 +50,7 @@ def test_resume_continues_in_the_same_run(tmp_path):
     assert "resuming" in r.output and list((tmp_path / "r").iterdir()) == [run]
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"] == 2
     # the run folder itself works too, and a contradicting flag is refused
-    line = one_line_error(invoke("--no-ui", "train", "--resume", str(run), "--epochs", "3", "--width", "0.5"), 1)
+    line = error_line(invoke("--no-ui", "train", "--resume", str(run), "--epochs", "3", "--width", "0.5"), 1)
     assert "--width" in line and "contradicts" in line
 
 
@@ -80,7 +65,7 @@ def test_resume_continues_in_the_same_run(tmp_path):
     ],
 )
 def test_impossible_settings_exit_2(flags, fragment, tmp_path):
-    line = one_line_error(invoke("--no-ui", "train", "--data", "synthetic", *flags), 2)
+    line = error_line(invoke("--no-ui", "train", "--data", "synthetic", *flags), 2)
     assert fragment in line
     assert not (tmp_path / "runs").exists()
 
@@ -102,7 +87,7 @@ def _bad_source(tmp_path, kind):
                                             ("noclasses", "no class sub-folders")])
 def test_bad_data_exits_1_with_one_line(tmp_path, kind, fragment):
     path = _bad_source(tmp_path, kind)
-    line = one_line_error(invoke("--no-ui", "train", "--data", str(path), "--preset", "tiny"), 1)
+    line = error_line(invoke("--no-ui", "train", "--data", str(path), "--preset", "tiny"), 1)
     assert fragment in line
     assert not (tmp_path / "runs").exists()  # nothing written
 
@@ -110,8 +95,8 @@ def test_bad_data_exits_1_with_one_line(tmp_path, kind, fragment):
 def test_resume_from_files_that_are_not_checkpoints(tmp_path):
     junk = tmp_path / "x.pt"
     junk.write_bytes(b"\x00" * 100)
-    assert "not a readable checkpoint" in one_line_error(invoke("--no-ui", "train", "--resume", str(junk)), 1)
-    assert "no such run folder or checkpoint" in one_line_error(invoke("--no-ui", "train", "--resume", str(tmp_path / "none.pt")), 2)
+    assert "not a readable checkpoint" in error_line(invoke("--no-ui", "train", "--resume", str(junk)), 1)
+    assert "no such run folder or checkpoint" in error_line(invoke("--no-ui", "train", "--resume", str(tmp_path / "none.pt")), 2)
 
 
 def test_python_dash_m_works():

@@ -9,12 +9,9 @@ import numpy as np
 import pytest
 import torch
 from torchvision.io import encode_png
-from typer.testing import CliRunner
 
 from engine.data import make_synthetic
-from tui_trainer.cli import app
-
-runner = CliRunner()
+from tests.procs import error_line, invoke
 
 
 @pytest.fixture(scope="module")
@@ -25,18 +22,6 @@ def run_dir(finished_run, tmp_path_factory):
     dst = tmp_path_factory.mktemp("eval-runs") / finished_run.name
     shutil.copytree(finished_run, dst)
     return dst
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def error_line(result, code=1):
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    lines = [l for l in result.output.splitlines() if l.startswith("error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 def test_eval_json_and_stored_result(run_dir):

@@ -7,25 +7,10 @@ import json
 import pytest
 import torch
 from torchvision.io import encode_jpeg, encode_png
-from typer.testing import CliRunner
 
-from tui_trainer.cli import app
+from tests.procs import TRAIN, error_line, invoke
 
-runner = CliRunner()
-SMALL = ["--data", "synthetic", "--preset", "tiny", "--width", "0.125", "--subset", "256", "--val-size", "64",
-         "--batch-size", "64"]
-
-
-def invoke(*args, **kw):
-    return runner.invoke(app, [str(a) for a in args], **kw)
-
-
-def error_line(result, code=1):
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
+SMALL = TRAIN[1:]  # the small run's options, without the command
 
 
 # ------------------------------------------------------------------------------ export

@@ -20,25 +20,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import MARKUP_CLASSES, MARKUP_DIR, write_cifar_batches
-from typer.testing import CliRunner
 
 from engine.rundir import RunDir
-from tui_trainer.cli import app
+from tests.procs import error_line, invoke
 
 ROOT = Path(__file__).resolve().parents[2]
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def error_line(result, code=1) -> str:
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 def snapshot(folder: Path) -> dict[str, str]:

@@ -5,24 +5,10 @@ import pickle
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from tui_trainer.cli import app
+from tests.procs import error_line, invoke
 
-runner = CliRunner()
 IDS = [907, 12, 5000, 3, 44, 123456, 8]  # shuffled, not contiguous, as competition files are
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def error_line(result, code):
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    lines = [l for l in result.output.splitlines() if l.startswith("error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 def write_pickle(path, n, ids=None, key=b"ids"):

@@ -15,7 +15,8 @@ from tui_trainer.app import CifarTuiApp
 from tui_trainer.bridge import AttachSource
 from tui_trainer.screens import DashboardScreen
 from procs import assert_stopped_from_another_terminal, events_of, hang_up_in_a_closed_terminal, start_trainer
-from ui_support import press, wait_for
+from ui_support import press, quit_app, wait_for
+
 
 def dashboard(app) -> DashboardScreen:
     screen = app.screen
@@ -27,36 +28,37 @@ def status_text(app) -> str:
     return dashboard(app).status.plain
 
 
+async def attached(pilot, app, state: str) -> DashboardScreen:
+    """The dashboard, once it can send the run commands and its status shows ``state``."""
+    dash = dashboard(app)
+    await wait_for(pilot, lambda: dash.source.can_command and state in status_text(app), what=f"attached, {state}")
+    return dash
+
+
 def test_watch_attaches_p_pauses_q_detaches_x_stops(tmp_path):
     p, run = start_trainer(tmp_path, "--no-ui", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     async def pause_then_detach():
         app = CifarTuiApp("watch", run_dir=run)
         async with app.run_test(size=(100, 30)) as pilot:
-            dash = dashboard(app)
-            await wait_for(pilot, lambda: dash.source.can_command and "● running" in status_text(app),
-                           what="attached to the running run")
+            dash = await attached(pilot, app, "● running")
             assert dash.check_action("pause", ()) is True and dash.check_action("detach", ()) is True
             assert "attached to" in dash.sub_title
             await press(pilot, "p")
             await wait_for(pilot, lambda: "‖ paused" in status_text(app), what="paused, as its events say")
             assert any(d["event"] == "StateChanged" and d["state"] == "paused" for d in events_of(run))
             assert dash.check_action("resume", ()) is True  # p now resumes
-            await press(pilot, "q")  # detach
-            await wait_for(pilot, lambda: app.return_code is not None, what="the app to exit")
+            await quit_app(pilot)  # detach
         assert app.return_code == 0
 
     async def stop():
         app = CifarTuiApp("watch", run_dir=run)
         async with app.run_test(size=(100, 30)) as pilot:
-            dash = dashboard(app)
-            await wait_for(pilot, lambda: dash.source.can_command and "‖ paused" in status_text(app),
-                           what="attached to the paused run")
+            dash = await attached(pilot, app, "‖ paused")
             await press(pilot, "x")
             await wait_for(pilot, lambda: "■ stopped" in status_text(app), what="stopped, as its events say")
             await wait_for(pilot, lambda: dash.check_action("stop", ()) is False, what="no more commands")
-            await press(pilot, "q")  # now: quit
-            await wait_for(pilot, lambda: app.return_code is not None, what="the app to exit")
+            await quit_app(pilot)  # now: quit
 
     try:
         asyncio.run(pause_then_detach())
@@ -90,8 +92,7 @@ def test_a_command_that_cannot_be_delivered_is_shown_not_raised(tmp_path):
             await press(pilot, "s")
             await wait_for(pilot, lambda: any("not sent" in line for line in dash.event_log.lines_written),
                            what="the refusal in the log")
-            await press(pilot, "q")
-            await wait_for(pilot, lambda: app.return_code is not None, what="the app to exit")
+            await quit_app(pilot)
 
     asyncio.run(main())
     assert got == []

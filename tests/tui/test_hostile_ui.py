@@ -18,7 +18,7 @@ from engine.rundir import RunDir
 from tui_trainer.app import CifarTuiApp
 from tui_trainer.bridge import MetricsFollower
 from tui_trainer.screens import DashboardScreen
-from ui_support import BrowserHost, press, wait_for
+from ui_support import BrowserHost, quit_app, wait_for
 
 SIZE = (120, 36)
 
@@ -52,8 +52,7 @@ def test_the_dashboard_resuming_a_damaged_checkpoint_fails_in_one_line_and_destr
             log = "\n".join(dash.event_log.lines_written)
             assert "random-number state is damaged" in log and "a[/blue]" in log
             assert "✖ failed" in dash.status.plain and "Traceback" not in log
-            await press(pilot, "q")
-            await wait_for(pilot, lambda: app.return_code is not None, what="exit")
+            await quit_app(pilot)
         assert app.return_code == 1
 
     run(main())
@@ -86,8 +85,7 @@ def test_watch_skips_events_with_wrong_field_types_as_bad_lines(tmp_path):
             dash = app.screen
             await wait_for(pilot, lambda: dash.run_state.global_step == 2, what="the good step")
             assert dash.run_state.step_x
-            await press(pilot, "q")
-            await wait_for(pilot, lambda: app.return_code is not None, what="exit")
+            await quit_app(pilot)
         assert app.return_code == 0
 
     run(main())
@@ -163,8 +161,7 @@ def test_watch_survives_every_absurd_value(tmp_path):
             dash = app.screen
             await wait_for(pilot, lambda: dash.run_state.global_step == 9, what="the good step after the line")
             await pilot.pause(0.3)  # the plots redraw
-            await press(pilot, "q")
-            await wait_for(pilot, lambda: app.return_code is not None, what="exit")
+            await quit_app(pilot)
         assert app.return_code == 0, app.return_code
 
     for name, lines in ABSURD_LINES.items():

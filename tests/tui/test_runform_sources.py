@@ -16,13 +16,7 @@ from textual.widgets import Input, Select
 from engine import config
 from engine.data import DataError, check_source, load_data
 from tui_trainer.widgets.runform import FormError, RunForm, in_form_words, parse_form
-
-
-def values(**kw):
-    base = dict(data="synthetic", preset="tiny", epochs="3", width="0.25", batch="64", lr="0.05", subset="",
-                val="", mixup=False)
-    base.update(kw)
-    return base
+from ui_support import form_values as values
 
 
 def image_folder(root):

@@ -20,7 +20,7 @@ from tui_trainer.app import CifarTuiApp, run_watch_app
 from engine.runs import list_runs
 from tui_trainer.screens import BrowserScreen, DashboardScreen, StartScreen
 from tui_trainer.widgets.plots import AccuracyPlot, LearningRatePlot, LossPlot
-from ui_support import demo_events, press, wait_for
+from ui_support import demo_events, press, quit_app, wait_for
 
 SIZE = (100, 30)
 
@@ -90,8 +90,7 @@ def test_plots_fill_as_epochs_finish(tmp_path):
             assert any("saved last.pt (epoch 2" in line for line in dash.event_log.lines_written)
             # redraws are coalesced: never more than once per tick (plus resizes)
             assert dash.plots.redraws <= dash.ticks + 3
-            await press(pilot, "q")
-            await wait_for(pilot, lambda: app.return_code is not None, what="exit")
+            await quit_app(pilot)
         assert app.return_code == 0
 
     run(main())
@@ -145,8 +144,7 @@ def test_keys_send_commands_and_status_follows_events(tmp_path):
             # commands are gone from the footer once the run is over
             assert dash.check_action("pause", ()) is False
 
-            await press(pilot, "q")  # nothing running: quits at once, no further command
-            await wait_for(pilot, lambda: app.return_code is not None, what="exit")
+            await quit_app(pilot)  # nothing running: quits at once, no further command
             assert received == [ev.SetMixup(on=True), ev.Pause(), ev.Resume(), ev.SetLearningRate(factor=2.0),
                                 ev.SaveCheckpoint(), ev.Stop(save=True)]
             labels = [label for _, label in loss.drawn_marks]
@@ -206,8 +204,7 @@ def test_nan_loss_shows_failed_and_the_app_stays_usable(tmp_path):
             await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen), what="checkpoint screen")
             await pilot.press("escape")
             await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="back to the dashboard")
-            await pilot.press("q")
-            await wait_for(pilot, lambda: app.return_code is not None, what="exit")
+            await quit_app(pilot)
         assert app.return_code == 1
 
     run(main())
@@ -223,8 +220,7 @@ def test_bad_data_fails_before_the_run_starts(tmp_path):
             await pilot.press("c")  # no run folder yet: a notice, not a crash
             await pilot.pause(0.1)
             assert isinstance(app.screen, DashboardScreen)
-            await pilot.press("q")
-            await wait_for(pilot, lambda: app.return_code is not None, what="exit")
+            await quit_app(pilot)
         assert app.return_code == 1
 
     run(main())
@@ -250,8 +246,7 @@ def test_resume_shows_the_earlier_epochs(tmp_path):
             assert any("loaded the run's history" in line for line in dash.event_log.lines_written)
             assert any("resumed from" in line for line in dash.event_log.lines_written)
             assert "2 / 2" in status_text(app)
-            await pilot.press("q")
-            await wait_for(pilot, lambda: app.return_code is not None, what="exit")
+            await quit_app(pilot)
         assert app.return_code == 0
 
     run(main())
@@ -291,13 +286,23 @@ class ScriptedTrainer:
         self._end.set()
 
 
+def scripted_app(tmp_path) -> CifarTuiApp:
+    """The dashboard of a run whose trainer is a :class:`ScriptedTrainer`."""
+    ScriptedTrainer.instances.clear()
+    return CifarTuiApp("train", config=tiny(tmp_path), trainer_factory=ScriptedTrainer)
+
+
+async def scripted_trainer(pilot) -> ScriptedTrainer:
+    """The app's :class:`ScriptedTrainer`, once the app has made it."""
+    await wait_for(pilot, lambda: bool(ScriptedTrainer.instances), what="trainer")
+    return ScriptedTrainer.instances[-1]
+
+
 def test_status_changes_only_when_the_engine_confirms(tmp_path):
     async def main():
-        ScriptedTrainer.instances.clear()
-        app = CifarTuiApp("train", config=tiny(tmp_path), trainer_factory=ScriptedTrainer)
+        app = scripted_app(tmp_path)
         async with app.run_test(size=SIZE) as pilot:
-            await wait_for(pilot, lambda: bool(ScriptedTrainer.instances), what="trainer")
-            fake = ScriptedTrainer.instances[-1]
+            fake = await scripted_trainer(pilot)
             for e in demo_events(epochs_done=1, epochs=3, steps_per_epoch=10, log_every=5):
                 fake.emit(e)
             await wait_for(pilot, lambda: "● running" in status_text(app), what="running")
@@ -325,19 +330,16 @@ def test_status_changes_only_when_the_engine_confirms(tmp_path):
                            what="stopping")
             fake.finish()
             await wait_for(pilot, lambda: "✔ completed" in status_text(app), what="finished")
-            await pilot.press("q")
-            await wait_for(pilot, lambda: app.return_code is not None, what="exit")
+            await quit_app(pilot)
 
     run(main())
 
 
 def test_a_flood_of_events_is_coalesced(tmp_path):
     async def main():
-        ScriptedTrainer.instances.clear()
-        app = CifarTuiApp("train", config=tiny(tmp_path), trainer_factory=ScriptedTrainer)
+        app = scripted_app(tmp_path)
         async with app.run_test(size=SIZE) as pilot:
-            await wait_for(pilot, lambda: bool(ScriptedTrainer.instances), what="trainer")
-            fake = ScriptedTrainer.instances[-1]
+            fake = await scripted_trainer(pilot)
             dash = dashboard(app)
             ticks0, redraws0 = dash.ticks, dash.plots.redraws
             events = demo_events(epochs_done=40, epochs=50, steps_per_epoch=200, log_every=1)
@@ -351,8 +353,7 @@ def test_a_flood_of_events_is_coalesced(tmp_path):
             assert dash.plots.redraws - redraws0 <= dash.ticks - ticks0 + 1
             assert dash.query_one(LossPlot).points["train"] <= 2 * dash.query_one(LossPlot).size.width
             fake.finish()
-            await pilot.press("q")
-            await wait_for(pilot, lambda: app.return_code is not None, what="exit")
+            await quit_app(pilot)
 
     run(main())
 
@@ -392,8 +393,7 @@ def test_watch_follows_a_growing_metrics_file(tmp_path):
             assert dash.source.follower.bad_lines == 0
             await pilot.press("c")
             await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen), what="checkpoints")
-            await pilot.press("q")
-            await wait_for(pilot, lambda: app.return_code is not None, what="exit")
+            await quit_app(pilot)
         assert app.return_code == 0
 
     run(main())
@@ -506,8 +506,7 @@ def test_start_screen_form_runs_and_start(tmp_path):
             await wait_for(pilot, lambda: isinstance(app.screen, StartScreen), what="back to start")
             await pilot.pause(0.1)
             assert table.row_count == 3
-            await pilot.press("q")
-            await wait_for(pilot, lambda: app.return_code is not None, what="exit")
+            await quit_app(pilot)
 
     run(main())
 
@@ -523,8 +522,7 @@ def test_start_screen_uses_the_default_runs_dir(tmp_path, monkeypatch):
             await wait_for(pilot, lambda: isinstance(app.screen, StartScreen) and app.screen.runs, what="the runs")
             assert app.screen.runs_dir == runs
             assert str(runs) in str(app.screen.query_one("#runs").border_title)
-            await pilot.press("ctrl+q")
-            await wait_for(pilot, lambda: app.return_code is not None, what="exit")
+            await quit_app(pilot, "ctrl+q")
         assert app.return_code == 0
 
     run(main())
@@ -547,7 +545,6 @@ def test_watch_on_a_dead_run_says_interrupted_and_how_to_resume(tmp_path):
             assert "running" not in status_text(app)
             assert dash.run_state.elapsed() == dash.run_state.ended_at - dash.run_state.started_at  # stopped
             assert any(f"cifar-tui train --resume {run_dir}" in line for line in dash.event_log.lines_written)
-            await pilot.press("q")
-            await wait_for(pilot, lambda: app.return_code is not None, what="exit")
+            await quit_app(pilot)
 
     run(main())

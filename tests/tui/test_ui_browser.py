@@ -12,7 +12,7 @@ from tui_trainer.screens.browser import BrowserScreen
 from tui_trainer.screens.newrun import ExtendRunScreen, NewRunScreen
 from tui_trainer.widgets.runform import RunForm
 from tui_trainer.widgets.evaluation import Gallery, ImageTile
-from ui_support import BrowserHost
+from ui_support import BrowserHost, browsing
 
 
 @pytest.fixture(scope="module")
@@ -48,10 +48,7 @@ def test_evaluate_then_filter_the_gallery(runs):
     root, run_dir = runs
 
     async def go():
-        app = BrowserHost(root, select=str(run_dir))
-        async with app.run_test(size=(100, 30)) as pilot:
-            await pilot.pause(0.2)
-            screen = app.screen
+        async with browsing(root, select=str(run_dir)) as (app, pilot, screen):
             assert isinstance(screen, BrowserScreen)
             assert screen.current().path == str(run_dir / "checkpoints" / "best.pt")
             assert len(screen.rows) == 5  # best, last, epoch-001, epoch-002 of the run, and the broken one
@@ -84,10 +81,7 @@ def test_a_broken_checkpoint_gives_a_message_and_the_browser_keeps_working(runs)
     root, run_dir = runs
 
     async def go():
-        app = BrowserHost(root, select=str(root / "20000101-000000-broken"))
-        async with app.run_test(size=(80, 24)) as pilot:
-            await pilot.pause(0.2)
-            screen = app.screen
+        async with browsing(root, select=str(root / "20000101-000000-broken"), size=(80, 24)) as (app, pilot, screen):
             assert "broken" in screen.current().run.run_id
             await pilot.press("e")
             await wait_eval(pilot, screen)
@@ -104,10 +98,7 @@ def test_resume_and_new_run_from_a_checkpoint(runs, tmp_path):
     root, run_dir = runs
 
     async def go():
-        app = BrowserHost(root, select=str(run_dir))
-        async with app.run_test(size=(100, 30)) as pilot:
-            await pilot.pause(0.2)
-            screen = app.screen
+        async with browsing(root, select=str(run_dir)) as (app, pilot, screen):
             await pilot.press("n")  # the form, prefilled with the run's settings; nothing starts yet
             await pilot.pause(0.2)
             assert isinstance(app.screen, NewRunScreen) and app.started == []
@@ -189,10 +180,7 @@ def test_a_stale_evaluation_is_not_shown_as_the_checkpoints(run_copy):
     last.write_bytes(last.read_bytes() + b"\0")  # the file changed after it was evaluated
 
     async def go():
-        app = BrowserHost(run_copy.parent, select=str(last))
-        async with app.run_test(size=(100, 30)) as pilot:
-            await pilot.pause(0.2)
-            screen = app.screen
+        async with browsing(run_copy.parent, select=str(last)) as (app, pilot, screen):
             assert screen.current().path == str(last)
             table = screen.query_one(DataTable)
             cells = [str(c) for c in table.get_row_at(table.cursor_row)]

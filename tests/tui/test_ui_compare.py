@@ -7,12 +7,11 @@ import json
 import shutil
 
 import pytest
-from textual.app import App
 from textual.widgets import DataTable
 
 from tui_trainer.screens.browser import BrowserScreen
 from tui_trainer.screens.compare import CompareRunsPlot, CompareScreen, differing_settings
-from ui_support import press, wait_for
+from ui_support import browsing, press, wait_for
 
 
 @pytest.fixture
@@ -30,15 +29,6 @@ def two_runs(finished_run, tmp_path):
     return root, a, b
 
 
-class Host(App):
-    def __init__(self, root):
-        super().__init__()
-        self.root = root
-
-    def on_mount(self) -> None:
-        self.push_screen(BrowserScreen(self.root))
-
-
 def header(table: DataTable) -> list[str]:
     return [str(c.label) for c in table.columns.values()]
 
@@ -47,10 +37,7 @@ def test_keyboard_sort_with_a_direction_arrow(two_runs):
     root, a, b = two_runs
 
     async def main():
-        app = Host(root)
-        async with app.run_test(size=(100, 30)) as pilot:
-            await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen) and app.screen.rows, what="rows")
-            s = app.screen
+        async with browsing(root) as (app, pilot, s):
             table = s.query_one(DataTable)
             assert "Run ▼" in header(table)  # newest run first
             assert [r.run.run_id for r in s.rows][0] == b.name
@@ -84,10 +71,7 @@ def test_compare_two_runs(two_runs):
     root, a, b = two_runs
 
     async def main():
-        app = Host(root)
-        async with app.run_test(size=(100, 30)) as pilot:
-            await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen) and app.screen.rows, what="rows")
-            s = app.screen
+        async with browsing(root) as (app, pilot, s):
             table = s.query_one(DataTable)
             await press(pilot, "v")  # nothing marked: says what to do
             await pilot.pause(0.1)

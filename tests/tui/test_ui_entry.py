@@ -92,19 +92,9 @@ def test_every_dashboard_widget_is_refreshed_through_update_from():
     from tui_trainer.widgets import EventLog, StatusPanel, TrainingPlots
     from tui_trainer.widgets.system import SystemPanel
 
-    class Sampler:
-        device = None
+    from ui_support import FixedSampler
 
-        def set_device(self, device):
-            self.device = device
-
-        def sample(self):
-            from tui_trainer.sysstats import SystemStats
-
-            return SystemStats(cpu_pct=1.0, proc_cpu_pct=1.0, cores=2, mem_used=1, mem_total=2, rss=1, threads=1,
-                               torch_threads=1, gpu=None, gpu_note="n/a")
-
-    dash = DashboardScreen(StaticSource([]), sampler=Sampler())
+    dash = DashboardScreen(StaticSource([]), sampler=FixedSampler())
     assert {type(w) for w in dash.fed} == {TrainingPlots, StatusPanel, SystemPanel, EventLog}
     for w in dash.fed:
         assert callable(getattr(w, "update_from", None)), type(w).__name__

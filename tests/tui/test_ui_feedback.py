@@ -15,7 +15,7 @@ from tui_trainer.runstate import RunState
 from tui_trainer.screens import DashboardScreen
 from tui_trainer.sysstats import SystemSampler
 from tui_trainer.widgets.plots import LossPlot, log_ticks, nice_ticks, split_outliers
-from ui_support import demo_events, press, wait_for
+from ui_support import demo_events, on_dashboard, press, quit_app, wait_for
 
 
 def run(coro):
@@ -61,9 +61,7 @@ def test_the_first_step_shows_at_once(tmp_path):
     async def main():
         app = CifarTuiApp("train", config=cfg, trainer_factory=factory, sampler_factory=fixed_sampler)
         async with app.run_test(size=(100, 30)) as pilot:
-            await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen) and app.screen.run_state.global_step,
-                           what="the first step event")
-            dash = app.screen
+            dash = await on_dashboard(pilot, app, lambda d: d.run_state.global_step, what="the first step event")
             assert seen[0].step_in_epoch == 1 and seen[0].step == 1
             await wait_for(pilot, lambda: status_row(dash, "step") != "-", what="the step in the status")
             assert status_row(dash, "step").endswith("/ 10") and status_row(dash, "Speed") != "-"
@@ -71,8 +69,7 @@ def test_the_first_step_shows_at_once(tmp_path):
             await pilot.pause(0.3)
             assert [e.step_in_epoch for e in seen] == [1, 10]
             assert status_row(dash, "Epoch") == "1 / 1" and status_row(dash, "step") == "10 / 10"
-            await press(pilot, "q")
-            await wait_for(pilot, lambda: app.return_code is not None, what="exit")
+            await quit_app(pilot)
 
     run(main())
 
@@ -107,9 +104,7 @@ def test_eta_in_the_dashboard_goes_down_without_new_events():
     async def main():
         app = CifarTuiApp("replay", events=events, clock=clock, sampler_factory=fixed_sampler)
         async with app.run_test(size=(100, 30)) as pilot:
-            await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen) and app.screen.run_state.events_seen,
-                           what="the replay")
-            dash = app.screen
+            dash = await on_dashboard(pilot, app, lambda d: d.run_state.events_seen, what="the replay")
             await pilot.pause(0.2)
             before = status_row(dash, "ETA")
             seen = dash.run_state.events_seen

@@ -14,23 +14,12 @@ import pytest
 
 from engine import events as ev
 from tui_trainer.app import CifarTuiApp
-from tui_trainer.sysstats import SystemStats
-from ui_support import clock_after, demo_events
+from ui_support import FixedSampler, clock_after, demo_events
 
 
-class FixedSampler:
-    """The system panel's numbers, fixed (a snapshot must not show this machine's load)."""
-
-    samples = 0
-    device = None
-
-    def set_device(self, device: str) -> None:
-        self.device = device
-
-    def sample(self) -> SystemStats:
-        self.samples += 1
-        return SystemStats(cpu_pct=93.0, proc_cpu_pct=178.0, cores=2, mem_used=3 * 2**30, mem_total=23 * 2**30,
-                           rss=812 * 2**20, threads=14, torch_threads=2, gpu=None, gpu_note="n/a (no nvidia-ml-py)")
+class SnapshotSampler(FixedSampler):
+    STATS = dict(cpu_pct=93.0, proc_cpu_pct=178.0, cores=2, mem_used=3 * 2**30, mem_total=23 * 2**30, rss=812 * 2**20,
+                 threads=14, torch_threads=2, gpu=None, gpu_note="n/a (no nvidia-ml-py)")
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +32,7 @@ def utc(monkeypatch):
 
 
 def replay(events):
-    return CifarTuiApp("replay", events=events, clock=clock_after(events), sampler_factory=FixedSampler)
+    return CifarTuiApp("replay", events=events, clock=clock_after(events), sampler_factory=SnapshotSampler)
 
 
 async def settle(pilot):

@@ -15,7 +15,7 @@ from tui_trainer.app import CifarTuiApp
 from tui_trainer.messages import StartRun
 from tui_trainer.screens import StartScreen
 from tui_trainer.widgets.runform import RunForm, in_form_words, parse_form
-from ui_support import wait_for
+from ui_support import form_values as values, wait_for
 
 
 def run(coro):
@@ -108,13 +108,6 @@ def test_the_start_screen_lists_the_runs_dir_it_was_given(tmp_path, monkeypatch)
 
 
 # --------------------------------------------------------------------------- the form
-
-
-def values(**kw):
-    base = dict(data="synthetic", preset="tiny", epochs="3", width="0.25", batch="64", lr="0.05", subset="",
-                val="", mixup=False)
-    base.update(kw)
-    return base
 
 
 def test_parse_form_speaks_of_fields(tmp_path):

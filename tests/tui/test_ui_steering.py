@@ -17,7 +17,7 @@ from engine import events as ev
 from tui_trainer.app import CifarTuiApp
 from tui_trainer.screens import DashboardScreen
 from tui_trainer.widgets.plots import AccuracyPlot, LearningRatePlot, LossPlot
-from ui_support import T0, demo_events, press, wait_for
+from ui_support import FakeTrainer, FixedSampler, demo_events, press, wait_for
 
 SIZES = [(80, 24), (100, 30)]
 RUN = "/tmp/runs/20261206-000000-steer"
@@ -32,54 +32,34 @@ def status_row(dash: DashboardScreen, label: str) -> str:
     return line[len(label):].strip()
 
 
-class SteeredTrainer:
+class SteeredTrainer(FakeTrainer):
     """Trains 5 of 10 steps of epoch 1, then applies an lr command only when ``confirm``
     is set (so the test sees the status before and after the confirming event)."""
 
-    def __init__(self, config, *, listeners=(), **kw):
-        self.listeners, self.result, self.thread = list(listeners), None, None
-        self.received: list = []
-        self.confirm, self.stop = threading.Event(), threading.Event()
+    def __init__(self, config, **kw):
+        super().__init__(config, **kw)
+        self.confirm = threading.Event()
         SteeredTrainer.last = self
 
-    alive = property(lambda self: self.thread is not None and self.thread.is_alive())
-
-    def send(self, cmd):
-        self.received.append(cmd)
-        if isinstance(cmd, ev.Stop):
-            self.stop.set()
-
-    def join(self, timeout=None):
-        self.thread.join(timeout)
-
-    def emit(self, e):
-        for fn in self.listeners:
-            fn(e)
-
-    def start(self):
-        def work():
-            self.emit(ev.RunStarted(config={"epochs": 2, "batch_size": 32, "lr": 0.1}, run_dir=RUN, device="cpu",
-                                    params=79_339, run_id="20261206-000000-steer", train_size=320, val_size=64,
-                                    steps_per_epoch=10))
-            self.emit(ev.StateChanged(state="running", reason="started"))
-            self.emit(ev.EpochStarted(epoch=1, epochs=2, steps=10, mixup=False))
-            for s in range(1, 6):
-                self.emit(ev.StepDone(epoch=1, step=s, loss=2.3 - 0.1 * s, lr=0.1, images_per_s=1000.0,
-                                      step_in_epoch=s, steps_per_epoch=10, train_acc=0.1))
-            scale = 1.0
-            while not self.stop.wait(0.05):
-                if self.confirm.is_set() and self.received:
-                    cmd = self.received.pop(0)
-                    if isinstance(cmd, ev.SetLearningRate):
-                        scale *= cmd.factor
-                        self.emit(ev.LrChanged(epoch=1, step=5, scale=scale, peak_lr=0.1 * scale, lr=0.0987 * scale))
-            self.emit(ev.StateChanged(state="finished", reason="stopped by request", epoch=1, step=5))
-            self.result = ev.RunFinished(outcome="stopped", reason="stopped by request")
-            self.emit(self.result)
-
-        self.thread = threading.Thread(target=work, daemon=True)
-        self.thread.start()
-        return self.thread
+    def work(self):
+        self.emit(ev.RunStarted(config={"epochs": 2, "batch_size": 32, "lr": 0.1}, run_dir=RUN, device="cpu",
+                                params=79_339, run_id="20261206-000000-steer", train_size=320, val_size=64,
+                                steps_per_epoch=10))
+        self.emit(ev.StateChanged(state="running", reason="started"))
+        self.emit(ev.EpochStarted(epoch=1, epochs=2, steps=10, mixup=False))
+        for s in range(1, 6):
+            self.emit(ev.StepDone(epoch=1, step=s, loss=2.3 - 0.1 * s, lr=0.1, images_per_s=1000.0,
+                                  step_in_epoch=s, steps_per_epoch=10, train_acc=0.1))
+        scale = 1.0
+        while not self.stop.wait(0.05):
+            if self.confirm.is_set() and self.received:
+                cmd = self.received.pop(0)
+                if isinstance(cmd, ev.SetLearningRate):
+                    scale *= cmd.factor
+                    self.emit(ev.LrChanged(epoch=1, step=5, scale=scale, peak_lr=0.1 * scale, lr=0.0987 * scale))
+        self.emit(ev.StateChanged(state="finished", reason="stopped by request", epoch=1, step=5))
+        self.result = ev.RunFinished(outcome="stopped", reason="stopped by request")
+        self.emit(self.result)
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -149,20 +129,7 @@ class Host(App):
         self.source = source
 
     def on_mount(self) -> None:
-        self.push_screen(DashboardScreen(self.source, sampler=_Sampler()))
-
-
-class _Sampler:
-    device = None
-
-    def set_device(self, device):
-        self.device = device
-
-    def sample(self):
-        from tui_trainer.sysstats import SystemStats
-
-        return SystemStats(cpu_pct=1.0, proc_cpu_pct=1.0, cores=2, mem_used=1, mem_total=2, rss=1, threads=1,
-                           torch_threads=1, gpu=None, gpu_note="n/a")
+        self.push_screen(DashboardScreen(self.source, sampler=FixedSampler()))
 
 
 def test_the_lr_keys_steer_an_attached_run():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -23,27 +24,15 @@ from tui_trainer import app as app_module
 from tui_trainer.app import CifarTuiApp, desktop_notification
 from tui_trainer.runstate import RunState
 from tui_trainer.screens import DashboardScreen
-from tui_trainer.sysstats import SystemStats
 from tui_trainer.widgets.axes import log_ticks, smooth
 from tui_trainer.widgets.keyhelp import KeysTable, ordered_bindings
 from tui_trainer.widgets.plots import AccuracyPlot, LearningRatePlot, Legend, LossPlot
-from ui_support import T0, clock_after, demo_events, press, wait_for
+from ui_support import FakeTrainer, FixedSampler, T0, clock_after, demo_events, on_dashboard, press, wait_for
 
 SIZES = [(80, 24), (100, 30)]
 NAN_REASON = ("the loss became NaN at epoch 3 step 20 (learning rate 0.0931); nothing was saved after it: "
               "lower --lr and resume from the last checkpoint")
 DATA_REASON = "CIFAR-10 is not downloaded and there is no network here; give --data PATH (a cifar-10-batches-py folder)"
-
-
-class FixedSampler:
-    device = None
-
-    def set_device(self, device: str) -> None:
-        self.device = device
-
-    def sample(self) -> SystemStats:
-        return SystemStats(cpu_pct=50.0, proc_cpu_pct=100.0, cores=2, mem_used=2**30, mem_total=8 * 2**30,
-                           rss=2**28, threads=9, torch_threads=2, gpu=None, gpu_note="n/a")
 
 
 def run(coro):
@@ -70,9 +59,16 @@ def footer_keys(app) -> dict[str, FooterKey]:
 
 
 async def shown(pilot, app) -> DashboardScreen:
-    await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), what="the dashboard")
+    dash = await on_dashboard(pilot, app)
     await pilot.pause(0.3)
-    return app.screen
+    return dash
+
+
+@asynccontextmanager
+async def showing(app: CifarTuiApp, size):
+    """``app`` run at ``size`` until its dashboard is shown: yields the app, its pilot and the dashboard."""
+    async with app.run_test(size=size) as pilot:
+        yield app, pilot, await shown(pilot, app)
 
 
 def failed_events(reason: str = NAN_REASON, epochs_done: int = 2) -> list[ev.Event]:
@@ -88,9 +84,7 @@ def failed_events(reason: str = NAN_REASON, epochs_done: int = 2) -> list[ev.Eve
 @pytest.mark.parametrize("reason", [NAN_REASON, DATA_REASON])
 def test_the_reason_wraps_on_words(size, reason):
     async def main():
-        app = replay(failed_events(reason))
-        async with app.run_test(size=size) as pilot:
-            dash = await shown(pilot, app)
+        async with showing(replay(failed_events(reason)), size) as (app, pilot, dash):
             lines = [line.strip("│ ") for line in region_text(app, dash.status)]
             start = next(i for i, line in enumerate(lines) if line.startswith("State")) + 1
             end = next(i for i, line in enumerate(lines) if line.startswith("Device"))
@@ -107,60 +101,36 @@ def test_the_reason_wraps_on_words(size, reason):
 # ----------------------------------------------------- 5 and 9: the footer's keys
 
 
-class FakeTrainer:
+class LiveTrainer(FakeTrainer):
     """Starts, trains until stopped (or until ``finish`` is set), then ends as asked."""
 
-    instances: list["FakeTrainer"] = []
+    instances: list["LiveTrainer"] = []
 
-    def __init__(self, config, *, listeners=(), **kw):
-        self.listeners, self.result = list(listeners), None
-        self.stop, self.finish = threading.Event(), threading.Event()
-        self.received: list = []
-        self.thread = None
+    def __init__(self, config, **kw):
+        super().__init__(config, **kw)
+        self.finish = threading.Event()
         self.outcome = getattr(config, "outcome", "stopped")
-        FakeTrainer.instances.append(self)
+        LiveTrainer.instances.append(self)
 
-    @property
-    def alive(self) -> bool:
-        return self.thread is not None and self.thread.is_alive()
-
-    def send(self, cmd):
-        self.received.append(cmd)
-        if isinstance(cmd, ev.Stop):
-            self.stop.set()
-
-    def join(self, timeout=None):
-        if self.thread is not None:
-            self.thread.join(timeout)
-
-    def emit(self, e):
-        for fn in self.listeners:
-            fn(e)
-
-    def start(self):
-        def work():
-            self.emit(ev.RunStarted(config={"epochs": 3, "batch_size": 32}, run_dir="/tmp/runs/20261206-000000-fake",
-                                    device="cuda:0 x8", params=4_993_166, run_id="20261206-000000-fake",
-                                    train_size=320, val_size=64, steps_per_epoch=10))
-            self.emit(ev.StateChanged(state="running", reason="started"))
-            while not (self.stop.wait(0.05) or self.finish.is_set()):
-                pass
-            last = "/tmp/runs/20261206-000000-fake/checkpoints/last.pt"
-            if self.outcome == "failed":
-                self.emit(ev.Failed(message="the loss became NaN"))
-                self.emit(ev.StateChanged(state="failed", reason="the loss became NaN"))
-                self.result = ev.RunFinished(outcome="failed", reason="the loss became NaN")
-            else:
-                self.emit(ev.CheckpointSaved(path=last, epoch=1, val_acc=0.5, kind="stop"))
-                reason = "stopped by request" if self.stop.is_set() else "completed 3 epochs"
-                outcome = "stopped" if self.stop.is_set() else "completed"
-                self.emit(ev.StateChanged(state="finished", reason=reason))
-                self.result = ev.RunFinished(outcome=outcome, reason=reason, last_checkpoint=last)
-            self.emit(self.result)
-
-        self.thread = threading.Thread(target=work, daemon=True)
-        self.thread.start()
-        return self.thread
+    def work(self):
+        self.emit(ev.RunStarted(config={"epochs": 3, "batch_size": 32}, run_dir="/tmp/runs/20261206-000000-fake",
+                                device="cuda:0 x8", params=4_993_166, run_id="20261206-000000-fake",
+                                train_size=320, val_size=64, steps_per_epoch=10))
+        self.emit(ev.StateChanged(state="running", reason="started"))
+        while not (self.stop.wait(0.05) or self.finish.is_set()):
+            pass
+        last = "/tmp/runs/20261206-000000-fake/checkpoints/last.pt"
+        if self.outcome == "failed":
+            self.emit(ev.Failed(message="the loss became NaN"))
+            self.emit(ev.StateChanged(state="failed", reason="the loss became NaN"))
+            self.result = ev.RunFinished(outcome="failed", reason="the loss became NaN")
+        else:
+            self.emit(ev.CheckpointSaved(path=last, epoch=1, val_acc=0.5, kind="stop"))
+            reason = "stopped by request" if self.stop.is_set() else "completed 3 epochs"
+            outcome = "stopped" if self.stop.is_set() else "completed"
+            self.emit(ev.StateChanged(state="finished", reason=reason))
+            self.result = ev.RunFinished(outcome=outcome, reason=reason, last_checkpoint=last)
+        self.emit(self.result)
 
 
 class Plan:
@@ -169,16 +139,14 @@ class Plan:
 
 
 def live_app(outcome: str = "completed") -> CifarTuiApp:
-    FakeTrainer.instances.clear()
-    return CifarTuiApp("train", config=Plan(outcome), trainer_factory=FakeTrainer, sampler_factory=FixedSampler)
+    LiveTrainer.instances.clear()
+    return CifarTuiApp("train", config=Plan(outcome), trainer_factory=LiveTrainer, sampler_factory=FixedSampler)
 
 
 @pytest.mark.parametrize("size", SIZES)
 def test_the_footer_keeps_q_and_shows_only_keys_that_act(size):
     async def main():
-        app = live_app()
-        async with app.run_test(size=size) as pilot:
-            dash = await shown(pilot, app)
+        async with showing(live_app(), size) as (app, pilot, dash):
             await wait_for(pilot, lambda: dash.run_state.state == "running", what="running")
             await pilot.pause(0.3)
             keys = footer_keys(app)
@@ -189,7 +157,7 @@ def test_the_footer_keeps_q_and_shows_only_keys_that_act(size):
             lines = [line.strip("│ ") for line in region_text(app, dash.status)]
             device = next(i for i, line in enumerate(lines) if line.startswith("Device"))
             assert lines[device + 1].startswith("Epoch") and "cuda:0 x8" in lines[device]
-            FakeTrainer.instances[0].finish.set()
+            LiveTrainer.instances[0].finish.set()
             await wait_for(pilot, lambda: dash.run_state.state == "finished" and not app.session.active,
                            what="the end")
             await pilot.pause(0.4)
@@ -204,9 +172,7 @@ def test_the_footer_keeps_q_and_shows_only_keys_that_act(size):
 def test_the_status_box_is_closed_and_placeholders_are_whole(size):
     events = demo_events(epochs_done=0, epochs=10)[:3]  # started, no step yet
     async def main():
-        app = replay(events)
-        async with app.run_test(size=size) as pilot:
-            dash = await shown(pilot, app)
+        async with showing(replay(events), size) as (app, pilot, dash):
             box = region_text(app, dash.status)
             assert box[0].lstrip().startswith("╭") and box[-1].lstrip().startswith("╰")  # top and bottom border
             for plot, note in ((AccuracyPlot, "after epoch 1"), (LearningRatePlot, "peak 0.1, no steps yet"),
@@ -240,9 +206,7 @@ def test_the_log_loss_plot_has_three_labels(size):
     events = [narrow(e) for e in demo_events(epochs_done=4, epochs=10)]
 
     async def main():
-        app = replay(events)
-        async with app.run_test(size=size) as pilot:
-            dash = await shown(pilot, app)
+        async with showing(replay(events), size) as (app, pilot, dash):
             loss = dash.query_one(LossPlot)
             await press(pilot, "l")
             await wait_for(pilot, lambda: loss.log_scale, what="the log scale")
@@ -260,9 +224,7 @@ def test_the_log_loss_plot_has_three_labels(size):
 @pytest.mark.parametrize("size", SIZES)
 def test_help_lists_the_dashboards_keys_first_over_the_plots(size):
     async def main():
-        app = replay(demo_events())
-        async with app.run_test(size=size) as pilot:
-            dash = await shown(pilot, app)
+        async with showing(replay(demo_events()), size) as (app, pilot, dash):
             loss = dash.query_one(LossPlot)
             before = loss.size
             await press(pilot, "question_mark")
@@ -302,8 +264,8 @@ class QuitWhenRunning(CifarTuiApp):
 
 
 def test_q_in_the_dashboard_prints_the_run_folder_and_how_to_resume(capsys):
-    FakeTrainer.instances.clear()
-    app = QuitWhenRunning("train", config=Plan(), trainer_factory=FakeTrainer, sampler_factory=FixedSampler)
+    LiveTrainer.instances.clear()
+    app = QuitWhenRunning("train", config=Plan(), trainer_factory=LiveTrainer, sampler_factory=FixedSampler)
     app.run = partial(CifarTuiApp.run, app, headless=True, size=(80, 24))
     code = app_module._run(app)
     out = capsys.readouterr().out
@@ -334,9 +296,7 @@ def test_the_first_report_after_an_epoch_is_not_training_speed():
 @pytest.mark.parametrize("size", SIZES)
 def test_the_status_speed_after_an_epoch(size):
     async def main():
-        app = replay(speed_events())
-        async with app.run_test(size=size) as pilot:
-            dash = await shown(pilot, app)
+        async with showing(replay(speed_events()), size) as (app, pilot, dash):
             speed = next(line for line in region_text(app, dash.status) if "Speed" in line)
             assert "5,1" in speed or "5,2" in speed, speed
             assert " 8 img/s" not in speed
@@ -350,9 +310,7 @@ def test_after_a_failure_the_plots_say_so(size):
         ev.Failed(message=DATA_REASON, time=T0 + 1), ev.StateChanged(state="failed", reason=DATA_REASON, time=T0 + 1)]
 
     async def main():
-        app = replay(events)
-        async with app.run_test(size=size) as pilot:
-            dash = await shown(pilot, app)
+        async with showing(replay(events), size) as (app, pilot, dash):
             for plot in (LossPlot, AccuracyPlot, LearningRatePlot):
                 text = " ".join(region_text(app, dash.query_one(plot)))
                 assert "waiting" not in text and "no steps yet" not in text
@@ -373,9 +331,7 @@ def test_smooth_is_tensorboards_debiased_moving_average():
 @pytest.mark.parametrize("size", SIZES)
 def test_the_smoothing_key_cycles_and_shows_in_the_title(size):
     async def main():
-        app = replay(demo_events())
-        async with app.run_test(size=size) as pilot:
-            dash = await shown(pilot, app)
+        async with showing(replay(demo_events()), size) as (app, pilot, dash):
             loss = dash.query_one(LossPlot)
             legend = next(lg for lg in dash.query(Legend) if lg.plot is loss)
             assert loss.smoothing == 0.6 and "train (raw)" in loss.points
@@ -408,7 +364,7 @@ def test_a_bell_when_a_run_ends(outcome):
             await wait_for(pilot, lambda: dash.run_state.state == "running", what="running")
             await pilot.pause(0.3)
             assert rings == []
-            FakeTrainer.instances[0].finish.set()
+            LiveTrainer.instances[0].finish.set()
             await wait_for(pilot, lambda: rings, what="the bell")
             await pilot.pause(0.3)
             assert rings == [("bell",)]

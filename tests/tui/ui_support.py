@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import time
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -105,6 +107,14 @@ async def press(pilot, *keys: str) -> None:
         await pilot.pause(0.05)
 
 
+def form_values(**kw) -> dict:
+    """The run form's fields as the user typed them (strings): a tiny synthetic run, ``kw`` changed."""
+    base = dict(data="synthetic", preset="tiny", epochs="3", width="0.25", batch="64", lr="0.05", subset="",
+                val="", mixup=False)
+    base.update(kw)
+    return base
+
+
 class BrowserHost(App):
     """A bare app hosting the checkpoint browser; records what the browser asks it to start."""
 
@@ -119,3 +129,83 @@ class BrowserHost(App):
 
     def on_start_run(self, message) -> None:
         self.started.append((message.config, {"resume": message.resume, "overrides": message.resume_overrides}))
+
+
+@asynccontextmanager
+async def browsing(root: Path, select=None, size=(100, 30)):
+    """A :class:`BrowserHost` on ``root`` at ``size``, once the browser lists its rows:
+    yields the app, its pilot and the browser screen."""
+    from tui_trainer.screens import BrowserScreen
+
+    app = BrowserHost(root, select=select)
+    async with app.run_test(size=size) as pilot:
+        await wait_for(pilot, lambda: isinstance(app.screen, BrowserScreen) and app.screen.rows, what="the rows")
+        yield app, pilot, app.screen
+
+
+async def on_dashboard(pilot, app, until: Callable = lambda dash: True, what: str = "the dashboard"):
+    """Wait until the dashboard is the app's screen and ``until(dashboard)`` holds; returns it."""
+    from tui_trainer.screens import DashboardScreen
+
+    await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen) and until(app.screen), what=what)
+    return app.screen
+
+
+async def quit_app(pilot, key: str = "q") -> int:
+    """Press ``key`` (q: quit, or detach) and wait until the app exits; returns its code."""
+    await press(pilot, key)
+    await wait_for(pilot, lambda: pilot.app.return_code is not None, what="the app to exit")
+    return pilot.app.return_code
+
+
+class FixedSampler:
+    """The system panel's numbers, fixed: a test or a snapshot must not show this machine's load.
+    A subclass may set other ``STATS``."""
+
+    STATS = dict(cpu_pct=50.0, proc_cpu_pct=100.0, cores=2, mem_used=2**30, mem_total=8 * 2**30, rss=2**28,
+                 threads=9, torch_threads=2, gpu=None, gpu_note="n/a")
+    device = None
+
+    def set_device(self, device: str) -> None:
+        self.device = device
+
+    def sample(self):
+        from tui_trainer.sysstats import SystemStats
+
+        return SystemStats(**self.STATS)
+
+
+class FakeTrainer:
+    """A trainer's interface (start, send, join, alive) without training: :meth:`work` (a
+    subclass's) emits the events, in a thread. ``stop`` is set by a Stop command;
+    ``received`` holds every command sent."""
+
+    def __init__(self, config, *, listeners=(), **kw):
+        self.config, self.listeners, self.result, self.thread = config, list(listeners), None, None
+        self.received: list = []
+        self.stop = threading.Event()
+
+    @property
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def send(self, cmd) -> None:
+        self.received.append(cmd)
+        if isinstance(cmd, ev.Stop):
+            self.stop.set()
+
+    def join(self, timeout=None) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+    def emit(self, e) -> None:
+        for fn in self.listeners:
+            fn(e)
+
+    def work(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> threading.Thread:
+        self.thread = threading.Thread(target=self.work, daemon=True)
+        self.thread.start()
+        return self.thread
