@@ -5,6 +5,37 @@ from __future__ import annotations
 import pytest
 
 
+def pytest_configure(config):
+    _share_synthetic_data()
+
+
+def _share_synthetic_data() -> None:
+    """``synthetic`` data is seeded, so the same arguments always make the same images, and
+    making the full set (12,000 images: what ``--data synthetic`` loads) takes seconds on a
+    2-core CPU: in this test process it is made once, and every caller gets its own copy of
+    the tensors (what one test does to them never reaches another). Other sizes (the tests
+    of the generator itself use them) are made each time; processes a test starts make their own."""
+    import dataclasses
+
+    from engine import data
+    from engine.data import synthetic
+
+    real, made = synthetic.make_synthetic, {}
+
+    def make_synthetic(n_train: int = 10_000, n_test: int = 2_000, seed: int = synthetic.SYNTHETIC_SEED):
+        key = (n_train, n_test, seed)
+        if key != (10_000, 2_000, synthetic.SYNTHETIC_SEED):
+            return real(n_train, n_test, seed)
+        if key not in made:
+            made[key] = real(n_train, n_test, seed)
+        b = made[key]
+        copy = lambda s: None if s is None else synthetic.ImageSet(s.x.clone(), s.y.clone())  # noqa: E731
+        return dataclasses.replace(b, train=copy(b.train), test=copy(b.test), notes=list(b.notes))
+
+    make_synthetic.__doc__ = real.__doc__
+    synthetic.make_synthetic = data.make_synthetic = make_synthetic
+
+
 @pytest.fixture(autouse=True)
 def _isolated_dirs(tmp_path, monkeypatch):
     monkeypatch.setenv("CIFAR_TUI_CACHE_DIR", str(tmp_path / "cache"))

@@ -68,11 +68,27 @@ def test_signal_stops_gracefully_and_saves(tmp_path, sig, code):
     assert not (run / ".lock").exists()  # the lock is released
 
 
-def test_a_second_writer_is_refused_and_a_stale_lock_is_taken_over(tmp_path):
-    runner = CliRunner()
-    r = runner.invoke(app, [*TRAIN, "--epochs", "1", "--runs-dir", str(tmp_path / "runs")])
+@pytest.fixture(scope="module")
+def one_epoch(tmp_path_factory):
+    """A run of ``TRAIN`` that finished its one epoch, trained once for the tests that resume
+    it; each works on its own copy (``one_epoch_copy``)."""
+    runs = tmp_path_factory.mktemp("one-epoch")
+    r = CliRunner().invoke(app, [*TRAIN, "--epochs", "1", "--runs-dir", str(runs)])
     assert r.exit_code == 0, r.output
-    (run,) = list((tmp_path / "runs").iterdir())
+    (run,) = list(runs.iterdir())
+    return run
+
+
+@pytest.fixture
+def one_epoch_copy(one_epoch, tmp_path):
+    import shutil
+
+    return Path(shutil.copytree(one_epoch, tmp_path / "runs" / one_epoch.name))
+
+
+def test_a_second_writer_is_refused_and_a_stale_lock_is_taken_over(one_epoch_copy):
+    runner = CliRunner()
+    run = one_epoch_copy
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         import socket
@@ -91,10 +107,9 @@ def test_a_second_writer_is_refused_and_a_stale_lock_is_taken_over(tmp_path):
     assert "removed a stale lock" in r.output
 
 
-def test_a_torn_metrics_line_is_skipped_and_not_glued_to_the_next(tmp_path):
+def test_a_torn_metrics_line_is_skipped_and_not_glued_to_the_next(one_epoch_copy):
     runner = CliRunner()
-    assert runner.invoke(app, [*TRAIN, "--epochs", "1", "--runs-dir", str(tmp_path / "runs")]).exit_code == 0
-    (run,) = list((tmp_path / "runs").iterdir())
+    run = one_epoch_copy
     with open(run / "metrics.jsonl", "a") as fh:
         fh.write('{"event":"StepDone","epo')  # a writer killed mid-line
     events_before, _ = read_metrics(run / "metrics.jsonl")
@@ -106,10 +121,9 @@ def test_a_torn_metrics_line_is_skipped_and_not_glued_to_the_next(tmp_path):
     assert len(events) > len(events_before)
 
 
-def test_leftover_temporary_files_are_cleaned(tmp_path):
+def test_leftover_temporary_files_are_cleaned(one_epoch_copy):
     runner = CliRunner()
-    assert runner.invoke(app, [*TRAIN, "--epochs", "1", "--runs-dir", str(tmp_path / "runs")]).exit_code == 0
-    (run,) = list((tmp_path / "runs").iterdir())
+    run = one_epoch_copy
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     junk = run / "checkpoints" / f".last.pt.tmp-{dead.pid}"
