@@ -226,26 +226,21 @@ def test_bad_data_fails_before_the_run_starts(tmp_path):
     run(main())
 
 
-def test_resume_shows_the_earlier_epochs(tmp_path):
-    from engine.trainer import Trainer
-
-    cfg = tiny(tmp_path, epochs=1)
-    first = Trainer(cfg)
-    assert first.run() == "completed"
-    last = first.run_dir / "checkpoints" / "last.pt"
+def test_resume_shows_the_earlier_epochs(run_copy):
+    last = run_copy / "checkpoints" / "last.pt"  # a finished 2-epoch run
 
     async def main():
-        app = CifarTuiApp("train", resume=str(last), resume_overrides={"epochs": 2})
+        app = CifarTuiApp("train", resume=str(last), resume_overrides={"epochs": 3})
         async with app.run_test(size=SIZE) as pilot:
             await wait_for(pilot, lambda: app.session is not None and not app.session.active, what="the resumed run")
             dash = dashboard(app)
             await wait_for(pilot, lambda: dash.run_state.state == "finished", what="finished")
             await pilot.pause(0.4)
-            assert [h.epoch for h in dash.run_state.history] == [1, 2]  # epoch 1 from metrics.jsonl
-            assert dash.query_one(AccuracyPlot).points["val"] == 2
+            assert [h.epoch for h in dash.run_state.history] == [1, 2, 3]  # epochs 1 and 2 from metrics.jsonl
+            assert dash.query_one(AccuracyPlot).points["val"] == 3
             assert any("loaded the run's history" in line for line in dash.event_log.lines_written)
             assert any("resumed from" in line for line in dash.event_log.lines_written)
-            assert "2 / 2" in status_text(app)
+            assert "3 / 3" in status_text(app)
             await quit_app(pilot)
         assert app.return_code == 0
 
