@@ -10,14 +10,22 @@ few seconds), and runs each command in its own process, from that folder, so the
 paths in the table are short: ``R`` is the run folder. The printed line is the
 ``error:`` line of a refused command, else its first ``warning:`` or ``note:``
 line, else the line the case names. Takes a few minutes on a laptop.
+
+    python scripts/hostile_inputs.py --check docs/reliability.md > /tmp/table.md
+
+also compares each case with the document's row of the same name: exit 1, the cases
+named on stderr, where a command's exit code is not the documented one (a printed
+line that differs is named there too, as a note: run folders carry the time).
 """
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 import tempfile
@@ -216,7 +224,34 @@ def cases(f: dict[str, str]) -> list[Case]:
     ]
 
 
+def documented(doc: Path) -> dict[str, tuple[str, str]]:
+    """The document's table rows: case -> (printed, exit), as written."""
+    rows = {}
+    for line in doc.read_text().splitlines():
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if len(cells) >= 4 and line.startswith("| ") and cells[3].isdigit():
+            rows[cells[0]] = (cells[2], cells[3])
+    return rows
+
+
+def drift(doc: dict[str, tuple[str, str]], what: str, line: str, code: int) -> tuple[str, bool]:
+    """How a case differs from its documented row ('' if it does not), and whether that is a failure."""
+    if what not in doc:
+        return f"{what}: not in the document", False
+    printed, exit_code = doc[what]
+    if exit_code != str(code):
+        return f"{what}: exit {code}, documented {exit_code} ({line})", True
+    if printed.startswith("`") and printed != f"`{line}`":
+        return f"note: {what}: printed {line!r}, documented {printed}", False
+    return "", False
+
+
 def main() -> int:
+    ap = argparse.ArgumentParser(description="Print the table of hostile inputs from real runs.")
+    ap.add_argument("--check", type=Path, metavar="DOC", help="compare with this document's rows (exit 1 on a changed exit code)")
+    args = ap.parse_args()
+    doc = documented(args.check) if args.check else None
+    failed = 0
     work = Path(tempfile.mkdtemp(prefix="hostile-"))
     env = dict(os.environ, CIFAR_TUI_CACHE_DIR=str(work / "cache"), CIFAR_TUI_RUNS_DIR=str(work / "runs"),
                PYTHONPATH=str(ROOT), COLUMNS="200", OMP_NUM_THREADS="1")
@@ -233,8 +268,13 @@ def main() -> int:
         line = pick(out, code, marker).replace(str(run), "R").replace(str(work) + "/", "").replace("|", "\\|")
         command = "cifar-tui " + " ".join(args)
         print(f"| {what} | `{command}` | `{line}` | {code} |", flush=True)
-    print(json.dumps({"workdir": str(work)}), file=sys.stderr)
-    return 0
+        if doc is not None:
+            said, bad = drift(doc, what, line, code)
+            failed += bad
+            if said:
+                print(said, file=sys.stderr)
+    print(json.dumps({"workdir": str(work), "changed_exit_codes": failed}), file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
