@@ -45,11 +45,19 @@ def launch(world: int, out: Path, **args) -> list[dict]:
     return results
 
 
-def test_two_processes_train_as_one(tmp_path):
-    runs = tmp_path / "runs"
-    res = launch(2, tmp_path / "a", config={**CONFIG, "epochs": 2, "runs_dir": str(runs)})
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """A 2-epoch run trained by two processes, once for this module: the folder holding its
+    runs folder and each rank's output (``a``), and each rank's result. Do not change it."""
+    root = tmp_path_factory.mktemp("two-ranks")
+    return root, launch(2, root / "a", config={**CONFIG, "epochs": 2, "runs_dir": str(root / "runs")})
+
+
+def test_two_processes_train_as_one(two_ranks):
+    root, res = two_ranks
+    runs = root / "runs"
     # the weights are identical on both ranks
-    w0, w1 = torch.load(tmp_path / "a" / "rank0.pt"), torch.load(tmp_path / "a" / "rank1.pt")
+    w0, w1 = torch.load(root / "a" / "rank0.pt"), torch.load(root / "a" / "rank1.pt")
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
     # rank 0 alone wrote the run folder and reported
     assert res[1]["run_dir"] is None and res[1]["events"] == []
@@ -76,19 +84,20 @@ def test_two_processes_train_as_one(tmp_path):
     assert torch.equal(model.state_dict()["head.weight"], w0["head.weight"])
 
 
-def test_resume_across_world_sizes(tmp_path):
-    runs = tmp_path / "runs"
-    launch(2, tmp_path / "a", config={**CONFIG, "epochs": 1, "runs_dir": str(runs)})
-    (run,) = list(runs.iterdir())
+def test_resume_across_world_sizes(two_ranks, tmp_path):
+    import shutil
+
+    (trained,) = list((two_ranks[0] / "runs").iterdir())  # 2 epochs by 2 processes
+    run = Path(shutil.copytree(trained, tmp_path / "runs" / trained.name))
     last = run / "checkpoints" / "last.pt"
     # 2 processes -> 1
-    res = launch(1, tmp_path / "b", resume=str(last), overrides={"epochs": 2})
-    assert res[0]["state"] == "completed" and load_checkpoint(last)["epoch"] == 2
+    res = launch(1, tmp_path / "b", resume=str(last), overrides={"epochs": 3})
+    assert res[0]["state"] == "completed" and load_checkpoint(last)["epoch"] == 3
     # 1 process -> 2
-    res = launch(2, tmp_path / "c", resume=str(last), overrides={"epochs": 3})
-    assert load_checkpoint(last)["epoch"] == 3
+    res = launch(2, tmp_path / "c", resume=str(last), overrides={"epochs": 4})
+    assert load_checkpoint(last)["epoch"] == 4
     epochs = [e["epoch"] for e in read_metrics(run / "metrics.jsonl")[0] if e["event"] == "EpochDone"]
-    assert epochs == [1, 2, 3]
+    assert epochs == [1, 2, 3, 4]
 
 
 def test_torchrun_end_to_end(tmp_path):
