@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import CIFAR_MEAN, CIFAR_STD
+from .device import host_to_device
 
 
 @dataclass
@@ -54,8 +55,8 @@ def make_epoch_plan(n: int, batch_size: int, seed: int, epoch: int, cfg, device:
     if cfg.flip and getattr(cfg, "flip_mode", "random") == "alternate":
         flips = alternate_flips(n, seed, epoch)[order]
 
-    def t(a, dtype):
-        return torch.as_tensor(a, dtype=dtype).to(device, non_blocking=True)
+    def t(a, dtype):  # from pinned memory on CUDA: the copy does not block the host
+        return host_to_device(a, dtype, device)
 
     return EpochPlan(
         t(order, torch.long), t(offsets, torch.long), t(flips, torch.bool), t(gray, torch.bool),

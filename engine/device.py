@@ -54,6 +54,22 @@ def autocast_for(device: torch.device, enabled: bool = True):
     return nullcontext()
 
 
+def pins(device: torch.device) -> bool:
+    """Host tensors that travel to or from ``device`` go through pinned (page-locked) memory:
+    on CUDA, where a copy from or to pageable memory blocks the host."""
+    return device.type == "cuda"
+
+
+def host_to_device(values, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``values`` (an array or a list) as a tensor on ``device``, copied without blocking the
+    host: from pinned memory where :func:`pins` says so (pageable memory would be a blocking
+    staged copy); on a CPU nothing is copied."""
+    host = torch.as_tensor(values, dtype=dtype)
+    if pins(device):
+        host = host.pin_memory()
+    return host.to(device, non_blocking=True)
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)

@@ -5,6 +5,7 @@ The model runs in eval mode, without augmentation, with the training normalisati
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -42,7 +43,7 @@ class EvalResult:
 def normalize(x_uint8: torch.Tensor, mean=CIFAR_MEAN, std=CIFAR_STD) -> torch.Tensor:
     """uint8 images -> the float input the network was trained on (the one normalisation
     of inference; training's :class:`engine.data.Augmenter` applies the same constants)."""
-    return Normalizer(x_uint8.device, mean, std)(x_uint8)
+    return normalizer_for(x_uint8.device, tuple(mean), tuple(std))(x_uint8)
 
 
 def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -72,7 +73,7 @@ def tta_logits(model: torch.nn.Module, xb: torch.Tensor, tta_flip: bool = False,
 
 class Normalizer:
     """uint8 -> normalised float on one device, with the constants made once (no copy from
-    the host per batch)."""
+    the host per batch; :func:`normalizer_for` keeps one per device for every call)."""
 
     def __init__(self, device: torch.device, mean=CIFAR_MEAN, std=CIFAR_STD):
         self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1)
@@ -80,6 +81,13 @@ class Normalizer:
 
     def __call__(self, x_uint8: torch.Tensor) -> torch.Tensor:
         return (x_uint8.float().div(255) - self.mean) / self.std
+
+
+@functools.lru_cache(maxsize=16)
+def normalizer_for(device: torch.device, mean: tuple = CIFAR_MEAN, std: tuple = CIFAR_STD) -> Normalizer:
+    """The :class:`Normalizer` of ``device``, built on the first call only: an evaluation
+    (every epoch's validation) copies no constants from the host."""
+    return Normalizer(device, mean, std)
 
 
 @torch.no_grad()
@@ -100,7 +108,7 @@ def predict_logits(
     model.eval()
     out = []
     n = images.shape[0]
-    norm = Normalizer(device)
+    norm = normalizer_for(torch.device(device))
     try:
         for i in range(0, n, batch_size):
             xb = norm(images[i : i + batch_size].to(device, non_blocking=True))
@@ -136,7 +144,7 @@ def validation_sums(
     sums = torch.zeros(2, dtype=dtype, device=device)
     was_training = model.training
     model.eval()
-    norm = Normalizer(device)
+    norm = normalizer_for(torch.device(device))
     try:
         for i in range(0, images.shape[0], batch_size):
             xb = norm(images[i : i + batch_size])

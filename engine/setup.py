@@ -33,6 +33,7 @@ from .device import device_name, resolve_device, versions
 from .ema import WeightEMA
 from .evaluate import Normalizer
 from .model import SEResNet, arch_info, bn_bias_parameters, count_parameters, whiten_stem_, zero_init_residual_
+from . import readback
 from .rundir import RunDir, RunLock, now_iso, resume_target
 from .schedule import extension_overrides, lr_at
 
@@ -197,13 +198,15 @@ class Setup:
 
     def log_due(self, step: int, steps: int, last_log: float) -> bool:
         """Read the metrics after ``step`` of ``steps``? Every ``log_every`` steps, at the end
-        of the epoch, and (alone, not under torchrun, where every rank must agree) after the
-        first step of an epoch and every ``log_seconds``, so a slow run shows progress at once."""
+        of the epoch, and (alone, not under torchrun, where every rank must agree) every
+        ``log_seconds`` and, where reads are immediate (a CPU, engine.readback), after the
+        first step of an epoch, so a slow run shows progress at once (a read one log late
+        would show step 1 only at the next log: on CUDA nothing is forced there)."""
         if step % self.cfg.log_every == 0 or step == steps:
             return True
         if self.dist.enabled or not self.cfg.log_seconds:
             return False
-        return step == 1 or time.monotonic() - last_log >= self.cfg.log_seconds
+        return (step == 1 and not readback.delays(self.device)) or time.monotonic() - last_log >= self.cfg.log_seconds
 
     def info(self) -> dict[str, Any]:
         """The run's config.json (less its resume history)."""

@@ -45,10 +45,11 @@ from .cpupace import CpuPace
 from .config import ConfigError, TrainConfig
 from .augment import make_epoch_plan, mixup_permutation
 from .data import DataBundle, DataError
-from .device import autocast_for
+from .device import autocast_for, host_to_device
 from .ema import ema_decay_at  # noqa: F401  (re-exported)
 from .evaluate import validation_sums
 from .metrics import MetricsWriter
+from .readback import Reading, SumsReader
 from .rundir import RunDir, RunDirError
 from .schedule import mixup_scheduled
 from .setup import (RESUME_MUTABLE, WHITEN_IMAGES, Builder, Progress, Setup,  # noqa: F401  (re-exported)
@@ -70,16 +71,31 @@ class _Epoch:
     correct: torch.Tensor
     major: torch.Tensor  # right on the label of each image's larger share (mixup: lam >= 0.5 its own)
     seen: int = 0
+    # the last values read (under torchrun summed over the ranks); at the epoch's end exact
     g_loss: float = 0.0
     g_correct: float = 0.0
     g_major: float = 0.0
     g_seen: float = 0.0
-    win_t: float = field(default_factory=time.perf_counter)
+    win_t: float = field(default_factory=time.perf_counter)  # training clock of the last reading reported
     win_seen: float = 0.0
     last_log: float = field(default_factory=time.monotonic)
     started: float = field(default_factory=time.perf_counter)
     paused: float = 0.0
     size: int = 32  # input pixels (progressive resizing)
+
+    def clock(self) -> float:
+        """Seconds of training: perf_counter less the time spent paused."""
+        return time.perf_counter() - self.paused
+
+
+@dataclass(frozen=True)
+class _Mark:
+    """Where a log was taken, noted with its sums (they may be reported one log later)."""
+
+    step: int  # in the epoch
+    global_step: int
+    seen: int  # this rank's images so far this epoch
+    clock: float  # the epoch's training clock
 
 
 def _nonfinite_message(p: Progress, loss: float, epoch: int, step: int, lr: float, peak: float) -> str:
@@ -121,6 +137,7 @@ class Trainer:
         self._progress = self._b.progress
         self._steer = commands.Steering(self._progress, self._emit, self._set_state)
         self._ckpt: Optional[Checkpointer] = None
+        self._reader: Optional[SumsReader] = None  # the metric reads (one log late on CUDA)
 
     # ------------------------------------------------------------------ public API
     def add_listener(self, fn: Listener) -> None:
@@ -247,6 +264,7 @@ class Trainer:
             return "stopped"
         p, st = self._progress, self._steer
         self._ckpt = Checkpointer(s, p, self._emit)
+        self._reader = SumsReader(s.device)
         st.distributed, st.base_lr = s.dist.enabled, s.cfg.lr
         st.lr_now = lambda: s.lr(p.global_step, p.lr_scale)
         self._announce(s)
@@ -298,6 +316,8 @@ class Trainer:
         while step < e.steps:
             self._ckpt.collect()
             if not self.commands.empty() or st.paused:
+                if not s.dist.enabled:  # a command is rare: first show a reading still pending
+                    self._report_pending(s, e)
                 self._between_steps(e, step)
                 if st.stopping and not s.dist.enabled:  # under torchrun a stop waits for the next sync
                     p.stopped_at = (epoch, step)
@@ -311,6 +331,12 @@ class Trainer:
                 return None
         return e
 
+    def _report_pending(self, s: Setup, e: _Epoch) -> None:
+        """Announce a reading still waiting for the next log (alone, not under torchrun)."""
+        pending = self._reader.take()
+        if pending is not None:
+            self._report(s, e, pending)
+
     def _between_steps(self, e: _Epoch, step: int) -> None:
         """Apply queued commands (blocks while paused); paused time is not training time."""
         t0 = time.perf_counter()
@@ -319,7 +345,6 @@ class Trainer:
         e.mixup = self._steer.mixup
         waited = time.perf_counter() - t0
         e.paused += waited
-        e.win_t += waited
 
     def _step(self, s: Setup, e: _Epoch, plan, step: int) -> None:
         """One optimisation step on this rank's share of the global batch."""
@@ -370,26 +395,42 @@ class Trainer:
         p.global_step += 1
 
     def _log(self, s: Setup, e: _Epoch, step: int) -> bool:
-        """Read the running sums (the loop's only host-device sync; under torchrun the only
-        collective besides DDP's) and announce StepDone. Returns True if every rank agreed
-        to stop. Raises TrainingError on a non-finite loss."""
-        p, st = self._progress, self._steer
+        """Hand the running sums to the reader (under torchrun summed over the ranks first, the
+        only collective besides DDP's) and announce the readings due: on CUDA the previous
+        log's (read without waiting for the device), at the epoch's end also this one's, exact.
+        Returns True if every rank agreed to stop. Raises TrainingError on a non-finite loss."""
         sums = torch.stack([e.loss_sum.float(), e.correct.float(), e.major.float()])
         if s.dist.enabled:  # the images seen and the stop flag travel with the sums (one collective)
-            flags = torch.tensor([float(e.seen), 1.0 if st.stopping else 0.0]).to(s.device, non_blocking=True)
-            e.g_loss, e.g_correct, e.g_major, e.g_seen, g_stop = s.dist.all_sum(torch.cat([sums, flags])).tolist()
-        else:  # one device-to-host read, nothing copied to the device
-            (e.g_loss, e.g_correct, e.g_major), e.g_seen, g_stop = sums.tolist(), float(e.seen), 0.0
+            flags = host_to_device([float(e.seen), 1.0 if self._steer.stopping else 0.0], torch.float32, s.device)
+            sums = s.dist.all_sum(torch.cat([sums, flags]))
+        mark = _Mark(step, self._progress.global_step, e.seen, e.clock())
+        e.last_log = time.monotonic()
+        if step == e.steps:
+            readings = self._reader.now(sums, mark)
+        else:
+            due = self._reader.post(sums, mark)
+            readings = [due] if due is not None else []
+        stop = False
+        for r in readings:  # every one is reported (a stop seen in either counts)
+            stop = self._report(s, e, r) or stop
+        return stop
+
+    def _report(self, s: Setup, e: _Epoch, r: Reading) -> bool:
+        """Announce StepDone for one reading. Returns True if (under torchrun) a rank asked to stop."""
+        p, st, mark = self._progress, self._steer, r.note
+        if s.dist.enabled:
+            e.g_loss, e.g_correct, e.g_major, e.g_seen, g_stop = r.values
+        else:
+            (e.g_loss, e.g_correct, e.g_major), e.g_seen, g_stop = r.values, float(mark.seen), 0.0
         mean_loss = e.g_loss / max(1.0, e.g_seen)
-        lr = s.lr(p.global_step - 1, p.lr_scale)
+        lr = s.lr(mark.global_step - 1, p.lr_scale)
         if not math.isfinite(mean_loss):
             self._ckpt.settle("failed")  # what is being written, and a best not written yet, first
-            raise TrainingError(_nonfinite_message(p, mean_loss, e.number, step, lr, s.cfg.lr * p.lr_scale))
-        now = time.perf_counter()
-        ips = (e.g_seen - e.win_seen) / max(now - e.win_t, 1e-9)
-        e.win_t, e.win_seen, e.last_log = now, e.g_seen, time.monotonic()
+            raise TrainingError(_nonfinite_message(p, mean_loss, e.number, mark.step, lr, s.cfg.lr * p.lr_scale))
+        ips = (e.g_seen - e.win_seen) / max(mark.clock - e.win_t, 1e-9)
+        e.win_t, e.win_seen = mark.clock, e.g_seen
         self._emit(ev.StepDone(
-            epoch=e.number, step=p.global_step, loss=mean_loss, lr=lr, images_per_s=ips, step_in_epoch=step,
+            epoch=e.number, step=mark.global_step, loss=mean_loss, lr=lr, images_per_s=ips, step_in_epoch=mark.step,
             steps_per_epoch=e.steps, train_acc=e.g_correct / max(1.0, e.g_seen),
             train_acc_major=e.g_major / max(1.0, e.g_seen),
         ))
