@@ -30,6 +30,7 @@ def state_of(s: Setup, p: Progress, epochs_done: int, step_in_epoch: int, extra:
     return {
         "model": s.model.state_dict(),
         **({"ema": s.ema.state_dict(), "ema_n": s.ema.n} if s.ema is not None else {}),
+        **({"lookahead": s.lookahead.state_dict()} if s.lookahead is not None else {}),
         "optimizer": s.opt.state_dict(),
         "scheduler": {"global_step": p.global_step, "total_steps": s.total_steps},
         "epoch": epochs_done,

@@ -48,6 +48,7 @@ class TrainConfig:
     nesterov: bool = False
     weight_decay: float = 5e-4
     warmup_epochs: float = 0.0
+    warmup_start: float = 0.0  # the warm-up rises from this fraction of the peak lr (0: from zero)
     schedule: str = "cosine"  # cosine | linear | constant
     # "step": the lr changes every step; "epoch": it is constant within an epoch and changes
     # between epochs, like a torch scheduler stepped once per epoch (the report's code).
@@ -73,6 +74,13 @@ class TrainConfig:
     # BatchNorm biases train at this multiple of the lr (their weight decay divided by it, so
     # the decay per step is unchanged); 1.0: one parameter group, as every run before it
     bn_bias_lr_scale: float = 1.0
+    # BatchNorm's momentum in PyTorch's convention: the weight of each new batch in the running
+    # statistics (0.1 is PyTorch's default; airbench's "momentum 0.6" is 0.4 here)
+    bn_momentum: float = 0.1
+    # every N steps, fold a slow average of the weights back into them (engine.optim.Lookahead;
+    # 0: off); lookahead_decay is the average's decay per step at the run's end
+    lookahead_every: int = 0
+    lookahead_decay: float = 0.95
     # initialisation (a new run only; a resumed run loads its weights)
     whiten_stem: bool = False  # the stem conv's filters whiten the training images' 3x3 patches
     zero_init_residual: bool = False  # each residual block's last BatchNorm starts with weight 0
@@ -215,6 +223,12 @@ class TrainConfig:
             bad(f"save_seconds must be from 0 to 10,000,000 (got {self.save_seconds})")
         if not 0 < self.bn_bias_lr_scale <= 1000:
             bad(f"bn_bias_lr_scale must be in (0, 1000] (got {self.bn_bias_lr_scale})")
+        if not 0 < self.bn_momentum <= 1:
+            bad(f"--bn-momentum must be in (0, 1] (got {self.bn_momentum}; PyTorch's default is 0.1)")
+        if not 0 <= self.warmup_start <= 1:
+            bad(f"--warmup-start must be a fraction of the peak lr in [0, 1] (got {self.warmup_start})")
+        if not 0 < self.lookahead_decay < 1:
+            bad(f"--lookahead-decay must be in (0, 1) (got {self.lookahead_decay}; e.g. 0.95)")
         if self.pad_mode not in ("zeros", "reflect"):
             bad(f"unknown pad_mode {self.pad_mode!r}; use zeros or reflect")
         if self.pad_mode == "reflect" and self.crop_padding > 31:
@@ -291,13 +305,14 @@ _WHOLE_NUMBERS: dict[str, tuple[str, int, int]] = {
     "cutout": ("cutout", 0, 32),
     "low_res_size": ("low_res_size", 8, 32),
     "low_res_epochs": ("low_res_epochs", 0, 100_000),
+    "lookahead_every": ("--lookahead-every", 0, 1_000_000),
 }
 # numpy's seeding (np.random.default_rng([seed, ...])) needs a non-negative seed;
 # torch.manual_seed takes up to 2**64-1. 32 bits is what every library accepts.
 _SEED_MESSAGE = "--seed must be a whole number from 0 to 2**32-1 (4,294,967,295) (got {v})"
 _REAL_NUMBERS = ("lr", "width", "momentum", "weight_decay", "warmup_epochs", "grad_clip_value", "label_smoothing",
                  "ema_decay", "flip_p", "grayscale_p", "autocontrast_p", "mixup_alpha", "mixup_prob", "log_seconds",
-                 "save_seconds", "bn_bias_lr_scale", "restart_lr")
+                 "save_seconds", "bn_bias_lr_scale", "restart_lr", "bn_momentum", "warmup_start", "lookahead_decay")
 _OPTIONAL = ("subset", "val_size", "grad_clip_value", "ema_decay", "cosine_epochs", "mixup_until_epoch",
              "restart_epoch", "restart_lr")
 _BOOLEANS = ("nesterov", "tta_flip", "tta_translate", "flip", "mixup", "amp", "channels_last", "compile",

@@ -179,6 +179,14 @@ def zero_init_residual_(model: nn.Module) -> int:
     return n
 
 
+def set_bn_momentum_(model: nn.Module, momentum: float) -> None:
+    """Every BatchNorm's ``momentum`` (PyTorch's convention: the weight of the new batch in
+    the running statistics; 0.1 is PyTorch's default)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.momentum = momentum
+
+
 def bn_bias_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The bias parameters of every BatchNorm layer, in module order."""
     return [m.bias for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None]

@@ -27,6 +27,10 @@ def lr_at(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -
     a warm-up of ``warmup_epochs`` whole epochs (lr * (e + 1) / warm-up), then the schedule
     evaluated at ``e``.
 
+    ``warmup_start`` (a fraction of the peak, 0 by default) lifts the warm-up's line: it
+    rises from about ``warmup_start * lr`` instead of from about zero
+    (``lr * (s + (1 - s) * (pos + 1) / warm)``; with 0 exactly the line above).
+
     The cosine is ``lr * (1 + cos(pi * t / T)) / 2`` with ``t`` counted from the warm-up's end.
     ``cosine_epochs`` None: ``T`` is the rest of the run and the lr stays at zero at its end.
     ``cosine_epochs`` set: ``T`` is that many epochs (less the warm-up) and ``t`` is not
@@ -50,7 +54,8 @@ def lr_at(cfg: TrainConfig, step: int, total_steps: int, steps_per_epoch: int) -
     if restart is not None and cfg.restart_lr is not None and pos >= restart * unit:
         return _decayed(cfg.schedule, cfg.restart_lr, pos - restart * unit, run_len - restart * unit)
     if warm > 0 and pos < warm:
-        return cfg.lr * (pos + 1) / warm
+        start = getattr(cfg, "warmup_start", 0.0)
+        return cfg.lr * (start + (1.0 - start) * (pos + 1) / warm)
     if cfg.schedule == "cosine":
         cosine_epochs = getattr(cfg, "cosine_epochs", None)
         if cosine_epochs is None:

@@ -32,7 +32,8 @@ from .data import DataBundle, ImageSet, load_data, require_training_split, split
 from .device import device_name, resolve_device, versions
 from .ema import WeightEMA
 from .evaluate import Normalizer
-from .model import SEResNet, arch_info, bn_bias_parameters, count_parameters, whiten_stem_, zero_init_residual_
+from .model import SEResNet, arch_info, count_parameters, set_bn_momentum_, whiten_stem_, zero_init_residual_
+from .optim import Lookahead, make_optimizer, restore_optimizer
 from . import readback
 from .rundir import RunDir, RunLock, now_iso, resume_target
 from .schedule import extension_overrides, lr_at
@@ -81,37 +82,6 @@ def resume_changes(stored: TrainConfig, cfg: TrainConfig) -> dict[str, list]:
     return out
 
 
-def make_optimizer(cfg: TrainConfig, model: torch.nn.Module, device: torch.device) -> torch.optim.Optimizer:
-    """SGD as the config says, for a model already on ``device``.
-
-    One parameter group, or (``bn_bias_lr_scale`` != 1) two: the BatchNorm biases, whose lr
-    is ``bn_bias_lr_scale`` times the schedule's (the group's ``lr_scale``) and weight decay
-    that much smaller (the decay per step is the same), and the rest. On CUDA the fused
-    implementation where this torch has it (one kernel for the whole update).
-    """
-    params: Any = list(model.parameters())
-    if cfg.bn_bias_lr_scale != 1.0:
-        scale = float(cfg.bn_bias_lr_scale)
-        biases = bn_bias_parameters(model)
-        ids = {id(b) for b in biases}
-        params = [{"params": [q for q in params if id(q) not in ids], "lr_scale": 1.0},
-                  {"params": biases, "lr": cfg.lr * scale, "weight_decay": cfg.weight_decay / scale, "lr_scale": scale}]
-    kwargs: dict[str, Any] = dict(lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                                  nesterov=cfg.nesterov and cfg.momentum > 0)
-    if device.type == "cuda" and "fused" in _sgd_arguments():
-        try:
-            return torch.optim.SGD(params, fused=True, **kwargs)
-        except (RuntimeError, TypeError, ValueError):  # pragma: no cover - depends on the torch build
-            pass
-    return torch.optim.SGD(params, **kwargs)
-
-
-def _sgd_arguments() -> set[str]:
-    import inspect
-
-    return set(inspect.signature(torch.optim.SGD.__init__).parameters)
-
-
 def compile_backend(cfg: TrainConfig, device: torch.device) -> Optional[str]:
     """The torch.compile backend this run uses, or None for eager. ``compile`` with no
     ``compile_backend``: inductor, on CUDA only (elsewhere the run is eager, as always);
@@ -127,15 +97,6 @@ def compile_backend(cfg: TrainConfig, device: torch.device) -> Optional[str]:
         raise ConfigError(f"compile_backend {cfg.compile_backend!r} is not a torch.compile backend here; "
                           f"use one of: {', '.join(sorted(known))}")
     return cfg.compile_backend
-
-
-def restore_optimizer(opt: torch.optim.Optimizer, state: dict) -> None:
-    """Load an optimizer state, keeping this process's implementation choice (a checkpoint
-    from a GPU run with fused SGD resumes on a CPU, and the other way round)."""
-    keep = [{k: g.get(k) for k in ("fused", "foreach")} for g in opt.param_groups]
-    opt.load_state_dict(state)
-    for g, mine in zip(opt.param_groups, keep):
-        g.update(mine)
 
 
 @dataclass
@@ -162,6 +123,7 @@ class Setup:
     store: Optional[CheckpointStore]
     resumed_from: Optional[str]
     mix_gen: Optional[torch.Generator] = None  # on the device: mixup's pairings
+    lookahead: Optional[Lookahead] = None  # cfg.lookahead_every > 0
 
     @property
     def rows(self) -> int:
@@ -303,6 +265,7 @@ class Builder:
         model = SEResNet(num_classes=len(bundle.classes), shape=cfg.net_shape())
         params = count_parameters(model)
         self.model = model
+        set_bn_momentum_(model, cfg.bn_momentum)
         model.to(device)
         if device.type == "cuda" and cfg.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -310,8 +273,9 @@ class Builder:
             self._initialise(cfg, model, train)
         opt = make_optimizer(cfg, model, device)
         ema = WeightEMA(model, cfg.ema_decay) if cfg.ema_decay is not None else None
+        slow = Lookahead(model, cfg.lookahead_every, cfg.lookahead_decay) if cfg.lookahead_every else None
         if ckpt is not None:
-            self._restore(ckpt, model, opt, ema, len(bundle.classes))
+            self._restore(ckpt, model, opt, ema, len(bundle.classes), slow)
         run = self._open_run_dir(cfg, ckpt)
         return Setup(
             cfg=cfg, device=device, dist=self.dist, bundle=bundle, classes=list(bundle.classes),
@@ -320,7 +284,7 @@ class Builder:
             opt=opt, ema=ema, params=params, run=run, store=CheckpointStore(run) if run is not None else None,
             aug=Augmenter(cfg.crop_padding, device, use_gray=cfg.grayscale_p > 0, use_autocontrast=cfg.autocontrast_p > 0,
                           reflect=cfg.pad_mode == "reflect", cutout=cfg.cutout),
-            resumed_from=str(ckpt["path"]) if ckpt is not None else None, mix_gen=_generator(device),
+            resumed_from=str(ckpt["path"]) if ckpt is not None else None, mix_gen=_generator(device), lookahead=slow,
         )
 
     def _data_progress(self, every: float = 0.5) -> Callable[[str, int, int], None]:
@@ -401,8 +365,8 @@ class Builder:
         return batch, steps
 
     def _restore(self, ckpt: dict, model: torch.nn.Module, opt: torch.optim.Optimizer,
-                 ema: Optional[WeightEMA], n_classes: int) -> None:
-        """Weights, optimiser, EMA, progress and RNG state from a checkpoint."""
+                 ema: Optional[WeightEMA], n_classes: int, slow: Optional[Lookahead] = None) -> None:
+        """Weights, optimiser, EMA, the lookahead's slow weights, progress and RNG state from a checkpoint."""
         if n_classes != ckpt["arch"]["num_classes"]:
             raise TrainingError(f"the checkpoint has {ckpt['arch']['num_classes']} classes but --data has {n_classes}")
         load_weights(model, ckpt)
@@ -416,6 +380,12 @@ class Builder:
             except (RuntimeError, KeyError, TypeError):
                 raise TrainingError(f"{ckpt['path']}: its weight average does not fit; the checkpoint is damaged") from None
             check_finite(ckpt["ema"], ckpt["path"])
+        if slow is not None and isinstance(ckpt.get("lookahead"), dict):  # (else: from the weights, as a new run)
+            try:
+                slow.load_state_dict(ckpt["lookahead"])
+            except (RuntimeError, KeyError, TypeError):
+                raise TrainingError(f"{ckpt['path']}: its lookahead weights do not fit; the checkpoint is damaged") from None
+            check_finite(ckpt["lookahead"], ckpt["path"])
         self._restore_progress(ckpt)
         rng = ckpt.get("rng") if isinstance(ckpt.get("rng"), dict) else {}
         if "torch" in rng:

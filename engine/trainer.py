@@ -316,8 +316,8 @@ class Trainer:
         while step < e.steps:
             self._ckpt.collect()
             if not self.commands.empty() or st.paused:
-                if not s.dist.enabled:  # a command is rare: first show a reading still pending
-                    self._report_pending(s, e)
+                if not s.dist.enabled and (pending := self._reader.take()) is not None:
+                    self._report(s, e, pending)  # a command is rare: first show a reading still pending
                 self._between_steps(e, step)
                 if st.stopping and not s.dist.enabled:  # under torchrun a stop waits for the next sync
                     p.stopped_at = (epoch, step)
@@ -330,12 +330,6 @@ class Trainer:
                 p.stopped_at = (epoch, step)  # torchrun: every rank agreed to stop
                 return None
         return e
-
-    def _report_pending(self, s: Setup, e: _Epoch) -> None:
-        """Announce a reading still waiting for the next log (alone, not under torchrun)."""
-        pending = self._reader.take()
-        if pending is not None:
-            self._report(s, e, pending)
 
     def _between_steps(self, e: _Epoch, step: int) -> None:
         """Apply queued commands (blocks while paused); paused time is not training time."""
@@ -381,6 +375,8 @@ class Trainer:
         s.opt.step()
         if s.ema is not None:
             s.ema.update()
+        if s.lookahead is not None:
+            s.lookahead.after_step(p.global_step + 1, s.total_steps)
         with torch.no_grad():
             pred = out.argmax(1)
             if e.mixup:

@@ -77,6 +77,10 @@ TRAIN_SETTINGS: dict[str, tuple[type, tuple[str, ...], str]] = {
     "save_every_epochs": (int, ("--save-every-epochs",), "Write checkpoints/last.pt every N epochs; 0: at the end of the first epoch a minute or more after the last write. Always at the run's end and at a stop; a new best.pt is written with it.  [default: 0]"),
     "compile": (bool, ("--compile/--no-compile",), "torch.compile the training step on CUDA (compile time is reported apart; the last, smaller batch of each epoch is then skipped).  [default: the preset's]"),
     "compile_mode": (str, ("--compile-mode",), "torch.compile mode: default, reduce-overhead (CUDA graphs), max-autotune or max-autotune-no-cudagraphs."),
+    "warmup_start": (float, ("--warmup-start",), "The lr warm-up rises from this fraction of the peak lr (0: from zero).  [default: the preset's]"),
+    "bn_momentum": (float, ("--bn-momentum",), "BatchNorm momentum, PyTorch's convention: the weight of each new batch in the running statistics (PyTorch's default 0.1; airbench's 0.6 is 0.4 here).  [default: the preset's]"),
+    "lookahead_every": (int, ("--lookahead-every",), "Every N steps fold a slow average of the weights back into them (lookahead; 0: off).  [default: the preset's]"),
+    "lookahead_decay": (float, ("--lookahead-decay",), "The lookahead average's decay per step, reached at the run's end (it grows with the run's progress).  [default: 0.95]"),
 }
 
 
