@@ -226,6 +226,7 @@ SECTIONS: dict[str, Callable[[dict], dict]] = {
     "speedrun_seed2": training_run("speedrun", seed=2),
     "speedrun_lowres": training_run("speedrun", extra={"low_res_size": 24, "low_res_epochs": 6}),
     "speedrun_ema": training_run("speedrun", extra={"ema_decay": 0.99}),
+    "speedrun_lookahead": training_run("speedrun", extra={"lookahead_every": 5}),
 }
 
 

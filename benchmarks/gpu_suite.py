@@ -49,11 +49,11 @@ PARTS: dict[int, list[tuple[str, float, float]]] = {
         ("sync_census", 30, 60)],
     2: [("data", 20, 90), ("throughput_paper", 40, 100), ("paper_epochs", 60, 150), ("compile_modes", 60, 150),
         ("fast", 40, 120), ("speedrun96", 60, 200), ("speedrun_seed1", 40, 120), ("speedrun_seed2", 40, 120),
-        ("speedrun_lowres", 40, 120), ("speedrun_ema", 40, 120)],
+        ("speedrun_lowres", 40, 120), ("speedrun_ema", 40, 120), ("speedrun_lookahead", 40, 120)],
 }
 DRY_CAP = 300.0  # a cold inductor compile on a loaded 2-core machine can take minutes
 NEEDS_DATA = {"speedrun_to_94", "sync_census", "paper_epochs", "fast", "speedrun96", "speedrun_seed1",
-              "speedrun_seed2", "speedrun_lowres", "speedrun_ema"}
+              "speedrun_seed2", "speedrun_lowres", "speedrun_ema", "speedrun_lookahead"}
 
 
 def plan_for(args: argparse.Namespace, data: Optional[str]) -> dict[str, Any]:

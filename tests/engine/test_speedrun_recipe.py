@@ -35,8 +35,9 @@ def test_the_settings_are_checked_and_named_on_the_command_line():
 
 
 def test_the_warm_up_starts_from_a_fraction_of_the_peak():
-    base = make_config("speedrun", warmup_epochs=2.0)
-    lifted = base.replace(warmup_start=0.2)
+    lifted = make_config("speedrun", warmup_epochs=2.0)
+    assert lifted.warmup_start == 0.2 and lifted.bn_momentum == 0.4 and lifted.lookahead_every == 0  # the preset's
+    base = lifted.replace(warmup_start=0.0)
     assert lr_at(base, 0, 100, 10) == pytest.approx(0.8 / 20)  # from about zero, as before
     assert lr_at(lifted, 0, 100, 10) == pytest.approx(0.8 * (0.2 + 0.8 / 20))
     assert lr_at(lifted, 19, 100, 10) == pytest.approx(0.8) == lr_at(base, 19, 100, 10)  # the peak, as before
