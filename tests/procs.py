@@ -131,3 +131,33 @@ def hang_up_in_a_closed_terminal(tmp_path, *before: str) -> tuple[Path, list[dic
         if p.poll() is None:
             p.kill()
     return run, events_of(run)
+
+
+TINY_SPEC = """
+[sweep]
+name = "{name}"
+preset = "tiny"
+pruner = "none"
+sampler = "random"
+[fixed]
+data = "synthetic"
+width = 0.0625
+subset = {subset}
+val_size = {val_size}
+epochs = {epochs}
+batch_size = {batch}
+{more}
+[search]
+{search}
+"""
+
+
+def tiny_spec(name: str, *, epochs: int = 2, subset: int = 200, val_size: int = 64, batch: int = 32, more: str = "",
+              search: str = "lr = { low = 0.01, high = 0.2, log = true }") -> str:
+    """A tiny sweep's spec text (synthetic data, width 0.0625, random sampler, no pruner):
+    ``more`` extra [fixed] lines, ``search`` its [search] lines."""
+    import textwrap
+
+    return textwrap.dedent(TINY_SPEC).format(name=name, subset=subset, val_size=val_size, epochs=epochs, batch=batch,
+                                             more=textwrap.dedent(more).strip(),
+                                             search=textwrap.dedent(search).strip())

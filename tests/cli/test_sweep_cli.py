@@ -7,37 +7,17 @@ import json
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from tests.procs import ROOT, env_for, events_of, wait_for
+from tests.procs import ROOT, env_for, events_of, tiny_spec, wait_for
 from tui_trainer.cli import app
-
-SPEC = """
-[sweep]
-name = "{name}"
-preset = "tiny"
-pruner = "none"
-sampler = "random"
-[fixed]
-data = "synthetic"
-width = 0.0625
-subset = {subset}
-val_size = 64
-epochs = 2
-batch_size = {batch}
-{more}
-[search]
-lr = {{ low = 0.01, high = 0.2, log = true }}
-"""
-
 
 def write_spec(tmp_path, name="s", subset=200, batch=32, more="") -> Path:
     p = tmp_path / f"{name}.toml"
-    p.write_text(textwrap.dedent(SPEC.format(name=name, subset=subset, batch=batch, more=more)))
+    p.write_text(tiny_spec(name, subset=subset, batch=batch, more=more))
     return p
 
 

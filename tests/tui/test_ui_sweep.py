@@ -5,7 +5,6 @@ stops after this trial; `q` quits once the trial is saved."""
 from __future__ import annotations
 
 import asyncio
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -15,29 +14,12 @@ from engine.sweep import default_storage, load_spec
 from engine.trials import Sweep, summary_rows
 from tui_trainer.app import build_sweep_app
 from tui_trainer.screens.sweep import SweepScreen, TrialDashboard
+from tests.procs import tiny_spec
 from ui_support import wait_for
-
-SPEC = """
-[sweep]
-name = "{name}"
-preset = "tiny"
-pruner = "none"
-sampler = "random"
-[fixed]
-data = "synthetic"
-width = 0.0625
-subset = 64
-val_size = 32
-batch_size = 32
-epochs = {epochs}
-[search]
-{search}
-"""
-
 
 def spec_text(name: str, epochs: int, search: str = "lr = { choices = [0.05, 0.1] }") -> str:
     """A tiny sweep's spec (synthetic data, width 0.0625, 64 images): ``search`` its [search] lines."""
-    return textwrap.dedent(SPEC).format(name=name, epochs=epochs, search=textwrap.dedent(search).strip())
+    return tiny_spec(name, epochs=epochs, subset=64, val_size=32, search=search)
 
 
 def make_sweep(tmp_path, epochs: int) -> Sweep:
